@@ -1,0 +1,54 @@
+"""The ``.phyda`` accessor on xarray Datasets: thin and stateless.
+
+Each method is a few lines that call a function of the package; the accessor
+holds nothing but the object it was created on, and never modifies it.
+"""
+
+from __future__ import annotations
+
+import xarray as xr
+
+__all__ = ["PhydaDatasetAccessor"]
+
+
+@xr.register_dataset_accessor("phyda")
+class PhydaDatasetAccessor:
+    """``ds.phyda``: physics checks, data assimilation and encoding for a Dataset.
+
+    Examples
+    --------
+    >>> import xphyda
+    >>> ds = xphyda.tutorial.open_dataset("era5-z-t")
+    >>> ds.phyda.grid.lat
+    'latitude'
+    """
+
+    def __init__(self, obj: xr.Dataset):
+        self._obj = obj
+
+    @property
+    def grid(self):
+        """The discovered :class:`~xphyda.grid.Grid` (coordinate names, orientation, levels)."""
+        from .grid import discover_grid
+
+        return discover_grid(self._obj)
+
+    def physics_residual(self, name: str, **kwargs) -> xr.DataArray:
+        """Residual of a physical law; see :func:`xphyda.physics.physics_residual`.
+
+        Examples
+        --------
+        >>> import xphyda
+        >>> ds = xphyda.tutorial.open_dataset("era5-z-t")
+        >>> ds.phyda.physics_residual("hydrostatic").attrs["units"]
+        'm'
+        """
+        from .physics import physics_residual
+
+        return physics_residual(self._obj, name, **kwargs)
+
+    def residual_summary(self, names=None, **kwargs) -> xr.Dataset:
+        """Area-weighted RMS residuals per level; see :func:`xphyda.physics.residual_summary`."""
+        from .physics import residual_summary
+
+        return residual_summary(self._obj, names, **kwargs)

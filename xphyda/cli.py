@@ -1,0 +1,165 @@
+"""The ``phyda`` command.
+
+Every subcommand is a thin wrapper over a Python function.  Errors print one
+line (``phyda: error: ...``) and exit with a non-zero code; ``--debug`` shows
+the traceback.
+
+Exit codes: 0 success, 1 an xphyda error (bad input, missing model...),
+2 bad command-line usage, 3 an output exists (use ``--overwrite``),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+__all__ = ["main", "open_any", "write_atomic"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class OutputExistsError(Exception):
+    """The output path exists and ``--overwrite`` was not given."""
+
+
+# --------------------------------------------------------------------------- file helpers
+def open_any(path: str | os.PathLike):
+    """Open a netCDF, Zarr or GRIB file as an xarray Dataset, by its suffix.
+
+    Raises
+    ------
+    xphyda.errors.DataError
+        If the file does not exist or its format is not recognised.
+    """
+    import xarray as xr
+
+    from .errors import DataError
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"file {str(p)!r} does not exist")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".zarr" or (p.is_dir() and any((p / n).exists() for n in ("zarr.json", ".zgroup"))):
+            return xr.open_zarr(p)
+        if suffix in (".grib", ".grb", ".grib2", ".grb2"):
+            return xr.open_dataset(p, engine="cfgrib")
+        if suffix in (".nc", ".nc4", ".netcdf", ".cdf"):
+            return xr.open_dataset(p, engine="netcdf4")
+    except Exception as exc:
+        raise DataError(f"could not read {str(p)!r} as {suffix[1:]}: {exc}") from None
+    raise DataError(
+        f"file {str(p)!r} has an unrecognised format (suffix {suffix!r}); expected .nc, .zarr or .grib"
+    )
+
+
+def write_atomic(ds, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``ds`` to netCDF (``.nc``) or Zarr (``.zarr``) under a temporary name, then rename.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    """
+    import shutil
+
+    from .errors import DataError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output {str(path)!r} exists; pass --overwrite to replace it")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        ds.to_zarr(tmp, mode="w")
+    elif suffix in (".nc", ".nc4"):
+        ds.to_netcdf(tmp, engine="netcdf4")
+    else:
+        raise DataError(f"output {str(path)!r}: expected a .nc or .zarr suffix")
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    tmp.rename(path)
+    return path
+
+
+# --------------------------------------------------------------------------- subcommands
+def _cmd_residual(args) -> int:
+    from .physics import physics_residual, residual_summary
+
+    ds = open_any(args.file)
+    overrides = dict(kv.split("=", 1) for kv in args.var)
+    names = args.name or None
+    summary = residual_summary(ds, names, **overrides)
+    print(summary.to_dataframe().to_string())
+    if args.output:
+        import xarray as xr
+
+        done = names or sorted({str(v).rsplit("_", 1)[0] for v in summary.data_vars})
+        out = xr.Dataset({f"{n}_residual": physics_residual(ds, n, **overrides) for n in done})
+        write_atomic(out, args.output, overwrite=args.overwrite)
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(output_dir=Path(args.output_dir), progress=not args.quiet)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phyda",
+        description="Physics-guided diffusion data assimilation (xphyda).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the demo on the bundled ERA5 sample and write a figure")
+    p.add_argument("--output-dir", default="phyda-demo", help="folder for the figure and tables (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("residual", help="physics residuals of a dataset (netCDF, Zarr or GRIB)")
+    p.add_argument("file", help="input dataset")
+    p.add_argument("--name", action="append", help="residual to compute (repeatable); default: all possible")
+    p.add_argument("--var", action="append", default=[], metavar="KEY=NAME", help="variable override, e.g. u=uwnd")
+    p.add_argument("--output", help="write the residual fields to this .nc or .zarr")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_residual)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``phyda`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from .errors import PhydaError
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("phyda: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OutputExistsError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"phyda: error: {exc}", file=sys.stderr)
+        return EXIT_EXISTS
+    except PhydaError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"phyda: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Exceptions raised by xphyda.
+
+Every error is a :class:`PhydaError`; each subclass also inherits the matching
+builtin, so ``except KeyError`` keeps working for code that does not know
+xphyda.  Messages say what was found, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PhydaError",
+    "CoordinateError",
+    "VariableError",
+    "UnitsError",
+    "GridError",
+    "ObservationError",
+    "ModelError",
+    "ResidualNameError",
+    "DataError",
+]
+
+
+class PhydaError(Exception):
+    """Base class of every error raised by xphyda."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class CoordinateError(PhydaError, KeyError):
+    """A coordinate (latitude, longitude, level, ...) is missing, ambiguous or malformed."""
+
+
+class VariableError(PhydaError, KeyError):
+    """A data variable needed by a computation is missing, ambiguous or unusable."""
+
+
+class UnitsError(PhydaError, ValueError):
+    """Units are missing, cannot be parsed, or have the wrong dimensionality."""
+
+
+class GridError(PhydaError, ValueError):
+    """The horizontal or vertical grid cannot be used (unsorted, duplicated, too few points...)."""
+
+
+class ObservationError(PhydaError, ValueError):
+    """Observations are malformed, outside the domain, or inconsistent with the state."""
+
+
+class ModelError(PhydaError, LookupError):
+    """A model cannot be found, loaded, or cannot serve the given inputs."""
+
+
+class ResidualNameError(PhydaError, KeyError):
+    """An unknown physics residual was requested."""
+
+
+class DataError(PhydaError, ValueError):
+    """A training or evaluation data store is malformed."""

@@ -1,0 +1,104 @@
+"""Physics residuals on arrays in SI units (numpy or torch, differentiable).
+
+These are the array back end of :mod:`xphyda.physics.residuals` and of the
+physics term of the diffusion model's training loss.  Fields have shape
+``(..., level, lat, lon)`` with the level on ``axis``; pressures are in Pa.
+
+* :func:`continuity` -- layer form of ``div(V) + d(omega)/dp`` (s-1):
+  ``(omega[k+1] - omega[k]) / (p[k+1] - p[k]) + (D[k] + D[k+1]) / 2``.
+* :func:`hydrostatic` -- hypsometric residual per layer (m):
+  ``(Phi[k+1] - Phi[k]) / g - (Rd / g) * (Tv[k] + Tv[k+1]) / 2 * ln(p[k] / p[k+1])``.
+  The arithmetic mean of Tv is the exact log-pressure mean for Tv linear in
+  ln p, and is exact for an isothermal layer.
+* :func:`geostrophic` -- ``|V - V_g|`` (m s-1) with ``V_g = k x grad(Phi) / f``,
+  ``f = 2 Omega sin(lat)``; NaN where ``|lat| < band`` degrees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .constants import constants
+from .operators import SphereGrid, _like, divergence, gradient, layer_difference, layer_mean
+
+__all__ = ["virtual_temperature", "continuity", "hydrostatic", "geostrophic", "GEOSTROPHIC_BAND"]
+
+GEOSTROPHIC_BAND = 15.0
+"""Half-width in degrees of the equatorial band where the geostrophic residual is NaN."""
+
+
+def _sqrt(x):
+    return x.sqrt() if type(x).__module__.startswith("torch") else np.sqrt(x)
+
+
+def _layer_view(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    shape = [1] * ndim
+    shape[axis % ndim] = values.size
+    return values.reshape(shape)
+
+
+def virtual_temperature(t, q=None):
+    """Virtual temperature ``T (1 + q (1 - eps) / eps)`` (K) from specific humidity ``q`` (kg kg-1)."""
+    if q is None:
+        return t
+    eps = constants().epsilon
+    return t * (1.0 + q * (1.0 - eps) / eps)
+
+
+def continuity(u, v, w, p, grid: SphereGrid, *, axis: int = -3):
+    """Mass-continuity residual on the layers between adjacent pressure levels (s-1).
+
+    Parameters
+    ----------
+    u, v : array
+        Horizontal wind (m s-1).
+    w : array
+        Vertical velocity omega (Pa s-1).
+    p : array_like
+        Pressure of each level (Pa), monotonic.
+    grid : SphereGrid
+
+    Returns
+    -------
+    array
+        Shape of ``u`` with one fewer level.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    d = divergence(u, v, grid)
+    dp = _layer_view(np.diff(p), u.ndim, axis)
+    return layer_difference(w, axis=axis) / _like(dp, w) + layer_mean(d, axis=axis)
+
+
+def hydrostatic(phi, t, p, *, q=None, axis: int = -3):
+    """Hypsometric residual on the layers between adjacent pressure levels (m).
+
+    Parameters
+    ----------
+    phi : array
+        Geopotential (m2 s-2).
+    t : array
+        Temperature (K).
+    p : array_like
+        Pressure of each level (Pa).
+    q : array, optional
+        Specific humidity (kg kg-1) for the virtual temperature.
+    """
+    c = constants()
+    p = np.asarray(p, dtype=np.float64)
+    log_ratio = _layer_view(np.log(p[:-1] / p[1:]), phi.ndim, axis)
+    tv_mean = layer_mean(virtual_temperature(t, q), axis=axis)
+    thickness = layer_difference(phi, axis=axis) / c.g
+    return thickness - (c.Rd / c.g) * tv_mean * _like(log_ratio, tv_mean)
+
+
+def geostrophic(u, v, phi, grid: SphereGrid, *, band: float = GEOSTROPHIC_BAND):
+    """Magnitude of the ageostrophic wind ``|V - V_g|`` (m s-1); NaN where ``|lat| < band``."""
+    c = constants()
+    f = 2.0 * c.omega * np.sin(grid.phi)
+    inside = np.abs(grid.lat) < band
+    inv_f = np.where(inside, np.nan, 1.0 / np.where(inside, 1.0, f))[:, None]
+    dphidx, dphidy = gradient(phi, grid)
+    inv_f = _like(inv_f, phi)
+    ug = -dphidy * inv_f
+    vg = dphidx * inv_f
+    return _sqrt((u - ug) ** 2 + (v - vg) ** 2)

@@ -1,0 +1,420 @@
+"""Finite-volume operators on a latitude-longitude sphere, for numpy and torch.
+
+One implementation serves both backends: every kernel takes numpy arrays or
+torch tensors (differentiable) and returns the same type.  Arrays hold SI
+values with latitude and longitude as their last two axes, in the grid's own
+order (ascending or descending latitude).
+
+Discretisation
+--------------
+Each grid point is the centre of a cell bounded by the meridians half-way to its
+neighbours and by the parallels half-way to its neighbours.  On a global grid the
+outermost parallels are the poles, so a pole row is a polar cap and the rows next
+to it are ordinary cells; on a regional grid the outermost cells are extended by
+half a spacing.  With ``s = sin(latitude)`` at the cell edges:
+
+* divergence ``D = (1 / (a c)) du/dlambda + (1 / a) d(v cos(phi)) / ds``,
+* vorticity ``zeta = (1 / (a c)) dv/dlambda - (1 / a) d(u cos(phi)) / ds``,
+* gradient ``(1 / (a c)) df/dlambda, (1 / a) df/dphi``,
+
+where ``c = (s_north - s_south) / (phi_north - phi_south)`` is the cell-averaged
+cosine (finite at the poles, equal to ``cos(phi)`` to second order elsewhere), the
+meridional flux ``v cos(phi)`` is taken at the cell edges from the mean of the two
+neighbouring rows (zero at a pole), and ``d/dlambda`` is a centred difference,
+periodic on a grid that wraps around the globe.  ``df/dphi`` is a second-order
+centred difference (second-order one-sided on the first and last rows).  The
+divergence and vorticity are therefore the flux and circulation of each cell
+divided by its area: exact zero for solid-body rotation, bounded at the poles,
+and second-order accurate away from them.
+
+Vertical operators act on pressure levels (Pa): second-order ``d/dp`` on levels,
+and the layer forms (difference and mean of adjacent levels) used by the
+continuity and hydrostatic residuals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import GridError
+from .constants import EARTH_RADIUS
+
+__all__ = [
+    "SphereGrid",
+    "ddlambda",
+    "ddphi",
+    "gradient",
+    "divergence",
+    "vorticity",
+    "ddp",
+    "layer_difference",
+    "layer_mean",
+    "omega_from_continuity",
+]
+
+
+# --------------------------------------------------------------------------- backends
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _roll(x, shift: int, axis: int):
+    if _is_torch(x):
+        return x.roll(shift, dims=axis)
+    return np.roll(x, shift, axis=axis)
+
+
+def _cat(parts, axis: int):
+    if _is_torch(parts[0]):
+        import torch
+
+        return torch.cat(parts, dim=axis)
+    return np.concatenate(parts, axis=axis)
+
+
+def _like(a: np.ndarray, x):
+    """Convert a numpy metric array to the backend, dtype and device of ``x``."""
+    if _is_torch(x):
+        import torch
+
+        return torch.as_tensor(a, dtype=x.dtype, device=x.device)
+    return np.asarray(a, dtype=np.result_type(x.dtype, np.float32))
+
+
+def _take(x, sl: slice, axis: int):
+    index = [slice(None)] * x.ndim
+    index[axis] = sl
+    return x[tuple(index)]
+
+
+# --------------------------------------------------------------------------- grid
+@dataclass(frozen=True, eq=False)
+class SphereGrid:
+    """Geometry of a latitude-longitude grid, precomputed in float64.
+
+    Parameters
+    ----------
+    lat, lon : array_like
+        Cell-centre latitudes and longitudes in degrees, in the data's order.
+        Latitudes strictly monotonic (either direction), longitudes strictly
+        increasing (any origin; they are unwrapped).
+    radius : float
+        Sphere radius in metres (ERA5's 6 371 229 m by default).
+    periodic : bool, optional
+        Whether longitude wraps around the globe; inferred from the spacing when
+        not given.
+    global_lat : bool, optional
+        Whether the outermost rows reach the poles (cap cells); inferred when not
+        given: true when the first and last rows lie within one row spacing of
+        opposite poles (regular grids with or without pole rows, Gaussian grids).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = SphereGrid(np.linspace(90, -90, 5), np.arange(0, 360, 90.0))
+    >>> g.periodic, g.global_lat
+    (True, True)
+    """
+
+    lat: np.ndarray
+    lon: np.ndarray
+    radius: float = EARTH_RADIUS
+    periodic: bool | None = None
+    global_lat: bool | None = None
+    # derived (filled in __post_init__)
+    phi: np.ndarray = field(init=False, repr=False)
+    lam: np.ndarray = field(init=False, repr=False)
+    coscell: np.ndarray = field(init=False, repr=False)
+    dsin: np.ndarray = field(init=False, repr=False)
+    cos_edge: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        lat = np.asarray(self.lat, dtype=np.float64).ravel()
+        lon = np.asarray(self.lon, dtype=np.float64).ravel()
+        if lat.size < 3 or lon.size < 3:
+            raise GridError(
+                f"grid too small: found {lat.size} latitudes and {lon.size} longitudes, "
+                "expected at least 3 of each for centred differences"
+            )
+        dlat = np.diff(lat)
+        if not (np.all(dlat > 0) or np.all(dlat < 0)):
+            raise GridError(
+                "latitude must be strictly monotonic (ascending or descending) without "
+                f"duplicates; found {lat[:5]}...; sort it with ds.sortby('latitude')"
+            )
+        if np.any(np.abs(lat) > 90 + 1e-9):
+            raise GridError(f"latitude outside [-90, 90]: found min {lat.min()}, max {lat.max()}")
+        lon = np.unwrap(np.deg2rad(lon), period=2 * np.pi)
+        if not np.all(np.diff(lon) > 0):
+            raise GridError(
+                "longitude must be strictly increasing without duplicates; found "
+                f"{np.rad2deg(lon[:5])}...; sort it with ds.sortby('longitude')"
+            )
+        dl = np.diff(lon)
+        periodic = self.periodic
+        if periodic is None:
+            span = lon[-1] - lon[0] + dl.mean()
+            periodic = bool(abs(span - 2 * np.pi) < 0.5 * dl.mean())
+        phi = np.deg2rad(lat)
+        mid = 0.5 * (phi[1:] + phi[:-1])
+        first = phi[0] - 0.5 * (phi[1] - phi[0])
+        last = phi[-1] + 0.5 * (phi[-1] - phi[-2])
+        global_lat = self.global_lat
+        if global_lat is None:  # both outer rows within one spacing of a pole
+            reach = abs(phi[0]) + abs(phi[1] - phi[0]), abs(phi[-1]) + abs(phi[-1] - phi[-2])
+            global_lat = bool(min(reach) >= np.pi / 2 - 1e-9 and phi[0] * phi[-1] < 0)
+        if global_lat:
+            first, last = np.sign(phi[0]) * np.pi / 2, np.sign(phi[-1]) * np.pi / 2
+        edges = np.concatenate([[first], mid, [last]])
+        edges = np.clip(edges, -np.pi / 2, np.pi / 2)
+        dsin = np.diff(np.sin(edges))
+        dphi = np.diff(edges)
+        set_ = object.__setattr__
+        set_(self, "lat", lat)
+        set_(self, "lon", np.rad2deg(lon))
+        set_(self, "periodic", periodic)
+        set_(self, "global_lat", global_lat)
+        set_(self, "phi", phi)
+        set_(self, "lam", lon)
+        set_(self, "coscell", dsin / dphi)
+        set_(self, "dsin", dsin)
+        cos_edge = np.cos(edges)
+        if global_lat:
+            cos_edge[0] = cos_edge[-1] = 0.0
+        set_(self, "cos_edge", cos_edge)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(nlat, nlon)``."""
+        return (self.lat.size, self.lon.size)
+
+    @property
+    def cell_area(self) -> np.ndarray:
+        """Cell areas in m2, shape ``(nlat, nlon)`` (sums to 4 pi a^2 on a global grid)."""
+        dlam = self._dlam_cell()
+        return self.radius**2 * np.abs(self.dsin)[:, None] * dlam[None, :]
+
+    def _dlam_cell(self) -> np.ndarray:
+        lam = self.lam
+        if self.periodic:
+            ext = np.concatenate([[lam[-1] - 2 * np.pi], lam, [lam[0] + 2 * np.pi]])
+        else:
+            ext = np.concatenate([[2 * lam[0] - lam[1]], lam, [2 * lam[-1] - lam[-2]]])
+        return 0.5 * (ext[2:] - ext[:-2])
+
+    def check_shape(self, x, name: str = "field") -> None:
+        """Raise :class:`GridError` unless the last two axes of ``x`` match the grid."""
+        if tuple(x.shape[-2:]) != self.shape:
+            raise GridError(
+                f"{name} has horizontal shape {tuple(x.shape[-2:])}, expected {self.shape} "
+                "(latitude, longitude) as its last two axes"
+            )
+
+
+# --------------------------------------------------------------------------- horizontal
+def ddlambda(f, grid: SphereGrid):
+    """Centred derivative with respect to longitude (radians), periodic where the grid wraps."""
+    grid.check_shape(f)
+    lam = grid.lam
+    if grid.periodic:
+        span = np.roll(lam, -1) - np.roll(lam, 1)
+        span[0] += 2 * np.pi
+        span[-1] += 2 * np.pi
+        return (_roll(f, -1, -1) - _roll(f, 1, -1)) / _like(span, f)
+    inner = (_take(f, slice(2, None), -1) - _take(f, slice(None, -2), -1)) / _like(lam[2:] - lam[:-2], f)
+    west = (_take(f, slice(1, 2), -1) - _take(f, slice(0, 1), -1)) / float(lam[1] - lam[0])
+    east = (_take(f, slice(-1, None), -1) - _take(f, slice(-2, -1), -1)) / float(lam[-1] - lam[-2])
+    return _cat([west, inner, east], -1)
+
+
+def ddphi(f, grid: SphereGrid):
+    """Second-order derivative with respect to latitude (radians) on possibly uneven rows."""
+    grid.check_shape(f)
+    phi = grid.phi
+    h0 = phi[1:-1] - phi[:-2]
+    h1 = phi[2:] - phi[1:-1]
+    a = -h1 / (h0 * (h0 + h1))
+    b = (h1 - h0) / (h0 * h1)
+    c = h0 / (h1 * (h0 + h1))
+    col = (slice(None), None)
+    inner = (
+        _like(a[col], f) * _take(f, slice(None, -2), -2)
+        + _like(b[col], f) * _take(f, slice(1, -1), -2)
+        + _like(c[col], f) * _take(f, slice(2, None), -2)
+    )
+
+    def one_sided(i0, i1, i2):
+        d1, d2 = phi[i1] - phi[i0], phi[i2] - phi[i0]
+        w0 = -(d1 + d2) / (d1 * d2)
+        w1 = d2 / (d1 * (d2 - d1))
+        w2 = -d1 / (d2 * (d2 - d1))
+        return sum(float(w) * _take(f, slice(i, i + 1 if i != -1 else None), -2) for w, i in ((w0, i0), (w1, i1), (w2, i2)))
+
+    return _cat([one_sided(0, 1, 2), inner, one_sided(-1, -2, -3)], -2)
+
+
+def gradient(f, grid: SphereGrid):
+    """Horizontal gradient ``(df/dx, df/dy)`` in units of ``f`` per metre.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = SphereGrid(np.linspace(-80, 80, 17), np.arange(0, 360, 10.0))
+    >>> f = np.sin(np.deg2rad(g.lat))[:, None] * np.ones(36)
+    >>> dfdx, dfdy = gradient(f, g)
+    >>> float(abs(dfdx).max())
+    0.0
+    """
+    coscell = grid.coscell[:, None]
+    dfdx = ddlambda(f, grid) / _like(grid.radius * coscell, f)
+    dfdy = ddphi(f, grid) / grid.radius
+    return dfdx, dfdy
+
+
+def _meridional_flux_divergence(g, grid: SphereGrid):
+    """``(1 / a) d(g cos(phi)) / d(sin(phi))`` in finite-volume form (``g`` is v or u)."""
+    grid.check_shape(g)
+    mean = 0.5 * (_take(g, slice(1, None), -2) + _take(g, slice(None, -1), -2))
+    if grid.global_lat:
+        edge_first = edge_last = 0.0 * _take(g, slice(0, 1), -2)
+    else:
+        edge_first, edge_last = _take(g, slice(0, 1), -2), _take(g, slice(-1, None), -2)
+    at_edges = _cat([edge_first, mean, edge_last], -2) * _like(grid.cos_edge[:, None], g)
+    flux_diff = _take(at_edges, slice(1, None), -2) - _take(at_edges, slice(None, -1), -2)
+    return flux_diff / _like(grid.radius * grid.dsin[:, None], g)
+
+
+def divergence(u, v, grid: SphereGrid):
+    """Horizontal divergence of the wind ``(u, v)`` in s-1 (finite-volume form).
+
+    Examples
+    --------
+    Solid-body rotation is non-divergent, at the poles too:
+
+    >>> import numpy as np
+    >>> g = SphereGrid(np.linspace(90, -90, 19), np.arange(0, 360, 10.0))
+    >>> u = 20 * np.cos(np.deg2rad(g.lat))[:, None] * np.ones(36)
+    >>> float(abs(divergence(u, 0 * u, g)).max()) < 1e-20
+    True
+    """
+    grid.check_shape(u, "u")
+    grid.check_shape(v, "v")
+    zonal = ddlambda(u, grid) / _like(grid.radius * grid.coscell[:, None], u)
+    return zonal + _meridional_flux_divergence(v, grid)
+
+
+def vorticity(u, v, grid: SphereGrid):
+    """Relative vorticity of the wind ``(u, v)`` in s-1 (circulation per cell area).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = SphereGrid(np.linspace(-60, 60, 121), np.arange(0, 360, 1.0))
+    >>> u = 20 * np.cos(np.deg2rad(g.lat))[:, None] * np.ones(360)
+    >>> exact = 2 * 20 * np.sin(np.deg2rad(g.lat))[:, None] / g.radius
+    >>> err = np.abs(vorticity(u, 0 * u, g) - exact)[1:-1].max() / np.abs(exact).max()
+    >>> bool(err < 1e-4)
+    True
+    """
+    grid.check_shape(u, "u")
+    grid.check_shape(v, "v")
+    zonal = ddlambda(v, grid) / _like(grid.radius * grid.coscell[:, None], v)
+    return zonal - _meridional_flux_divergence(u, grid)
+
+
+# --------------------------------------------------------------------------- vertical
+def _check_levels(p, f, axis: int) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64).ravel()
+    if f.shape[axis] != p.size:
+        raise GridError(
+            f"field has {f.shape[axis]} levels on axis {axis} but {p.size} pressures were given"
+        )
+    dp = np.diff(p)
+    if p.size > 1 and not (np.all(dp > 0) or np.all(dp < 0)):
+        raise GridError(f"pressure levels must be strictly monotonic without duplicates; found {p}")
+    return p
+
+
+def _axis_view(a: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    shape = [1] * ndim
+    shape[axis] = a.size
+    return a.reshape(shape)
+
+
+def ddp(f, p, *, axis: int = -3):
+    """Second-order derivative with respect to pressure (``p`` in Pa) along ``axis``.
+
+    Centred on interior levels (uneven spacing allowed), second-order one-sided on
+    the end levels; needs at least 3 levels.
+    """
+    p = _check_levels(p, f, axis)
+    if p.size < 3:
+        raise GridError(f"d/dp needs at least 3 pressure levels, found {p.size}")
+    axis = axis % f.ndim
+    h0, h1 = p[1:-1] - p[:-2], p[2:] - p[1:-1]
+    w = [-h1 / (h0 * (h0 + h1)), (h1 - h0) / (h0 * h1), h0 / (h1 * (h0 + h1))]
+    inner = sum(
+        _like(_axis_view(wk, f.ndim, axis), f) * _take(f, slice(k, f.shape[axis] - 2 + k), axis)
+        for k, wk in enumerate(w)
+    )
+
+    def one_sided(i0, i1, i2):
+        d1, d2 = p[i1] - p[i0], p[i2] - p[i0]
+        ws = (-(d1 + d2) / (d1 * d2), d2 / (d1 * (d2 - d1)), -d1 / (d2 * (d2 - d1)))
+        return sum(float(wk) * _take(f, slice(i % p.size, i % p.size + 1), axis) for wk, i in zip(ws, (i0, i1, i2)))
+
+    return _cat([one_sided(0, 1, 2), inner, one_sided(-1, -2, -3)], axis)
+
+
+def layer_difference(f, *, axis: int = -3):
+    """``f[k + 1] - f[k]`` along ``axis``: one value per layer between adjacent levels."""
+    n = f.shape[axis]
+    return _take(f, slice(1, n), axis) - _take(f, slice(0, n - 1), axis)
+
+
+def layer_mean(f, *, axis: int = -3):
+    """``(f[k] + f[k + 1]) / 2`` along ``axis``: one value per layer between adjacent levels."""
+    n = f.shape[axis]
+    return 0.5 * (_take(f, slice(1, n), axis) + _take(f, slice(0, n - 1), axis))
+
+
+def omega_from_continuity(u, v, lat, lon, plev_pa, *, axis: int = -3, radius: float = EARTH_RADIUS):
+    """Vertical velocity omega (Pa s-1) that satisfies the layer continuity equation exactly.
+
+    Integrates ``d(omega)/dp = -D`` downward from ``omega = 0`` at ``p = 0``: the top
+    level gets ``-p_top * D_top`` and each layer adds ``-(p[k+1] - p[k]) * (D[k] + D[k+1]) / 2``
+    (the trapezoid rule), so :func:`xphyda.physics.kernels.continuity` is zero to
+    rounding.  Levels may be ordered either way.
+
+    Parameters
+    ----------
+    u, v : array
+        Winds in m s-1, shape ``(..., level, lat, lon)`` (level on ``axis``).
+    lat, lon : array_like
+        Degrees, in the arrays' order.
+    plev_pa : array_like
+        Pressure of each level in Pa.
+
+    Returns
+    -------
+    array
+        omega, same shape and backend as ``u``.
+    """
+    grid = SphereGrid(lat, lon, radius=radius)
+    p = _check_levels(plev_pa, u, axis)
+    axis = axis % u.ndim
+    div = divergence(u, v, grid)
+    order = np.argsort(p)  # top (smallest p) first
+    n = p.size
+    parts = [None] * n
+    k0 = int(order[0])
+    omega = -float(p[k0]) * _take(div, slice(k0, k0 + 1), axis)
+    parts[k0] = omega
+    for a, b in zip(order[:-1], order[1:]):
+        a, b = int(a), int(b)
+        d_a, d_b = _take(div, slice(a, a + 1), axis), _take(div, slice(b, b + 1), axis)
+        omega = omega - float(p[b] - p[a]) * 0.5 * (d_a + d_b)
+        parts[b] = omega
+    return _cat(parts, axis)
