@@ -1,11 +1,9 @@
 """Training and evaluation data for xphyda.
 
-:func:`simulate` writes the GCM training corpus (needs the ``xphyda[gcm]`` extra,
-imported only when called).
+* :mod:`xphyda.data.simulate` -- the GCM training corpus generator
+  (:func:`xphyda.data.simulate.simulate`; needs the ``xphyda[gcm]`` extra).
+
+The function is deliberately not re-exported here: ``xphyda.data.simulate`` stays
+the module, so ``mock.patch("xphyda.data.simulate.<name>")`` and
+``python -m xphyda.data.simulate`` keep working.
 """
-
-from __future__ import annotations
-
-from xphyda.data.simulate import simulate
-
-__all__ = ["simulate"]

@@ -15,10 +15,11 @@ How a sigma-level state becomes a pressure-level state
   ``ps`` > 1053 hPa) the two highest levels are extrapolated linearly in
   ``log p`` (``q`` clipped at 0).
 * Below the lowest model level (sigma 0.95; this includes every pressure level
-  below the ground), ERA5-like: temperature follows a 6.5 K/km lapse rate from
-  the lowest level, ``T = T_low (p / p_low) ** (Rd Gamma / g)``; geopotential is
-  the hypsometric integral of that profile using the virtual temperature of the
-  lowest level, ``z = z_low + g Tv_low / Gamma * (1 - (p / p_low) ** (Rd Gamma / g))``;
+  below the ground), ERA5-like: a 6.5 K/km lapse-rate atmosphere from the
+  lowest level, ``T = T_low (p / p_low) ** (Rd Gamma / g)``; geopotential is
+  the hypsometric integral of that profile with the lowest level's humidity,
+  ``z = z_low + g Tv_low / Gamma * (1 - (p / p_low) ** (Rd Gamma / g))``
+  (so the hypsometric residual below ground is ~0);
   ``u v q`` keep their lowest-level values.  The data are therefore NaN-free.
 * ``w`` (omega, Pa s-1) is not a model output on pressure levels: it is derived
   from the pressure-level winds by the continuity equation
@@ -59,6 +60,7 @@ __all__ = [
     "omega_on_pressure_levels",
     "hypsometric_residual",
     "mean_sea_level_pressure",
+    "corpus_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,9 +142,11 @@ def interp_log_p(field, p_src, p_target, *, axis: int = -3):
 def extrapolate_below(p, p_low, t_low, z_low, q_low, *, lapse_rate: float = LAPSE_RATE):
     """Temperature and geopotential below the lowest model level (ERA5-like).
 
-    Temperature follows a constant lapse rate ``Gamma`` in height from the lowest
-    level; geopotential is the exact hypsometric integral of that profile with
-    the lowest level's virtual temperature (``q`` is held constant below).
+    ``T = T_low (p / p_low) ** (Rd Gamma / g)`` and geopotential is the exact
+    hypsometric integral of that profile with ``q`` held at the lowest level's
+    value, so virtual temperature lapses at exactly ``Gamma`` per metre of
+    geopotential height (``T`` itself at ``Gamma / (1 + 0.608 q)``, 0.6 % less
+    at 10 g/kg).
 
     Parameters
     ----------
@@ -726,6 +730,99 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
     return paths
 
 
+def _area_weights(lat_deg) -> np.ndarray:
+    w = np.cos(np.deg2rad(np.asarray(lat_deg, dtype=np.float64)))
+    return w / w.sum()
+
+
+def corpus_summary(path, *, batch: int = 120) -> dict:
+    """Climatology and physics residuals of one corpus store (reads it batch by batch).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``traj{k}.zarr`` store written by :func:`simulate`.
+    batch : int
+        States read at a time.
+
+    Returns
+    -------
+    dict
+        ``n_states``, ``time_range``; time means of the global mean ``t850_K``,
+        ``z500_m``, ``sp_hPa``, ``msl_hPa``; the maximum of the zonal-mean ``u`` at
+        250 hPa per hemisphere and season (``u250_max_ms``, DJF / JJA / all);
+        ``hypsometric_rms_m`` per layer (all points and ``..._above_ground``);
+        ``continuity_rms_rel`` (continuity residual RMS over divergence RMS).
+    """
+    import xarray as xr
+
+    from xphyda.physics.operators import SphereGrid, divergence
+
+    ds = xr.open_zarr(str(path))
+    plev = ds["level"].values.astype(np.float64) * 100.0
+    lat = ds["latitude"].values
+    wlat = _area_weights(lat)
+    grid = SphereGrid(lat, ds["longitude"].values)
+    i500, i850, i250 = (int(np.argmin(np.abs(plev - p))) for p in (50000.0, 85000.0, 25000.0))
+    n = ds.sizes["time"]
+    acc = {k: 0.0 for k in ("t850", "z500", "sp", "msl", "c2", "d2")}
+    hyd2 = np.zeros(plev.size - 1)
+    hyd2_ag = np.zeros(plev.size - 1)
+    n_ag = np.zeros(plev.size - 1)
+    seasons = {"DJF": (12, 1, 2), "JJA": (6, 7, 8), "all": tuple(range(1, 13))}
+    u250_sum = {k: np.zeros(lat.size) for k in seasons}
+    u250_n = {k: 0 for k in seasons}
+    for s in range(0, n, batch):
+        x = ds.isel(time=slice(s, s + batch)).load()
+        m = x.sizes["time"]
+
+        def gmean(a):
+            return float((np.asarray(a, dtype=np.float64).mean(axis=(0, -1)) * wlat).sum()) * m
+
+        acc["t850"] += gmean(x["t"].values[:, i850])
+        acc["z500"] += gmean(x["z"].values[:, i500]) / G
+        acc["sp"] += gmean(x["sp"].values) / 100.0
+        acc["msl"] += gmean(x["msl"].values) / 100.0 if "msl" in x else 0.0
+        res = hypsometric_residual(x["z"].values, x["t"].values, x["q"].values, plev)
+        hyd2 += (res ** 2).mean(axis=(0, 2, 3)) * m
+        below = plev[None, :, None, None] > 0.95 * x["sp"].values[:, None].astype(np.float64)
+        ag = ~below[:, 1:] & ~below[:, :-1]
+        hyd2_ag += np.where(ag, res ** 2, 0.0).sum(axis=(0, 2, 3))
+        n_ag += ag.sum(axis=(0, 2, 3))
+        u = x["u"].values.astype(np.float64)
+        v = x["v"].values.astype(np.float64)
+        d = divergence(u, v, grid)
+        w = x["w"].values.astype(np.float64)
+        cont = np.diff(w, axis=1) / np.diff(plev)[None, :, None, None] + 0.5 * (d[:, 1:] + d[:, :-1])
+        acc["c2"] += float((cont ** 2).mean()) * m
+        acc["d2"] += float((d ** 2).mean()) * m
+        months = x["time"].dt.month.values
+        zm = u[:, i250].mean(axis=-1)  # (time, lat)
+        for season, sel in seasons.items():
+            mask = np.isin(months, sel)
+            u250_sum[season] += zm[mask].sum(axis=0)
+            u250_n[season] += int(mask.sum())
+    jets = {}
+    for season, total in u250_sum.items():
+        if u250_n[season]:
+            zm = total / u250_n[season]
+            jets[season] = {"NH": round(float(zm[lat > 0].max()), 2),
+                            "SH": round(float(zm[lat < 0].max()), 2)}
+    return {
+        "store": str(path),
+        "n_states": int(n),
+        "time_range": [str(ds["time"].values[0])[:19], str(ds["time"].values[-1])[:19]],
+        "t850_K": round(acc["t850"] / n, 3),
+        "z500_m": round(acc["z500"] / n, 2),
+        "sp_hPa": round(acc["sp"] / n, 2),
+        "msl_hPa": round(acc["msl"] / n, 2),
+        "u250_max_ms": jets,
+        "hypsometric_rms_m": [round(float(x), 2) for x in np.sqrt(hyd2 / n)],
+        "hypsometric_rms_m_above_ground": [round(float(x), 2) for x in np.sqrt(hyd2_ag / np.maximum(n_ag, 1))],
+        "continuity_rms_rel": float(np.sqrt(acc["c2"] / acc["d2"])),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m xphyda.data.simulate STORE [options]``."""
     p = argparse.ArgumentParser(prog="phyda simulate", description=simulate.__doc__.splitlines()[0])
@@ -742,7 +839,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--perturbation-k", type=float, default=0.1)
     p.add_argument("--data-start", default="2000-01-01")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--summary", action="store_true",
+                   help="do not simulate: print corpus_summary() of every STORE/traj*.zarr as JSON")
     args = p.parse_args(argv)
+    if args.summary:
+        stores = sorted(Path(args.store).glob("traj*.zarr"))
+        print(json.dumps([corpus_summary(s) for s in stores], indent=1))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     command = "python -m xphyda.data.simulate " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

@@ -21,7 +21,7 @@ import numpy as np
 from .constants import constants
 from .operators import SphereGrid, _like, divergence, gradient, layer_difference, layer_mean
 
-__all__ = ["virtual_temperature", "continuity", "hydrostatic", "geostrophic", "GEOSTROPHIC_BAND"]
+__all__ = ["virtual_temperature", "continuity", "hydrostatic", "ageostrophic", "geostrophic", "GEOSTROPHIC_BAND"]
 
 GEOSTROPHIC_BAND = 15.0
 """Half-width in degrees of the equatorial band where the geostrophic residual is NaN."""
@@ -91,14 +91,24 @@ def hydrostatic(phi, t, p, *, q=None, axis: int = -3):
     return thickness - (c.Rd / c.g) * tv_mean * _like(log_ratio, tv_mean)
 
 
-def geostrophic(u, v, phi, grid: SphereGrid, *, band: float = GEOSTROPHIC_BAND):
-    """Magnitude of the ageostrophic wind ``|V - V_g|`` (m s-1); NaN where ``|lat| < band``."""
+def ageostrophic(u, v, phi, grid: SphereGrid, *, band: float = GEOSTROPHIC_BAND):
+    """Ageostrophic wind ``(u - u_g, v - v_g)`` (m s-1) and the mask of rows outside the band.
+
+    Inside the equatorial band ``|lat| < band`` the geostrophic wind is set to
+    zero (not NaN), so gradients stay finite for torch; use the returned
+    boolean ``valid`` (shape ``(nlat, 1)``) to mask those rows.
+    """
     c = constants()
     f = 2.0 * c.omega * np.sin(grid.phi)
-    inside = np.abs(grid.lat) < band
-    inv_f = np.where(inside, np.nan, 1.0 / np.where(inside, 1.0, f))[:, None]
+    valid = (np.abs(grid.lat) >= band)[:, None]
+    inv_f = np.where(valid[:, 0], 1.0 / np.where(valid[:, 0], f, 1.0), 0.0)[:, None]
     dphidx, dphidy = gradient(phi, grid)
     inv_f = _like(inv_f, phi)
-    ug = -dphidy * inv_f
-    vg = dphidx * inv_f
-    return _sqrt((u - ug) ** 2 + (v - vg) ** 2)
+    return u + dphidy * inv_f, v - dphidx * inv_f, valid
+
+
+def geostrophic(u, v, phi, grid: SphereGrid, *, band: float = GEOSTROPHIC_BAND):
+    """Magnitude of the ageostrophic wind ``|V - V_g|`` (m s-1); NaN where ``|lat| < band``."""
+    du, dv, valid = ageostrophic(u, v, phi, grid, band=band)
+    nan = np.where(valid, 0.0, np.nan)
+    return _sqrt(du**2 + dv**2) + _like(nan, du)

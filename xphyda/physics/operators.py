@@ -129,6 +129,8 @@ class SphereGrid:
     coscell: np.ndarray = field(init=False, repr=False)
     dsin: np.ndarray = field(init=False, repr=False)
     cos_edge: np.ndarray = field(init=False, repr=False)
+    cos_row: np.ndarray = field(init=False, repr=False)
+    pole_rows: tuple[bool, bool] = field(init=False, repr=False)
 
     def __post_init__(self):
         lat = np.asarray(self.lat, dtype=np.float64).ravel()
@@ -184,6 +186,9 @@ class SphereGrid:
         if global_lat:
             cos_edge[0] = cos_edge[-1] = 0.0
         set_(self, "cos_edge", cos_edge)
+        at_pole = np.abs(lat) >= 90.0 - 1e-9
+        set_(self, "pole_rows", (bool(at_pole[0]), bool(at_pole[-1])))
+        set_(self, "cos_row", np.where(at_pole, 1.0, np.cos(phi)))  # pole rows: see gradient()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -256,7 +261,12 @@ def ddphi(f, grid: SphereGrid):
 
 
 def gradient(f, grid: SphereGrid):
-    """Horizontal gradient ``(df/dx, df/dy)`` in units of ``f`` per metre.
+    """Horizontal gradient ``(df/dx, df/dy)`` in units of ``f`` per metre (finite differences).
+
+    ``df/dx = (1 / (a cos(phi))) df/dlambda`` with the cosine of the row itself (not the
+    cell average: the gradient is a point value); on a pole row, where ``df/dx`` in
+    the local east-north frame is the limit along each meridian, it is taken from
+    the neighbouring row (first order).  ``df/dy = (1 / a) df/dphi``.
 
     Examples
     --------
@@ -267,8 +277,11 @@ def gradient(f, grid: SphereGrid):
     >>> float(abs(dfdx).max())
     0.0
     """
-    coscell = grid.coscell[:, None]
-    dfdx = ddlambda(f, grid) / _like(grid.radius * coscell, f)
+    dfdx = ddlambda(f, grid) / _like(grid.radius * grid.cos_row[:, None], f)
+    first, last = grid.pole_rows
+    if first or last:
+        row = lambda i: _take(dfdx, slice(i, i + 1 if i != -1 else None), -2)  # noqa: E731
+        dfdx = _cat([row(1 if first else 0), _take(dfdx, slice(1, -1), -2), row(-2 if last else -1)], -2)
     dfdy = ddphi(f, grid) / grid.radius
     return dfdx, dfdy
 

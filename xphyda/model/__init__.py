@@ -1,0 +1,1 @@
+"""Torch back end of the diffusion model (arrays only; no xarray, no pint)."""

@@ -1,0 +1,300 @@
+"""Training: one process on CPU or GPU, or many with ``torchrun`` (DistributedDataParallel).
+
+The objective per sample, with ``sigma`` drawn from EDM's log-normal::
+
+    L = lambda_edm(sigma) <|D(x + sigma n; sigma, c) - x|^2>
+        + lambda_phys * w(sigma) * L_phys(D, x)          (xphyda.model.physics_loss)
+        + lambda_rec <|R - x|^2>                         (the VRE's reconstruction R)
+
+where ``<.>`` is the area-weighted mean over the grid, ``c`` the conditioning
+(background, VRE reconstruction and features) built from observations simulated
+on the fly: a random fraction of grid points (log-uniform between
+``obs_fraction``), each with a random subset of the variables, with Gaussian
+noise ``obs_noise`` (in normalised units).
+
+Runs are resumable: ``out_dir/train_state.safetensors`` + ``train_state.json``
+hold the weights, the EMA weights, the optimiser moments and the step; nothing
+is ever unpickled.  Under ``torchrun`` every rank runs the same loop on its own
+shard of each batch (``DistributedSampler``); rank 0 logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from .physics_loss import PhysicsLoss, physics_weight
+
+__all__ = ["TrainConfig", "train", "simulate_observations", "area_weights"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run (stored in the model card)."""
+
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup: int = 200
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_data: float = 1.0
+    physics_lambda: float = 0.1
+    physics_laws: tuple[str, ...] = ("continuity", "hydrostatic", "geostrophic")
+    rec_lambda: float = 1.0
+    obs_fraction: tuple[float, float] = (0.005, 0.3)
+    obs_noise: float = 0.1
+    checkpoint_every: int = 200
+    log_every: int = 20
+    num_workers: int = 0
+    device: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+
+def area_weights(lat_deg) -> torch.Tensor:
+    """Cell-area weights (nlat, 1) normalised to mean 1 (finite-volume areas of the grid)."""
+    from ..physics.operators import SphereGrid
+
+    lat = np.asarray(lat_deg, dtype=np.float64)
+    g = SphereGrid(lat, np.arange(0.0, 360.0, 360.0 / 8))
+    w = np.abs(g.dsin)
+    return torch.as_tensor(w / w.mean(), dtype=torch.float32)[:, None]
+
+
+def simulate_observations(truth: torch.Tensor, *, fraction: tuple[float, float], noise: float,
+                          generator: torch.Generator, groups: list[list[int]] | None = None):
+    """Random sparse observations of a normalised batch ``truth`` (B, C, H, W).
+
+    Each sample gets its own observed fraction (log-uniform in ``fraction``) of
+    grid points; at each observed point a random non-empty subset of the
+    variable ``groups`` (channel index lists, e.g. all levels of one variable)
+    is observed.  Returns ``(y, mask)`` with ``y`` zero where unobserved.
+    """
+    b, c, h, w = truth.shape
+    lo, hi = math.log(fraction[0]), math.log(fraction[1])
+    frac = torch.exp(lo + (hi - lo) * torch.rand(b, 1, 1, 1, generator=generator))
+    points = (torch.rand(b, 1, h, w, generator=generator) < frac).float()
+    groups = groups or [[k] for k in range(c)]
+    keep = (torch.rand(b, len(groups), generator=generator) < 0.7).float()
+    keep[keep.sum(1) == 0, 0] = 1.0
+    chan = torch.zeros(b, c, 1, 1)
+    for gi, chans in enumerate(groups):
+        chan[:, chans] = keep[:, gi, None, None, None]
+    mask = points * chan
+    y = (truth.cpu() + noise * torch.randn(truth.shape, generator=generator)) * mask
+    return y.to(truth.device), mask.to(truth.device)
+
+
+# ------------------------------------------------------------------------ state I/O (safetensors only)
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, idx, k = key.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in meta["scalars"].items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_train_state(out_dir: Path, net, ema, opt, step: int, config: TrainConfig, history: list) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    opt_tensors, opt_meta = _flatten_optimizer(opt)
+    tensors.update(opt_tensors)
+    tmp = out_dir / "train_state.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(out_dir / "train_state.safetensors")
+    meta = {"step": step, "config": asdict(config), "optimizer": opt_meta, "rng": history[-1:] if history else []}
+    (out_dir / "train_state.json.tmp").write_text(json.dumps(meta, default=list))
+    (out_dir / "train_state.json.tmp").replace(out_dir / "train_state.json")
+
+
+def load_train_state(out_dir: Path, net, ema, opt) -> int:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(out_dir / "train_state.safetensors"))
+    meta = json.loads((out_dir / "train_state.json").read_text())
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    _restore_optimizer(opt, tensors, meta["optimizer"])
+    return int(meta["step"])
+
+
+# ------------------------------------------------------------------------ distributed
+def _dist_info() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _init_distributed(device: torch.device) -> bool:
+    rank, world, _ = _dist_info()
+    if world <= 1:
+        return False
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def _resolve_device(device: str) -> torch.device:
+    _, world, local = _dist_info()
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local if world > 1 else 0)
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' was requested but torch sees no GPU; use device='auto' or 'cpu'")
+    return dev
+
+
+def _infinite(loader, sampler):
+    epoch = 0
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+# ------------------------------------------------------------------------ the loop
+def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | None, lat,
+          groups: list[list[int]] | None = None, progress: bool = True, log=print) -> dict:
+    """Train ``net`` (a :class:`~xphyda.model.phyda.PhydaNet`) on ``dataset``; resumes from ``out_dir``.
+
+    Parameters
+    ----------
+    net : PhydaNet
+        Network whose ``forward(x_noisy, sigma, background, y, mask)`` returns
+        ``(denoised, reconstruction)`` (reconstruction ``None`` without a VRE).
+    dataset : torch.utils.data.Dataset
+        Yields dicts with normalised ``"truth"`` and ``"background"`` tensors (C, H, W).
+    config : TrainConfig
+    out_dir : path
+        Where the resumable state and ``metrics.jsonl`` are written.
+    physics : PhysicsLoss or None
+        The physics term (``None`` or ``config.physics_lambda == 0`` trains without it).
+    lat : array_like
+        Model latitudes (degrees), for the area weights.
+    groups : list of list of int, optional
+        Channel groups observed together (one per variable) in simulated observations.
+
+    Returns
+    -------
+    dict
+        ``{"step", "ema": state_dict, "metrics": last logged metrics}``.
+    """
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = _resolve_device(config.device)
+    distributed = _init_distributed(device)
+    rank, world, _ = _dist_info()
+    torch.manual_seed(config.seed + rank)
+    net = net.to(device)
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step = 0
+    if (out_dir / "train_state.safetensors").exists():
+        step = load_train_state(out_dir, net, ema, opt)
+        if rank == 0:
+            log(f"resumed from step {step} in {out_dir}")
+    model = net
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    per_rank = max(1, config.batch_size // world)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, seed=config.seed) if distributed else None
+    gen = torch.Generator().manual_seed(config.seed * 1000 + rank + 7919 * step)
+    loader = DataLoader(dataset, batch_size=per_rank, shuffle=sampler is None, sampler=sampler, drop_last=True,
+                        num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed + step))
+    if physics is not None:
+        physics = physics.to(device)
+    weights = area_weights(lat).to(device)
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=step, desc="train", unit="step")
+    metrics_path = out_dir / "metrics.jsonl"
+    last: dict = {}
+    t0 = time.perf_counter()
+    batches = _infinite(loader, sampler)
+    while step < config.steps:
+        batch = next(batches)
+        x = batch["truth"].to(device)
+        bg = batch["background"].to(device)
+        y, mask = simulate_observations(x, fraction=config.obs_fraction, noise=config.obs_noise, generator=gen, groups=groups)
+        sigma = torch.exp(config.p_mean + config.p_std * torch.randn(x.shape[0], generator=gen)).to(device)
+        noise = torch.randn(x.shape, generator=gen).to(device)
+        denoised, recon = model(x + sigma[:, None, None, None] * noise, sigma, bg, y, mask)
+        lam = (sigma**2 + config.sigma_data**2) / (sigma * config.sigma_data) ** 2
+        den = (lam * ((denoised - x) ** 2 * weights).mean((1, 2, 3))).mean()
+        loss = den
+        parts = {"denoise": float(den)}
+        if recon is not None and config.rec_lambda > 0:
+            rec = ((recon - x) ** 2 * weights).mean()
+            loss = loss + config.rec_lambda * rec
+            parts["reconstruction"] = float(rec)
+        if physics is not None and config.physics_lambda > 0:
+            phys, per_law = physics(denoised, x)
+            loss = loss + config.physics_lambda * (physics_weight(sigma, sigma_data=config.sigma_data) * phys).mean()
+            parts.update({f"physics_{k}": float(v.mean()) for k, v in per_law.items()})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+        for g in opt.param_groups:
+            g["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
+        opt.step()
+        with torch.no_grad():
+            for pe, pn in zip(ema.parameters(), net.parameters()):
+                pe.lerp_(pn, 1.0 - config.ema_decay)
+            for be, bn in zip(ema.buffers(), net.buffers()):
+                be.copy_(bn)
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+        if rank == 0 and (step % config.log_every == 0 or step == config.steps):
+            last = {"step": step, "loss": float(loss), "grad_norm": float(gnorm), **parts,
+                    "seconds": round(time.perf_counter() - t0, 2)}
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(last) + "\n")
+        if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
+            save_train_state(out_dir, net, ema, opt, step, config, [])
+    if bar is not None:
+        bar.close()
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return {"step": step, "ema": ema.state_dict(), "metrics": last}
