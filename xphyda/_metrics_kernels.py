@@ -222,7 +222,9 @@ def crps_ensemble(ensemble, truth, *, member_axis: int = -1, fair: bool = True):
     return _scalar(np.where(bad, np.nan, out))
 
 
-def crps(ensemble, truth, weights=None, *, member_axis: int = -1, axis=None, skipna: bool = False, fair: bool = True):
+def crps(
+    ensemble, truth, weights=None, *, member_axis: int = -1, axis=None, skipna: bool = False, fair: bool = True
+):
     """Weighted mean over ``axis`` of :func:`crps_ensemble`.
 
     Examples
@@ -237,7 +239,14 @@ def crps(ensemble, truth, weights=None, *, member_axis: int = -1, axis=None, ski
 
 
 def spread_skill_ratio(
-    ensemble, truth, weights=None, *, member_axis: int = -1, axis=None, skipna: bool = False, corrected: bool = True
+    ensemble,
+    truth,
+    weights=None,
+    *,
+    member_axis: int = -1,
+    axis=None,
+    skipna: bool = False,
+    corrected: bool = True,
 ):
     """Ensemble spread over the RMSE of the ensemble mean.
 

@@ -204,13 +204,42 @@ def _matches(var: xr.DataArray, name: str, crit: CoordCriteria, key: str) -> boo
     return False
 
 
+def _rank(obj, name: str, crit: CoordCriteria) -> int:
+    """How strongly a candidate matches, for the optional keys only (lower is better)."""
+    var = obj[name]
+    if name in obj.dims:
+        return 0
+    if var.attrs.get("standard_name") in crit.standard_names:
+        return 1
+    return 2
+
+
+def _is_model_level(var: xr.DataArray, name: str) -> bool:
+    """A vertical coordinate that is not pressure: hybrid, sigma, model level number, height..."""
+    sn = str(var.attrs.get("standard_name", ""))
+    if sn in _MODEL_LEVEL_HINTS or name in _MODEL_LEVEL_HINTS:
+        return True
+    units = var.attrs.get("units")
+    return bool(units) and sn != "air_pressure" and not _is_pressure_units(units)
+
+
 def find_coord(obj, key: str, override: str | None = None, *, required: bool = True) -> str | None:
     """Name of the one coordinate of kind ``key`` (``latitude``, ``longitude``, ``level``, ``time``, ``member``).
+
+    A coordinate is a candidate when its CF ``standard_name``, ``units``, ``axis``
+    or its name matches :data:`COORDINATES`.  Dimension coordinates win over other
+    coordinates; for the optional ``time`` and ``member`` a CF ``standard_name``
+    settles a remaining tie (cfgrib's ``valid_time`` over ``time``, the forecast
+    reference time).  Vertical coordinates that are not pressure (hybrid, sigma,
+    height) are never taken as pressure levels.
 
     Raises
     ------
     CoordinateError
         If none (and ``required``) or several candidates are found.
+    GridError
+        If the only latitude/longitude candidates are 2-D, or the only vertical
+        coordinate is not pressure while pressure levels are required.
 
     Examples
     --------
@@ -220,10 +249,12 @@ def find_coord(obj, key: str, override: str | None = None, *, required: bool = T
     'isobaricInhPa'
     """
     if override is not None:
-        if override not in obj.coords and override not in obj.dims:
+        if not isinstance(override, str) or override not in obj.coords:
             raise CoordinateError(
-                f"{key} coordinate {override!r} was requested but is not in the data; "
+                f"{key} coordinate {override!r} was requested but is not a coordinate of the data; "
                 f"its coordinates are {sorted(map(str, obj.coords))}"
+                + (f" (dimension {override!r} has no coordinate values: assign them with "
+                   f"ds.assign_coords({override}=...))" if isinstance(override, str) and override in obj.dims else "")
             )
         return override
     crit = COORDINATES[key]
@@ -231,17 +262,32 @@ def find_coord(obj, key: str, override: str | None = None, *, required: bool = T
     for name, var in obj.coords.items():
         if _matches(var, str(name), crit, key):
             found.add(str(name))
-    # keep only 1-D coordinates; prefer dimension coordinates when both exist
+    multi = sorted(n for n in found if obj[n].ndim > 1)
     found = {n for n in found if obj[n].ndim <= 1}
+    if key in ("latitude", "longitude") and multi and not found:
+        raise GridError(
+            f"{key} coordinate {multi[0]!r} is {obj[multi[0]].ndim}-D (dims {obj[multi[0]].dims}); xphyda needs "
+            "a 1-D latitude and longitude (a regular or Gaussian grid). Fix: regrid the data first"
+        )
+    if key == "level":
+        rejected = sorted(n for n in found if _is_model_level(obj[n], n))
+        found -= set(rejected)
+        if not found and rejected and required:
+            _reject_model_levels(obj, rejected[0])
+    # prefer dimension coordinates when both exist
     dims = {n for n in found if n in obj.dims}
     if dims:
         found = dims
-    if key == "level" and not found:
+    if key in ("time", "member") and len(found) > 1:
+        best = min(_rank(obj, n, crit) for n in found)
+        found = {n for n in found if _rank(obj, n, crit) == best}
+    if key == "level" and not found and required:
         _reject_model_levels(obj)
     if len(found) > 1:
+        example = {"latitude": "lat", "longitude": "lon"}.get(key, key)
         raise CoordinateError(
             f"found {len(found)} candidate {key} coordinates {sorted(found)}, expected exactly one. "
-            f"Fix: name the one to use, for example {key if key != 'latitude' else 'lat'}={sorted(found)[0]!r}, "
+            f"Fix: name the one to use, for example {example}={sorted(found)[0]!r}, "
             "or drop the other with ds.drop_vars(...)"
         )
     if not found:
@@ -257,15 +303,23 @@ def find_coord(obj, key: str, override: str | None = None, *, required: bool = T
     return found.pop()
 
 
-def _reject_model_levels(obj) -> None:
-    for name, var in obj.coords.items():
-        sn = str(var.attrs.get("standard_name", ""))
-        if sn in _MODEL_LEVEL_HINTS or str(name) in _MODEL_LEVEL_HINTS:
-            raise GridError(
-                f"coordinate {name!r} looks like a model-level or height coordinate "
-                f"(standard_name {sn!r}), but xphyda needs pressure levels. "
-                "Fix: interpolate to pressure levels first (for example metpy.interpolate.log_interpolate_1d)"
-            )
+def _reject_model_levels(obj, name: str | None = None) -> None:
+    """Raise :class:`GridError` for ``name``, or for any coordinate that looks like model levels."""
+    if name is None:
+        hinted = [
+            str(n) for n, v in obj.coords.items()
+            if str(v.attrs.get("standard_name", "")) in _MODEL_LEVEL_HINTS or str(n) in _MODEL_LEVEL_HINTS
+        ]
+        if not hinted:
+            return
+        name = hinted[0]
+    var = obj[name]
+    raise GridError(
+        f"coordinate {name!r} looks like a model-level or height coordinate "
+        f"(standard_name {var.attrs.get('standard_name')!r}, units {var.attrs.get('units')!r}), "
+        "but xphyda needs pressure levels. Fix: interpolate to pressure levels first "
+        "(for example metpy.interpolate.log_interpolate_1d), or name the pressure coordinate with level='...'"
+    )
 
 
 def _level_pa(obj, name: str) -> np.ndarray:
@@ -320,6 +374,11 @@ def _check_horizontal(obj, lat: str, lon: str) -> tuple[np.ndarray, np.ndarray]:
         raise GridError(f"longitude {lon!r} has values outside [-180, 360]: min {lonv.min()}, max {lonv.max()}")
     if lonv.size > 1 and np.all(np.diff(lonv) < 0):
         raise GridError(f"longitude {lon!r} is descending; expected ascending. Fix: ds.sortby({lon!r})")
+    if lonv.size > 2 and abs(abs(lonv[-1] - lonv[0]) - 360.0) < 1e-6:
+        raise GridError(
+            f"longitude {lon!r} repeats the seam: {lonv[0]} and {lonv[-1]} are the same meridian. "
+            f"Fix: drop the last column, ds.isel({lon}=slice(None, -1))"
+        )
     if lonv.min() < 0 and lonv.max() > 180:
         raise GridError(
             f"longitude {lon!r} mixes conventions: values from {lonv.min()} to {lonv.max()} "

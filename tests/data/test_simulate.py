@@ -41,6 +41,24 @@ def test_interp_between_levels_is_piecewise_linear():
     np.testing.assert_allclose(out[:, 0, 0], [1.0, 3.0])
 
 
+def test_interp_geopotential_exact_for_hydrostatic_column():
+    rng = np.random.default_rng(3)
+    ps = rng.uniform(60000, 104000, size=(3, 4))
+    p_src = ps[None] * SIGMA[:, None, None]
+    s = np.log(p_src)
+    a, b = 520.0, -22.0  # Tv linear in ln p
+    tv = a + b * s
+    z = 1e5 - sim.RD * (a * s + 0.5 * b * s ** 2)  # dz / dln p = -Rd Tv
+    inside = PLEV[PLEV >= 10000.0]
+    out = sim.interp_geopotential_log_p(z, tv, p_src, inside, axis=0)
+    st = np.log(inside)[:, None, None]
+    np.testing.assert_allclose(out, 1e5 - sim.RD * (a * st + 0.5 * b * st ** 2) + 0 * ps, rtol=1e-12)
+    # hence the hypsometric residual of interpolated z and T vanishes
+    t_out = sim.interp_log_p(tv, p_src, inside, axis=0)
+    res = sim.hypsometric_residual(out, t_out, np.zeros_like(t_out), inside, axis=0)
+    assert np.abs(res).max() < 1e-6
+
+
 def test_interp_rejects_unsorted_levels():
     with pytest.raises(GridError):
         sim.interp_log_p(np.zeros((3, 1, 1)), np.array([3.0, 2.0, 1.0])[:, None, None], [2.0])

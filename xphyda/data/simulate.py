@@ -9,8 +9,12 @@ The corpus is written as one Zarr store per independent trajectory,
 How a sigma-level state becomes a pressure-level state
 ------------------------------------------------------
 * The top sigma level (0.025) is dropped: its winds are unrealistic.
-* Between the kept model levels, ``u v t q z`` are interpolated linearly in
-  ``log p`` with ``p = sigma * ps`` in every column.
+* Between the kept model levels, ``u v t q`` are interpolated linearly in
+  ``log p`` with ``p = sigma * ps`` in every column; ``z`` is interpolated as the
+  hydrostatic integral of the linearly interpolated virtual temperature, pinned
+  to the model's ``z`` at both ends of the layer
+  (:func:`interp_geopotential_log_p`), which keeps the hypsometric residual on
+  pressure levels small.
 * Above the highest kept level (sigma 0.095, i.e. 100 hPa is above it only where
   ``ps`` > 1053 hPa) the two highest levels are extrapolated linearly in
   ``log p`` (``q`` clipped at 0).
@@ -55,6 +59,7 @@ __all__ = [
     "MissingDependencyError",
     "simulate",
     "interp_log_p",
+    "interp_geopotential_log_p",
     "extrapolate_below",
     "sigma_to_pressure_levels",
     "omega_on_pressure_levels",
@@ -116,12 +121,28 @@ def interp_log_p(field, p_src, p_target, *, axis: int = -3):
     ------
     GridError
         If fewer than two source levels are given or they are not increasing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([100.0, 1000.0])[:, None, None]
+    >>> f = np.array([0.0, 1.0])[:, None, None]
+    >>> interp_log_p(f, p, [np.sqrt(1e5), 1e4])[:, 0, 0].round(6).tolist()
+    [0.5, 2.0]
     """
     field = np.asarray(field)
-    p_src = np.broadcast_to(np.asarray(p_src), field.shape)
-    x_t = np.log(np.asarray(p_target, dtype=np.float64).ravel())
     f = np.moveaxis(field, axis, -1)
-    x = np.log(np.moveaxis(p_src, axis, -1).astype(np.float64))
+    k0, x0, x1, x_t = _log_p_bracket(p_src, p_target, field.shape, axis)
+    f0 = np.take_along_axis(f, k0, axis=-1)
+    f1 = np.take_along_axis(f, k0 + 1, axis=-1)
+    out = f0 + (x_t - x0) / (x1 - x0) * (f1 - f0)
+    return np.moveaxis(out, -1, axis)
+
+
+def _log_p_bracket(p_src, p_target, shape, axis):
+    """Bracketing source levels of every target: ``(k0, log p[k0], log p[k0 + 1], log p_target)``, level last."""
+    x_t = np.log(np.asarray(p_target, dtype=np.float64).ravel())
+    x = np.log(np.moveaxis(np.broadcast_to(np.asarray(p_src), shape), axis, -1).astype(np.float64))
     n = x.shape[-1]
     if n < 2:
         raise GridError(f"interp_log_p needs at least 2 source levels, got {n}.")
@@ -130,13 +151,42 @@ def interp_log_p(field, p_src, p_target, *, axis: int = -3):
                         "(top of the atmosphere first); sort the levels first.")
     count = (x[..., None, :] <= x_t[:, None]).sum(axis=-1)  # (..., L)
     k0 = np.clip(count - 1, 0, n - 2)
-    x0 = np.take_along_axis(x, k0, axis=-1)
-    x1 = np.take_along_axis(x, k0 + 1, axis=-1)
-    f0 = np.take_along_axis(f, k0, axis=-1)
-    f1 = np.take_along_axis(f, k0 + 1, axis=-1)
-    w = (x_t - x0) / (x1 - x0)
-    out = f0 + w * (f1 - f0)
-    return np.moveaxis(out, -1, axis)
+    return k0, np.take_along_axis(x, k0, axis=-1), np.take_along_axis(x, k0 + 1, axis=-1), x_t
+
+
+def interp_geopotential_log_p(z, tv, p_src, p_target, *, axis: int = -3):
+    """Interpolate geopotential in ``log p`` consistently with the hydrostatic equation.
+
+    Within each source layer ``[s0, s1]`` (``s = ln p``, ``h = s1 - s0``) virtual
+    temperature is taken linear in ``s`` and ``z`` is its hydrostatic integral
+    constrained to both end values:
+    ``z = z_lin + Rd (Tv1 - Tv0) (s - s0) (s1 - s) / (2 h)``, with ``z_lin`` the
+    linear-in-``log p`` interpolant.  Then the hypsometric relation with
+    trapezoidal (two-level mean) ``Tv`` holds exactly between target levels in the
+    same source layer, instead of erring by the curvature of ``Tv``.  Outside the
+    source range the same formula extrapolates.
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        Geopotential on the source levels, m2 s-2, level on ``axis``.
+    tv : numpy.ndarray
+        Virtual temperature on the source levels, K, same shape.
+    p_src, p_target, axis
+        As in :func:`interp_log_p`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Geopotential on ``p_target``.
+    """
+    z_lin = interp_log_p(z, p_src, p_target, axis=axis)
+    tv = np.moveaxis(np.asarray(tv, dtype=np.float64), axis, -1)
+    k0, x0, x1, x_t = _log_p_bracket(p_src, p_target, np.shape(z), axis)
+    t0 = np.take_along_axis(tv, k0, axis=-1)
+    t1 = np.take_along_axis(tv, k0 + 1, axis=-1)
+    corr = RD * (t1 - t0) * (x_t - x0) * (x1 - x_t) / (2.0 * (x1 - x0))
+    return z_lin + np.moveaxis(corr, -1, axis)
 
 
 def extrapolate_below(p, p_low, t_low, z_low, q_low, *, lapse_rate: float = LAPSE_RATE):
@@ -208,7 +258,10 @@ def sigma_to_pressure_levels(fields: Mapping[str, np.ndarray], sigma, ps, plev_p
     lev_shape[axis] = sigma.size
     p_src = np.expand_dims(ps, axis) * sigma.reshape(lev_shape)
     out = {k: interp_log_p(np.asarray(fields[k], dtype=np.float64), p_src, plev, axis=axis)
-           for k in ("u", "v", "t", "q", "z")}
+           for k in ("u", "v", "t", "q")}
+    tv = np.asarray(fields["t"], dtype=np.float64) * (1.0 + VIRTUAL_FACTOR * np.asarray(fields["q"]))
+    out["z"] = interp_geopotential_log_p(np.asarray(fields["z"], dtype=np.float64), tv, p_src, plev,
+                                         axis=axis)
     out["q"] = np.maximum(out["q"], 0.0)
 
     def low(a):
@@ -275,6 +328,14 @@ def hypsometric_residual(z, t, q, plev_pa, *, axis: int = -3):
     -------
     numpy.ndarray
         One value per layer (``nlev - 1`` along ``axis``), metres.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([50000.0, 100000.0])
+    >>> z = RD * 250.0 * np.log(1e5 / p)       # isothermal, dry
+    >>> float(abs(hypsometric_residual(z, np.full(2, 250.0), np.zeros(2), p, axis=0)[0])) < 1e-9
+    True
     """
     z, t, q = (np.moveaxis(np.asarray(a, dtype=np.float64), axis, 0) for a in (z, t, q))
     p = np.asarray(plev_pa, dtype=np.float64).ravel()
@@ -711,7 +772,8 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
         "spinup_days": float(spinup_chunks * chunk_days),
         "creation_command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "vertical_treatment": (
-            "sigma 0.025 dropped; linear in log p between kept sigma levels (p = sigma*ps); linear log-p "
+            "sigma 0.025 dropped; u v t q linear in log p between kept sigma levels (p = sigma*ps), z as the "
+            "hydrostatic integral of the log-p-linear Tv pinned to the model z at both layer ends; log-p "
             "extrapolation above sigma 0.095; below sigma 0.95: T with 6.5 K/km lapse rate, z hypsometric "
             "with lowest-level Tv, u v q held at lowest-level values"),
         "omega_method": "w from the continuity equation on pressure levels "

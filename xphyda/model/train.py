@@ -15,7 +15,9 @@ noise ``obs_noise`` (in normalised units).
 Runs are resumable: ``out_dir/train_state.safetensors`` + ``train_state.json``
 hold the weights, the EMA weights, the optimiser moments and the step; nothing
 is ever unpickled.  Under ``torchrun`` every rank runs the same loop on its own
-shard of each batch (``DistributedSampler``); rank 0 logs and checkpoints.
+shard of each batch (:class:`StepBatchSampler`); rank 0 logs and checkpoints.  Batches and
+simulated observations are pure functions of ``(seed, step)``, so a resumed run
+continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -177,13 +179,34 @@ def _resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _infinite(loader, sampler):
-    epoch = 0
-    while True:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+class StepBatchSampler:
+    """Batches of dataset indices as a pure function of ``(seed, step)``, for exact resumption.
+
+    Each epoch is a permutation seeded by ``(seed, epoch)``; the global batch of
+    a step is cut into ``world`` equal shards and rank ``rank`` takes its own.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, seed: int, start_step: int, steps: int, rank: int = 0, world: int = 1):
+        if n < batch_size:
+            raise ModelError(f"the dataset has {n} samples, fewer than one batch of {batch_size}; use a smaller batch")
+        self.n, self.batch, self.seed = n, batch_size, seed
+        self.start, self.steps, self.rank, self.world = start_step, steps, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self):
+        per_epoch = self.n // self.batch
+        shard = self.batch // self.world
+        for step in range(self.start, self.steps):
+            epoch, pos = divmod(step, per_epoch)
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            batch = perm[pos * self.batch : (pos + 1) * self.batch]
+            yield batch[self.rank * shard : (self.rank + 1) * shard].tolist()
+
+
+def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + rank) * 1_000_033 + step)
 
 
 # ------------------------------------------------------------------------ the loop
@@ -213,14 +236,13 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
     dict
         ``{"step", "ema": state_dict, "metrics": last logged metrics}``.
     """
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DataLoader
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = _resolve_device(config.device)
     distributed = _init_distributed(device)
     rank, world, _ = _dist_info()
-    torch.manual_seed(config.seed + rank)
     net = net.to(device)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -232,11 +254,11 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
     model = net
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    per_rank = max(1, config.batch_size // world)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, seed=config.seed) if distributed else None
-    gen = torch.Generator().manual_seed(config.seed * 1000 + rank + 7919 * step)
-    loader = DataLoader(dataset, batch_size=per_rank, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                        num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed + step))
+    if config.batch_size % world:
+        raise ModelError(f"batch_size {config.batch_size} is not divisible by the {world} processes")
+    sampler = StepBatchSampler(len(dataset), config.batch_size, seed=config.seed, start_step=step,
+                               steps=config.steps, rank=rank, world=world)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers)
     if physics is not None:
         physics = physics.to(device)
     weights = area_weights(lat).to(device)
@@ -248,9 +270,8 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
     metrics_path = out_dir / "metrics.jsonl"
     last: dict = {}
     t0 = time.perf_counter()
-    batches = _infinite(loader, sampler)
-    while step < config.steps:
-        batch = next(batches)
+    for batch in loader:
+        gen = _step_generator(config.seed, rank, step)
         x = batch["truth"].to(device)
         bg = batch["background"].to(device)
         y, mask = simulate_observations(x, fraction=config.obs_fraction, noise=config.obs_noise, generator=gen, groups=groups)
@@ -260,11 +281,11 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
         lam = (sigma**2 + config.sigma_data**2) / (sigma * config.sigma_data) ** 2
         den = (lam * ((denoised - x) ** 2 * weights).mean((1, 2, 3))).mean()
         loss = den
-        parts = {"denoise": float(den)}
+        parts = {"denoise": float(den.detach())}
         if recon is not None and config.rec_lambda > 0:
             rec = ((recon - x) ** 2 * weights).mean()
             loss = loss + config.rec_lambda * rec
-            parts["reconstruction"] = float(rec)
+            parts["reconstruction"] = float(rec.detach())
         if physics is not None and config.physics_lambda > 0:
             phys, per_law = physics(denoised, x)
             loss = loss + config.physics_lambda * (physics_weight(sigma, sigma_data=config.sigma_data) * phys).mean()

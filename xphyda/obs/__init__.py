@@ -1,0 +1,29 @@
+"""Observations: their kinds, the operator H, regridding, errors, quality control and simulation.
+
+>>> from xphyda import obs
+>>> obs.KINDS
+('points', 'gridded', 'grid')
+"""
+
+from .dataset import KINDS, observation_kind
+from .operator import Operator, build_operator, to_torch
+from .problem import ObsProblem, build_problem
+from .qc import FLAGS
+from .regrid import regrid
+from .simulate import simulate
+from .uncertainty import DEFAULT_BACKGROUND_ERROR, DEFAULT_OBS_ERROR
+
+__all__ = [
+    "KINDS",
+    "FLAGS",
+    "DEFAULT_OBS_ERROR",
+    "DEFAULT_BACKGROUND_ERROR",
+    "Operator",
+    "ObsProblem",
+    "observation_kind",
+    "build_operator",
+    "build_problem",
+    "to_torch",
+    "regrid",
+    "simulate",
+]

@@ -100,7 +100,7 @@ def ageostrophic(u, v, phi, grid: SphereGrid, *, band: float = GEOSTROPHIC_BAND)
     """
     c = constants()
     f = 2.0 * c.omega * np.sin(grid.phi)
-    valid = (np.abs(grid.lat) >= band)[:, None]
+    valid = ((np.abs(grid.lat) >= band) & (f != 0.0))[:, None]  # f = 0 on an equator row even if band = 0
     inv_f = np.where(valid[:, 0], 1.0 / np.where(valid[:, 0], f, 1.0), 0.0)[:, None]
     dphidx, dphidy = gradient(phi, grid)
     inv_f = _like(inv_f, phi)

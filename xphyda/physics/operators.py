@@ -130,6 +130,7 @@ class SphereGrid:
     dsin: np.ndarray = field(init=False, repr=False)
     cos_edge: np.ndarray = field(init=False, repr=False)
     cos_row: np.ndarray = field(init=False, repr=False)
+    dlam: float | None = field(init=False, repr=False)
     pole_rows: tuple[bool, bool] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -180,6 +181,10 @@ class SphereGrid:
         set_(self, "global_lat", global_lat)
         set_(self, "phi", phi)
         set_(self, "lam", lon)
+        # even spacing (to 1e-4 of a spacing, e.g. float32 coordinates): one exact number
+        even = (2 * np.pi / lon.size) if periodic else (lon[-1] - lon[0]) / (lon.size - 1)
+        steps = np.diff(np.concatenate([lon, [lon[0] + 2 * np.pi]])) if periodic else dl
+        set_(self, "dlam", float(even) if np.all(np.abs(steps - even) <= 1e-4 * even) else None)
         set_(self, "coscell", dsin / dphi)
         set_(self, "dsin", dsin)
         cos_edge = np.cos(edges)
@@ -220,15 +225,23 @@ class SphereGrid:
 
 # --------------------------------------------------------------------------- horizontal
 def ddlambda(f, grid: SphereGrid):
-    """Centred derivative with respect to longitude (radians), periodic where the grid wraps."""
+    """Centred derivative with respect to longitude (radians), periodic where the grid wraps.
+
+    On an evenly spaced grid the spacing is one number (``2 pi / nlon`` on a global
+    grid), so rolling the input in longitude rolls the output bit for bit.
+    """
     grid.check_shape(f)
     lam = grid.lam
     if grid.periodic:
+        diff = _roll(f, -1, -1) - _roll(f, 1, -1)
+        if grid.dlam is not None:
+            return diff * (0.5 / grid.dlam)
         span = np.roll(lam, -1) - np.roll(lam, 1)
         span[0] += 2 * np.pi
         span[-1] += 2 * np.pi
-        return (_roll(f, -1, -1) - _roll(f, 1, -1)) / _like(span, f)
-    inner = (_take(f, slice(2, None), -1) - _take(f, slice(None, -2), -1)) / _like(lam[2:] - lam[:-2], f)
+        return diff / _like(span, f)
+    inner = _take(f, slice(2, None), -1) - _take(f, slice(None, -2), -1)
+    inner = inner * (0.5 / grid.dlam) if grid.dlam is not None else inner / _like(lam[2:] - lam[:-2], f)
     west = (_take(f, slice(1, 2), -1) - _take(f, slice(0, 1), -1)) / float(lam[1] - lam[0])
     east = (_take(f, slice(-1, None), -1) - _take(f, slice(-2, -1), -1)) / float(lam[-1] - lam[-2])
     return _cat([west, inner, east], -1)

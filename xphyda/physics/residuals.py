@@ -112,7 +112,8 @@ def _field(ds: xr.Dataset, key: str, override, grid: Grid, *, required=True) -> 
             f"variable {name!r} ({key}) lacks dimension(s) {missing}; its dims are {da.dims}. "
             "Fix: pass a variable on the horizontal grid"
         )
-    if da.size and bool(da.isnull().all()):
+    # checked only for data in memory: the check would compute a dask array (keep it lazy)
+    if da.chunks is None and da.size and bool(da.isnull().all()):
         raise VariableError(f"variable {name!r} ({key}) is all NaN; nothing to compute")
     return to_si(da, _kind(key), name=name)
 
@@ -195,8 +196,15 @@ def physics_residual(
     unknown = set(variables) - set(spec.needs) - set(spec.optional)
     if unknown:
         raise VariableError(
-            f"{name} residual takes variable overrides {spec.needs + spec.optional}, got {sorted(unknown)}"
+            f"the {name} residual takes variable overrides {spec.needs + spec.optional}, "
+            f"got unknown {sorted(unknown)}; coordinates are named with lat=, lon=, level="
         )
+    for key, value in variables.items():
+        if not isinstance(value, str):
+            raise VariableError(
+                f"override {key}= must be the name of a variable in the dataset (a str), got {type(value).__name__}; "
+                f"to use another array, add it first: ds.assign({key}=...)"
+            )
     grid = discover_grid(ds, lat=lat, lon=lon, level=level, need_levels=spec.on_layers)
     sphere = grid.sphere(radius)
     fields = {k: _field(ds, k, variables.get(k), grid) for k in spec.needs}
@@ -240,21 +248,24 @@ def physics_residual(
     if spec.on_layers:
         out = out.assign_coords(_layer_coords(grid, ds))
     out.name = f"{name}_residual"
+    used = ", ".join(f"{k}={str(da.name)!r}" for k, da in zip(spec.needs, args))
     out.attrs = {
         "units": spec.units,
         "long_name": spec.long_name,
         "formula": spec.formula,
         "discretisation": spec.discretisation,
         "radius_m": sphere.radius,
+        "history": f"xphyda.physics.physics_residual(ds, {name!r}) with {used}"
+        + (" and humidity" if name == "hydrostatic" and len(args) > 2 else ""),
     }
     if name == "geostrophic":
         out.attrs["equatorial_band_deg"] = band
     return out
 
 
-def _natural_scale(name: str, ds: xr.Dataset, res: xr.DataArray, grid: Grid, variables) -> xr.DataArray:
+def _natural_scale(name: str, ds: xr.Dataset, res: xr.DataArray, grid: Grid, variables, radius=None) -> xr.DataArray:
     """A scale to divide the residual by, so that values read as fractions."""
-    sphere = grid.sphere()
+    sphere = grid.sphere(radius)
     if name == "continuity":
         u = _field(ds, "u", variables.get("u"), grid)
         v = _field(ds, "v", variables.get("v"), grid)
@@ -314,18 +325,21 @@ def residual_summary(ds: xr.Dataset, names=None, **kwargs) -> xr.Dataset:
     coords = {k: kwargs[k] for k in ("lat", "lon", "level", "radius", "band") if k in kwargs}
     overrides = {k: v for k, v in kwargs.items() if k not in coords}
     out = {}
+    grid = discover_grid(ds, lat=kwargs.get("lat"), lon=kwargs.get("lon"), level=kwargs.get("level"))
+    unknown = set(overrides) - {k for n in names for k in _spec(n).needs + _spec(n).optional}
+    if unknown:
+        raise VariableError(f"unknown variable override(s) {sorted(unknown)} for the residuals {names}")
     for name in names:
         spec = _spec(name)
         own = {k: v for k, v in overrides.items() if k in spec.needs + spec.optional}
-        try:
-            res = physics_residual(ds, name, **coords, **own)
-        except VariableError:
-            if explicit:
-                raise
-            continue
-        grid = discover_grid(ds, lat=kwargs.get("lat"), lon=kwargs.get("lon"), level=kwargs.get("level"))
+        if not explicit:  # by default, summarise the residuals whose variables are all present
+            present = [find_variable(ds, k, own.get(k), required=False) for k in spec.needs]
+            levels = grid.level_pa.size if grid.level_pa is not None else 0
+            if None in present or (spec.on_layers and levels < 2):
+                continue
+        res = physics_residual(ds, name, **coords, **own)
         rms = _area_rms(res, grid)
-        scale = _area_rms(_natural_scale(name, ds, res, grid, overrides), grid)
+        scale = _area_rms(_natural_scale(name, ds, res, grid, overrides, kwargs.get("radius")), grid)
         rms.attrs = {"units": res.attrs["units"], "long_name": f"area-weighted RMS of the {res.attrs['long_name']}"}
         rel = (rms / scale).assign_attrs(units="1", long_name=f"RMS {name} residual / {RESIDUALS[name].scale}")
         out[f"{name}_rms"] = rms

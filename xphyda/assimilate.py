@@ -1,0 +1,273 @@
+"""The xarray front of data assimilation: ``assimilate(background, obs, method=...)``.
+
+It builds the observation problem (``y``, ``H``, ``R`` and the first quality
+flags, :func:`xphyda.obs.problem.build_problem`), hands it to an analysis
+method, and returns a CF Dataset: the analysis on the background's grid with
+the background's variable names, units, dtypes and attributes, a new
+``history`` line, and per-observation diagnostics (flag, ``O - B``, ``O - A``,
+error used; :mod:`xphyda.obs.diagnostics`).
+
+Methods are rows of :data:`METHODS`: a function taking the problem and its
+options and returning the SI analysis of each observed variable plus a note for
+the history line.  ``"oi"`` is optimal interpolation / 3D-Var
+(:mod:`xphyda.baselines.oi`).
+
+Examples
+--------
+>>> import xphyda
+>>> from xphyda.obs import simulate
+>>> truth = xphyda.tutorial.open_dataset("era5-z-t")
+>>> background = truth.copy(deep=True)
+>>> background["t"] = background["t"] + 1.0  # a warm bias
+>>> obs = simulate(truth, n_stations=300, seed=1)
+>>> out = assimilate(background, obs, method="oi", background_error={"t": 1.0, "z": 50.0})
+>>> err_b = float(abs(background.t - truth.t).mean())
+>>> err_a = float(abs(out.t - truth.t).mean())
+>>> err_a < err_b
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+import xarray as xr
+
+from .errors import ObservationError, PhydaError
+from .obs.diagnostics import diagnostics, model_equivalent
+from .obs.problem import ObsProblem, Target, build_problem
+from .obs.qc import FLAGS, background_check
+from .obs.uncertainty import DEFAULT_BACKGROUND_ERROR, error_to_si
+
+__all__ = ["METHODS", "assimilate"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """An analysis method: ``run(problem, qc=..., **options) -> ({target: SI analysis}, note)``."""
+
+    run: Callable[..., tuple[dict[str, np.ndarray], str]]
+    options: tuple[str, ...]
+    description: str
+
+
+# --------------------------------------------------------------------------- OI
+def _per_target(value, name: str):
+    return value.get(name) if isinstance(value, Mapping) else value
+
+
+def _metres(value, name: str) -> float:
+    from .units import registry
+
+    if isinstance(value, str) or hasattr(value, "magnitude"):
+        try:
+            q = registry().Quantity(value) if isinstance(value, str) else value
+            return float(q.m_as("m"))
+        except Exception:
+            raise PhydaError(
+                f"length_scale {value!r} for {name!r} is not a distance; give metres or a string such as '500 km'"
+            ) from None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise PhydaError(f"length_scale for {name!r} must be a distance in metres; got {value!r}") from None
+    if not np.isfinite(out) or out <= 0:
+        raise PhydaError(f"length_scale for {name!r} must be positive; got {value!r}")
+    return out
+
+
+def _sigma_b(target: Target, given, d: np.ndarray, cand: np.ndarray, wlev: np.ndarray) -> tuple[np.ndarray, str]:
+    """Background-error standard deviation per level (SI) and how it was obtained."""
+    from .baselines.oi import estimate_background_error
+
+    nlev = target.nlev
+    if given is not None and not (isinstance(given, str) and given == "estimate"):
+        values = np.atleast_1d(np.asarray(given, dtype=object))
+        if values.size not in (1, nlev):
+            raise ObservationError(
+                f"background_error for {target.name!r} has {values.size} values; give one, or one per level ({nlev})"
+            )
+        sigma = np.array([error_to_si(v, target.units, target.kind, name=target.name) for v in values], dtype=float)
+        if np.any(~np.isfinite(sigma)) or np.any(sigma <= 0):
+            raise ObservationError(f"background_error for {target.name!r} must be positive; got {given!r}")
+        return np.broadcast_to(sigma, (nlev,)).copy(), "given"
+    level = np.argmax(wlev, axis=1)
+    pooled = estimate_background_error(d[cand], target.sigma_o[cand])
+    sigma, how = np.empty(nlev), []
+    for k in range(nlev):
+        sel = cand & (level == k)
+        est = estimate_background_error(d[sel], target.sigma_o[sel])
+        if est is None:
+            est = pooled
+        if est is None:
+            if target.kind is None:
+                raise ObservationError(
+                    f"too few observations of {target.name!r} to estimate its background error, and no default for "
+                    f"its units; pass background_error={{{target.name!r}: value}} in {target.units!r}"
+                )
+            est, tag = DEFAULT_BACKGROUND_ERROR[target.kind], "default"
+        else:
+            tag = "estimated from innovations"
+        sigma[k] = est
+        how.append(tag)
+    return sigma, "/".join(sorted(set(how)))
+
+
+def _run_oi(problem: ObsProblem, *, qc, length_scale=None, background_error=None, correlation=None,
+            vertical_length_scale=None, solver=None) -> tuple[dict[str, np.ndarray], str]:
+    from .baselines.oi import DEFAULT_LENGTH_SCALE, oi_analysis
+
+    kind = correlation or "gaspari-cohn"
+    grid = problem.grid
+    analyses, notes = {}, []
+    for target in problem.targets.values():
+        length = _metres(_per_target(length_scale, target.name) or DEFAULT_LENGTH_SCALE, target.name)
+        d = target.y - model_equivalent(target, target.background)
+        cand = target.flags == FLAGS["used"]
+        wlev = target.level_weights()
+        sigma_b, how = _sigma_b(target, _per_target(background_error, target.name), d, cand, wlev)
+        if qc is not None:
+            reject = cand & background_check(np.where(cand, d, 0.0), target.sigma_o, wlev @ sigma_b, k=qc)
+            target.flags[reject] = FLAGS["rejected_by_background_check"]
+        xa = target.background.copy()
+        log_p = None if target.levels_pa is None else np.log(target.levels_pa)
+        for t in range(target.background.shape[0]):
+            rows = np.flatnonzero((target.time_index == t) & (target.flags == FLAGS["used"]))
+            if rows.size == 0:
+                continue
+            res = oi_analysis(
+                target.background[t], target.H[rows], target.y[rows], target.sigma_o[rows],
+                lat=grid.lat_values, lon=grid.lon_values, sigma_b=sigma_b, length_scale=length, kind=kind,
+                log_p=log_p, vertical_length_scale=vertical_length_scale, solver=solver or "auto",
+            )
+            xa[t] = res.analysis
+        analyses[target.name] = xa
+        sb = ", ".join(f"{v:.3g}" for v in target.from_si(sigma_b, difference=True))
+        notes.append(f"{target.name}: sigma_b {sb} {target.units} ({how}), length scale {length / 1e3:g} km")
+    return analyses, f"{kind} correlation; " + "; ".join(notes)
+
+
+METHODS: dict[str, Method] = {
+    "oi": Method(
+        _run_oi,
+        ("length_scale", "background_error", "correlation", "vertical_length_scale", "solver"),
+        "optimal interpolation / 3D-Var (xphyda.baselines.oi)",
+    ),
+}
+"""Analysis methods by name."""
+
+
+# --------------------------------------------------------------------------- output
+def _analysis_dataset(background: xr.Dataset, problem: ObsProblem, analyses: dict[str, np.ndarray]) -> xr.Dataset:
+    out = background.copy(deep=False)
+    for name, xa in analyses.items():
+        target = problem.targets[name]
+        da = background[name]
+        shaped = da.transpose(*target.dims)
+        values = target.from_si(xa).reshape(shaped.shape).astype(da.dtype, copy=False)
+        new = shaped.copy(data=values).transpose(*da.dims)
+        new.attrs = dict(da.attrs)
+        new.encoding = dict(da.encoding)
+        out[name] = new
+    return out
+
+
+def _history(background: xr.Dataset, problem: ObsProblem, method: str, note: str) -> str:
+    from . import __version__
+
+    counts = ", ".join(f"{problem.count(f)} {f.replace('_', ' ')}" for f in FLAGS if f != "used" and problem.count(f))
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    line = (f"{stamp}: xphyda {__version__} assimilate(method={method!r}): {METHODS[method].description}; "
+            f"{problem.count('used')} of {problem.count()} observations used ({problem.kind})"
+            + (f", not used: {counts}" if counts else "") + f"; {note}")
+    old = background.attrs.get("history")
+    return f"{line}\n{old}" if old else line
+
+
+def assimilate(background: xr.Dataset, obs, *, method: str = "oi", variables=None, obs_error=None,
+               qc: float | None = 5.0, time_window=None, regrid="auto", min_coverage: float = 0.5,
+               length_scale=None, background_error=None, correlation: str | None = None,
+               vertical_length_scale: float | None = None, solver: str | None = None) -> xr.Dataset:
+    """Analyse ``background`` with observations ``obs``; return the analysis and per-observation diagnostics.
+
+    Parameters
+    ----------
+    background : xarray.Dataset
+        The background state on a lat-lon grid (optionally pressure levels and
+        times; one member).
+    obs : xarray.Dataset or xarray.DataArray
+        Point, gridded, or on-the-grid observations (:mod:`xphyda.obs.dataset`),
+        variables named like the background's, NaN where not observed.
+    method : {"oi"}
+        Analysis method (:data:`METHODS`).
+    variables : list of str, optional
+        Observation variables to use (default: all).
+    obs_error : number, str, pint.Quantity or dict, optional
+        Observation-error standard deviations in each variable's units, e.g.
+        ``{"t": 0.5, "z": 20.0}``; otherwise CF ancillary ``standard_error``
+        variables, otherwise :data:`xphyda.obs.uncertainty.DEFAULT_OBS_ERROR`.
+    qc : float or None
+        Background check: reject where ``|O - B| > qc * sqrt(sigma_o^2 + sigma_b^2)``;
+        ``None`` turns it off (missing values, points outside the grid or the
+        time window and duplicates are always flagged).
+    time_window : str or timedelta, optional
+        Largest distance of an observation from its background time (default:
+        half the background's time step; any for a single time).
+    regrid : {"auto", "bilinear", "conservative"} or callable
+        How gridded observations are brought to the analysis grid
+        (xESMF when importable, :mod:`xphyda.obs.regrid` otherwise, or a
+        regridder object such as an ``xesmf.Regridder``).
+    min_coverage : float
+        Fraction of a regridded value that must come from observed points.
+    length_scale : float, str or dict, optional
+        OI: Daley length scale of the horizontal correlation, metres or
+        ``"500 km"``, per variable as a dict (default
+        :data:`xphyda.baselines.oi.DEFAULT_LENGTH_SCALE`).
+    background_error : float, str, sequence or dict, optional
+        OI: background-error standard deviation in the background variable's
+        units, one value or one per level, per variable as a dict.  Default:
+        estimated from the innovations (:func:`xphyda.baselines.oi.estimate_background_error`),
+        per level, falling back to :data:`xphyda.obs.uncertainty.DEFAULT_BACKGROUND_ERROR`.
+    correlation : {"gaspari-cohn", "soar", "gaussian"}, optional
+        OI: horizontal correlation function (default ``"gaspari-cohn"``).
+    vertical_length_scale : float, optional
+        OI: Gaspari-Cohn length scale in ``ln p`` between levels (default: levels independent).
+    solver : {"auto", "cholesky", "cg"}, optional
+        OI: exact below 4,000 observations per variable and time, conjugate gradients above.
+
+    Returns
+    -------
+    xarray.Dataset
+        The background's variables (observed ones analysed), its coordinates
+        and attributes with a new ``history`` line, and for each observation
+        variable ``v``: ``v_flag``, ``v_innovation``, ``v_residual``, ``v_obs_error``.
+
+    Raises
+    ------
+    ObservationError, VariableError, UnitsError, GridError
+        With the variable at fault and the fix.
+    """
+    if method not in METHODS:
+        raise PhydaError(f"unknown assimilation method {method!r}; available: {sorted(METHODS)}")
+    options = {
+        "length_scale": length_scale, "background_error": background_error, "correlation": correlation,
+        "vertical_length_scale": vertical_length_scale, "solver": solver,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    unused = sorted(set(options) - set(METHODS[method].options))
+    if unused:
+        raise PhydaError(f"options {unused} are not used by method {method!r}; it takes {METHODS[method].options}")
+    if qc is not None and (isinstance(qc, bool) or not float(qc) > 0):
+        raise ObservationError(f"qc must be a positive number of standard deviations, or None to turn it off; got {qc!r}")
+    problem = build_problem(background, obs, variables=variables, obs_error=obs_error, time_window=time_window,
+                            regrid=regrid, min_coverage=min_coverage)
+    analyses, note = METHODS[method].run(problem, qc=qc, **options)
+    out = _analysis_dataset(background, problem, analyses)
+    out = xr.merge([out, diagnostics(problem, analyses, background)], join="exact", combine_attrs="override")
+    out.attrs = dict(background.attrs)
+    out.attrs["history"] = _history(background, problem, method, note)
+    return out

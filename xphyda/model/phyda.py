@@ -1,0 +1,138 @@
+"""The PhyDA network: a virtual reconstruction encoder (VRE) conditioning an EDM denoiser.
+
+Inputs live on the model grid in normalised units, with channels as in the
+model card:
+
+* ``background`` (B, C, H, W) and its availability ``bmask`` (B, C, 1, 1) or
+  (B, C, H, W): a channel the user's background lacks is zero with mask 0, and
+  the prior fills it;
+* observations gridded onto the model grid, ``y`` (B, C, H, W), zero where
+  unobserved, and their ``mask`` (B, C, H, W), 1 where observed (any fraction,
+  any subset of channels).
+
+The VRE maps ``[background * bmask, bmask, y, mask]`` to a dense
+reconstruction ``R = background * bmask + dR`` and ``features`` latent
+channels.  The denoiser ``D(x_sigma; sigma, cond)`` is conditioned on
+``cond = [background * bmask, bmask, R, features]``.  The ablation without VRE
+conditions directly on ``[background * bmask, bmask, y, mask]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from .precond import EDMDenoiser
+from .unet import UNet
+
+__all__ = ["VirtualReconstructionEncoder", "PhydaNet"]
+
+
+def _expand(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    if mask is None:
+        return torch.ones_like(like)
+    return mask.to(like.dtype).expand_as(like)
+
+
+class VirtualReconstructionEncoder(nn.Module):
+    """Dense reconstruction and latent features from sparse observations and a background.
+
+    Parameters
+    ----------
+    channels : int
+        State channels ``C``.
+    features : int
+        Latent feature channels returned beside the reconstruction.
+    widths : sequence of int
+        U-Net widths (see :class:`~xphyda.model.unet.UNet`).
+
+    Examples
+    --------
+    >>> vre = VirtualReconstructionEncoder(3, features=2, widths=(8, 16))
+    >>> b = torch.zeros(1, 3, 8, 16)
+    >>> rec, feat = vre(b, torch.ones(1, 3, 1, 1), b, torch.zeros_like(b))
+    >>> rec.shape, feat.shape
+    (torch.Size([1, 3, 8, 16]), torch.Size([1, 2, 8, 16]))
+    """
+
+    def __init__(self, channels: int, *, features: int = 8, widths: Sequence[int] = (32, 64, 128), groups: int = 8):
+        super().__init__()
+        self.channels, self.features = int(channels), int(features)
+        self.net = UNet(4 * channels, channels + features, widths=widths, groups=groups)
+
+    def forward(self, background, bmask, y, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        bm = _expand(bmask, background)
+        b = background * bm
+        out = self.net(torch.cat([b, bm, y, _expand(mask, y)], dim=1), torch.zeros(background.shape[0], device=background.device))
+        return b + out[:, : self.channels], out[:, self.channels :]
+
+
+class PhydaNet(nn.Module):
+    """VRE + EDM denoiser; ``forward`` returns ``(denoised, reconstruction)``.
+
+    Parameters
+    ----------
+    channels : int
+        State channels.
+    use_vre : bool
+        Condition through the VRE (``False`` is the ablation: raw observations).
+    features : int
+        VRE latent channels.
+    widths, vre_widths : sequence of int
+        U-Net widths of the denoiser and of the VRE.
+    sigma_data : float
+        EDM's data standard deviation (1 for normalised data).
+
+    Examples
+    --------
+    >>> net = PhydaNet(3, features=2, widths=(8, 16), vre_widths=(8, 16), groups=4)
+    >>> x = torch.randn(2, 3, 8, 16)
+    >>> d, r = net(x, torch.ones(2), x, x, torch.ones_like(x))
+    >>> d.shape == r.shape == x.shape
+    True
+    >>> PhydaNet(**net.config).config == net.config
+    True
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        use_vre: bool = True,
+        features: int = 8,
+        widths: Sequence[int] = (32, 64, 128),
+        vre_widths: Sequence[int] = (32, 64, 128),
+        groups: int = 8,
+        sigma_data: float = 1.0,
+    ):
+        super().__init__()
+        if channels < 1:
+            raise ModelError(f"PhydaNet needs at least one channel, got {channels}")
+        self.config: dict[str, Any] = dict(
+            channels=int(channels), use_vre=bool(use_vre), features=int(features), widths=[int(w) for w in widths],
+            vre_widths=[int(w) for w in vre_widths], groups=int(groups), sigma_data=float(sigma_data),
+        )  # fmt: skip
+        c = int(channels)
+        self.vre = VirtualReconstructionEncoder(c, features=features, widths=vre_widths, groups=groups) if use_vre else None
+        cond = 2 * c + (c + features if use_vre else 2 * c)
+        self.denoiser = EDMDenoiser(UNet(c, c, cond_channels=cond, widths=widths, groups=groups), sigma_data=sigma_data)
+
+    def condition(self, background, y, mask, bmask=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Conditioning channels for the denoiser, and the VRE reconstruction (``None`` without VRE)."""
+        c = self.config["channels"]
+        for name, t in (("background", background), ("y", y), ("mask", mask)):
+            if t.ndim != 4 or t.shape[1] != c:
+                raise ModelError(f"{name} has shape {tuple(t.shape)}, expected (batch, {c}, lat, lon)")
+        bm = _expand(bmask, background)
+        b = background * bm
+        if self.vre is None:
+            return torch.cat([b, bm, y, _expand(mask, y)], dim=1), None
+        recon, feats = self.vre(background, bm, y, mask)
+        return torch.cat([b, bm, recon, feats], dim=1), recon
+
+    def forward(self, x_noisy, sigma, background, y, mask, bmask=None):
+        cond, recon = self.condition(background, y, mask, bmask)
+        return self.denoiser(x_noisy, sigma, cond), recon
