@@ -440,7 +440,7 @@ def test_crps_wrapper_by_hand_and_member_discovery():
     assert M.crps(ens, xr.DataArray(3.0), dim=[]).attrs["units"] == "K"
 
 
-def test_crps_and_rank_histogram_with_ties_match_xskillscore(ensemble, truth):
+def test_agrees_with_xskillscore(ensemble, truth):
     xs = pytest.importorskip("xskillscore")
     ours = M.crps(ensemble, truth, dim=[], fair=False)
     theirs = xs.crps_ensemble(truth, ensemble, dim=[])
@@ -452,6 +452,8 @@ def test_crps_and_rank_histogram_with_ties_match_xskillscore(ensemble, truth):
         xs.rmse(ensemble.mean("member"), truth, dim=["latitude", "longitude"], weights=cos),
         rtol=1e-10,
     )
+    counts = M.rank_histogram(ensemble, truth, dim=list(truth.dims), weighting=None, normalize=False)
+    assert counts.values.tolist() == xs.rank_histogram(truth, ensemble, dim=list(truth.dims)).values.tolist()
     # the centred ACC is the weighted Pearson correlation of the anomalies
     clim = truth.mean("time")
     f = ensemble.isel(member=0, drop=True)

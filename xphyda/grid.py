@@ -121,8 +121,8 @@ VARIABLES: dict[str, VariableAlias] = {
 class Grid:
     """What xphyda knows about a Dataset's grid (names, orientation, levels).
 
-    Build it with :func:`discover_grid`; it is immutable and holds plain numpy
-    copies of the coordinate values.
+    Build it with :func:`discover_grid`; it is immutable and holds read-only
+    numpy copies of the coordinate values (``level_pa`` in Pa).
     """
 
     lat: str
@@ -315,9 +315,9 @@ def _reject_model_levels(obj, name: str | None = None) -> None:
         name = hinted[0]
     var = obj[name]
     raise GridError(
-        f"coordinate {name!r} looks like a model-level or height coordinate "
-        f"(standard_name {var.attrs.get('standard_name')!r}, units {var.attrs.get('units')!r}), "
-        "but xphyda needs pressure levels. Fix: interpolate to pressure levels first "
+        f"vertical coordinate {name!r} is not pressure (standard_name {var.attrs.get('standard_name')!r}, "
+        f"units {var.attrs.get('units')!r}): it looks like model levels, height or another vertical "
+        "coordinate, but xphyda needs pressure levels. Fix: interpolate to pressure levels first "
         "(for example metpy.interpolate.log_interpolate_1d), or name the pressure coordinate with level='...'"
     )
 
@@ -410,7 +410,13 @@ def discover_grid(obj, *, lat=None, lon=None, level=None, time=None, member=None
     member = find_coord(obj, "member", member, required=False)
     latv, lonv = _check_horizontal(obj, lat, lon)
     level_pa = _level_pa(obj, level) if level is not None else None
-    return Grid(lat, lon, level, time, member, latv, lonv, level_pa)
+    frozen = []
+    for values in (latv, lonv, level_pa):  # copies, read-only like the Grid itself
+        if values is not None:
+            values = np.array(values, dtype=np.float64)
+            values.flags.writeable = False
+        frozen.append(values)
+    return Grid(lat, lon, level, time, member, *frozen)
 
 
 # --------------------------------------------------------------------------- variables

@@ -41,7 +41,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 import xarray as xr
@@ -69,6 +69,9 @@ __all__ = [
     "TABLE_METRICS",
     "COORD_TOLERANCE",
 ]
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 XT = TypeVar("XT", xr.DataArray, xr.Dataset)
 
@@ -525,7 +528,7 @@ def score_table(
     lat: str | None = None,
     lon: str | None = None,
     output: Literal["dataframe", "dataset"] = "dataframe",
-):
+) -> pd.DataFrame | xr.Dataset:
     """Score several methods against one truth, as a tidy table.
 
     Every score is reduced over all dims except the level (so over latitude,
@@ -621,7 +624,7 @@ def score_table(
                     f"analysis {method!r} has variable {var!r}, which the truth lacks; the truth has "
                     f"{sorted(map(str, truth.data_vars))}. Fix: drop it, analyses[{method!r}][[...]]"
                 )
-            pooled = [d for d in det[var].dims if d != level]
+            pooled = [d for d in dict.fromkeys((*det[var].dims, *truth[var].dims)) if d != level]
             units = ds[var].attrs.get("units", "")
             for metric in chosen:
                 if metric in ("rmse", "bias", "mae"):

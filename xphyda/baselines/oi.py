@@ -46,6 +46,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -186,6 +187,17 @@ def estimate_background_error(innovations, sigma_o, *, min_count: int = 20) -> f
     return float(np.sqrt(max(spread2 - np.median(so**2), 0.01 * spread2)))
 
 
+def _blas_threads(n: int):
+    """One BLAS thread for small dense problems: thread start-up dominates them, badly so on a busy machine."""
+    if n > 2000:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def _vertical(nlev: int, sigma_b, log_p, vertical_length_scale) -> np.ndarray:
     """``D C_v D`` between levels: ``(nlev, nlev)``."""
     sigma = np.broadcast_to(np.asarray(sigma_b, dtype=np.float64), (nlev,)).copy()
@@ -303,7 +315,8 @@ def oi_analysis(background, H, y, sigma_o, *, lat, lon, sigma_b, length_scale: f
     if method == "cholesky":
         a = hbh.toarray() if sp.issparse(hbh) else np.asarray(hbh)
         a[np.diag_indices_from(a)] += so**2
-        z = la.cho_solve(la.cho_factor(a, lower=True, check_finite=False), d, check_finite=False)
+        with _blas_threads(y.size):
+            z = la.cho_solve(la.cho_factor(a, lower=True, check_finite=False), d, check_finite=False)
     else:
         a = sp.csr_matrix(hbh) + sp.diags(so**2)
         count = [0]

@@ -53,6 +53,8 @@ def as_timedelta(value) -> np.timedelta64:
     >>> as_timedelta("1D"), as_timedelta(6)
     (np.timedelta64(86400,'s'), np.timedelta64(21600,'s'))
     """
+    if isinstance(value, np.timedelta64):
+        return value.astype("timedelta64[s]")
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return np.timedelta64(int(round(float(value) * 3600)), "s")
     try:

@@ -32,17 +32,20 @@ import datetime as _dt
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
-from ..errors import CoordinateError, DataError, GridError, VariableError
-from ..grid import VARIABLES, discover_grid, find_variable
-from ..units import to_si
-from .channels import LEVEL_VARIABLES, SURFACE_VARIABLES, variable_attrs
-from .regrid import model_grid, regrid, same_grid  # noqa: F401  (model_grid: examples)
+import pandas as pd
 
-__all__ = ["open_store", "write_store", "resolve_variable"]
+from ..errors import CoordinateError, DataError, GridError, VariableError
+from ..grid import VARIABLES, Grid, discover_grid, find_variable
+from ..units import check_units, parse_units, si_scale
+from .channels import LEVEL_VARIABLES, SURFACE_VARIABLES, variable_attrs
+from .regrid import _apply, model_grid, regrid, regrid_weights  # noqa: F401  (model_grid: examples)
+
+__all__ = ["open_store", "write_store", "resolve_variable", "StoreReader"]
 
 _NETCDF = (".nc", ".nc4", ".netcdf", ".cdf")
 _GRIB = (".grib", ".grib2", ".grb", ".grb2")
@@ -90,21 +93,26 @@ def _requested(variables) -> dict[str, str | None]:
 
 # --------------------------------------------------------------------------- opening
 def _open_netcdf(paths: list[str], engine: str | None, chunks, protocol: str, storage_options) -> xr.Dataset:
+    """Open netCDF / GRIB files (``chunks=None``: lazily indexed without dask, one file only)."""
     if protocol not in ("file", "local"):
         import fsspec
 
         # netCDF libraries need a local file: fetch a cached local copy (picklable, no open handles)
         paths = [fsspec.open_local(f"simplecache::{p}", **{protocol: storage_options or {}}) for p in paths]
-    kwargs = {"engine": engine or "netcdf4", "chunks": chunks if chunks is not None else {}}
+    kwargs = {"engine": engine or "netcdf4"}
     if kwargs["engine"] == "cfgrib":
         kwargs["backend_kwargs"] = {"indexpath": ""}
     if len(paths) == 1:
-        return xr.open_dataset(paths[0], **kwargs)
-    return xr.open_mfdataset(sorted(paths), combine="by_coords", **kwargs)
+        return xr.open_dataset(paths[0], chunks=chunks, **kwargs)
+    return xr.open_mfdataset(sorted(paths), combine="by_coords", chunks=chunks if chunks is not None else {}, **kwargs)
 
 
 def _open_source(source, *, engine, chunks, storage_options) -> tuple[list[xr.Dataset], list[int] | None, str]:
-    """Open ``source`` lazily: ``(datasets, trajectory numbers or None, description)``."""
+    """Open ``source`` lazily: ``(datasets, trajectory numbers or None, description)``.
+
+    ``chunks=None`` opens without dask (lazily indexed backend arrays: reading a few
+    states touches only their chunks); a mapping opens with dask.
+    """
     if isinstance(source, xr.Dataset):
         return [source], None, "an in-memory Dataset"
     if isinstance(source, xr.DataArray):
@@ -117,7 +125,7 @@ def _open_source(source, *, engine, chunks, storage_options) -> tuple[list[xr.Da
         fs, _ = fsspec.core.url_to_fs(paths[0], **so)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         if all(p.rstrip("/").endswith(".zarr") for p in paths):
-            return [xr.open_zarr(p, chunks=chunks if chunks is not None else {}, storage_options=so or None)
+            return [xr.open_zarr(p, chunks=chunks, storage_options=so or None)
                     for p in paths], list(range(len(paths))), f"{len(paths)} Zarr stores"
         grib = all(p.lower().endswith(_GRIB) for p in paths)
         return [_open_netcdf(paths, engine or ("cfgrib" if grib else None), chunks, protocol, so)], None, f"{len(paths)} files"
@@ -136,10 +144,10 @@ def _open_source(source, *, engine, chunks, storage_options) -> tuple[list[xr.Da
         entries = [p.rstrip("/") for p in fs.ls(root, detail=False)]
         base = {p.rsplit("/", 1)[-1] for p in entries}
         if base & {"zarr.json", ".zgroup", ".zmetadata"}:
-            return [xr.open_zarr(text, chunks=chunks if chunks is not None else {}, storage_options=so or None)], None, text
+            return [xr.open_zarr(text, chunks=chunks, storage_options=so or None)], None, text
         trajs = sorted(((int(m.group(1)), p) for p in entries if (m := _TRAJ.search(p))), key=lambda t: t[0])
         if trajs:
-            dss = [xr.open_zarr(prefix + p, chunks=chunks if chunks is not None else {}, storage_options=so or None)
+            dss = [xr.open_zarr(prefix + p, chunks=chunks, storage_options=so or None)
                    for _, p in trajs]
             return dss, [k for k, _ in trajs], text
         files = sorted(prefix + p for p in entries if p.lower().endswith(_NETCDF + _GRIB))
@@ -162,7 +170,36 @@ def _open_source(source, *, engine, chunks, storage_options) -> tuple[list[xr.Da
     )
 
 
-# --------------------------------------------------------------------------- canonical form
+# --------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class _VarPlan:
+    key: str
+    name: str  # in the store
+    scale: float  # value_si = value * scale + offset
+    offset: float
+    has_level: bool
+    squeeze: tuple[str, ...]  # extra size-1 dims
+    dims: tuple[str, ...]  # store dims to transpose to: (time, [level], lat, lon)
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """Everything needed to turn raw store arrays into canonical ones, as names and numpy indices."""
+
+    time: str
+    lat: str
+    lon: str
+    level: str | None
+    variables: tuple[_VarPlan, ...]
+    level_idx: np.ndarray | None  # store positions, canonical (ascending pressure) order
+    level_hpa: np.ndarray | None
+    lat_idx: np.ndarray  # store positions, canonical (descending) order
+    lat_values: np.ndarray
+    lon_idx: np.ndarray  # store positions, canonical (ascending 0..360) order
+    lon_values: np.ndarray
+    attrs: dict
+
+
 def _default_keys(raw: xr.Dataset) -> dict[str, str | None]:
     found = {}
     for key in LEVEL_VARIABLES + SURFACE_VARIABLES:
@@ -180,7 +217,8 @@ def _default_keys(raw: xr.Dataset) -> dict[str, str | None]:
     return found
 
 
-def _canonical(raw: xr.Dataset, want: dict[str, str | None], levels, time, names: Mapping, where: str) -> xr.Dataset:
+def _prepare(raw: xr.Dataset, names: Mapping, where: str) -> tuple[xr.Dataset, Grid]:
+    """Discover the grid; give scalar time / level coordinates a dimension of length one."""
     grid = discover_grid(raw, lat=names.get("lat"), lon=names.get("lon"), level=names.get("level"),
                          time=names.get("time"))
     if grid.time is None:
@@ -191,16 +229,16 @@ def _canonical(raw: xr.Dataset, want: dict[str, str | None], levels, time, names
     if grid.time not in raw.dims:
         raw = raw.expand_dims(grid.time)
     if grid.level is not None and grid.level not in raw.dims:
-        raw = raw.expand_dims(grid.level)  # a single pressure level stored as a scalar coordinate
+        raw = raw.expand_dims(grid.level)  # one pressure level stored as a scalar coordinate (cfgrib)
     if not np.issubdtype(raw[grid.time].dtype, np.datetime64):
         raise CoordinateError(
             f"time coordinate {grid.time!r} of {where} has dtype {raw[grid.time].dtype}, expected datetime64. "
             "Fix: give it CF 'units' such as 'hours since 2000-01-01' and reopen, or xr.decode_cf(ds)"
         )
-    if time is not None:
-        raw = raw.sel({grid.time: time if isinstance(time, slice) else slice(*time)})
-        if raw.sizes[grid.time] == 0:
-            raise DataError(f"no times of {where} fall in time={time!r}")
+    return raw, grid
+
+
+def _make_plan(raw: xr.Dataset, grid: Grid, want: Mapping[str, str | None], levels, where: str) -> _Plan:
     if not want:
         want = _default_keys(raw)
     store_names, missing = {}, []
@@ -218,77 +256,245 @@ def _canonical(raw: xr.Dataset, want: dict[str, str | None], levels, time, names
             f"{sorted(map(str, raw.data_vars))}. Fix: request only available ones, or map a store name: "
             f"variables={{{missing[0]!r}: 'name_in_store'}}"
         )
-    rename = {grid.time: "time", grid.lat: "latitude", grid.lon: "longitude"}
-    if grid.level is not None:
-        rename[grid.level] = "level"
-    keep = set(rename)
-    out = {}
+    core = [grid.time, grid.level, grid.lat, grid.lon]
+    plans = []
     for key, name in store_names.items():
         da = raw[name]
-        extra = [d for d in da.dims if d not in keep]
+        extra = tuple(d for d in da.dims if d not in core)
         big = [d for d in extra if da.sizes[d] > 1]
         if big:
             raise DataError(
                 f"variable {name!r} of {where} has extra dimensions {[(d, da.sizes[d]) for d in big]} besides "
                 f"time, level, latitude, longitude. Fix: select one, e.g. ds.isel({big[0]}=0), and pass the Dataset"
             )
-        if grid.time not in da.dims:
-            raise DataError(f"variable {name!r} of {where} has no time dimension; it looks static (dims {da.dims})")
-        da = da.squeeze(extra, drop=True).drop_vars([c for c in da.coords if c not in da.dims and c not in keep],
-                                                    errors="ignore")
-        da = to_si(da, VARIABLES[key].kind, name=name).astype(np.float32)
-        da.attrs = {**variable_attrs(key), "source_variable": str(name)}
-        out[key] = da.rename({d: rename[d] for d in da.dims})
-    ds = xr.Dataset(out)
-    ds = ds.drop_vars([c for c in ds.coords if c not in ("time", "level", "latitude", "longitude")])
-    ds = ds.assign_coords(latitude=("latitude", grid.lat_values, {"units": "degrees_north", "standard_name": "latitude"}),
-                          longitude=("longitude", np.mod(grid.lon_values, 360.0),
-                                     {"units": "degrees_east", "standard_name": "longitude"}))
-    ds["time"].attrs = {"standard_name": "time"}
-    if "level" in ds.dims:
-        ds = ds.assign_coords(level=("level", grid.level_pa / 100.0,
-                                     {"units": "hPa", "standard_name": "air_pressure", "positive": "down"}))
-        if levels is not None:
-            ds = _select_levels(ds, levels, where)
-        ds = ds.isel(level=np.argsort(ds["level"].values, kind="stable"))
+        if grid.time not in da.dims or grid.lat not in da.dims or grid.lon not in da.dims:
+            raise DataError(f"variable {name!r} of {where} has dims {da.dims}; expected time, latitude and longitude "
+                            "(static fields such as orography are not state variables)")
+        unit = parse_units(da.attrs.get("units"), name=name)
+        check_units(unit, VARIABLES[key].kind, name=name)
+        scale, offset = si_scale(unit, VARIABLES[key].kind)
+        has_level = grid.level is not None and grid.level in da.dims
+        dims = tuple(d for d in core if d is not None and d in da.dims)
+        plans.append(_VarPlan(key, str(name), scale, offset, has_level, extra, dims))
+    level_idx = level_hpa = None
+    if any(p.has_level for p in plans):
+        hpa = grid.level_pa / 100.0
+        if levels is None:
+            idx = np.arange(hpa.size)
+        else:
+            idx, absent = [], []
+            for p in levels:
+                hit = np.flatnonzero(np.isclose(hpa, float(p), rtol=0, atol=1e-6))
+                (idx.append(int(hit[0])) if hit.size else absent.append(float(p)))
+            if absent:
+                raise GridError(
+                    f"pressure levels {absent} hPa are not in {where}; available levels are "
+                    f"{sorted(float(x) for x in hpa)} hPa. Fix: levels=[...] with available ones (or None for all)"
+                )
+            idx = np.asarray(idx)
+        level_idx = idx[np.argsort(hpa[idx], kind="stable")]
+        level_hpa = hpa[level_idx]
     elif levels is not None:
         raise GridError(
             f"levels={list(levels)} were requested but {where} has no pressure-level variable among "
             f"{sorted(store_names)}. Fix: levels=None, or request pressure-level variables"
         )
-    elif "level" in ds.coords:
-        ds = ds.drop_vars("level")
-    if ds.sizes["latitude"] > 1 and ds["latitude"].values[0] < ds["latitude"].values[-1]:
-        ds = ds.isel(latitude=slice(None, None, -1))
-    lon = ds["longitude"].values
-    order = np.argsort(lon, kind="stable")
-    if not np.array_equal(order, np.arange(lon.size)):
-        ds = ds.isel(longitude=order)
-    _, first = np.unique(ds["longitude"].values, return_index=True)
-    if first.size != ds.sizes["longitude"]:  # e.g. both 0 and 360 were stored
-        ds = ds.isel(longitude=np.sort(first))
-    t = ds["time"].values
-    if t.size > 1:
-        if np.unique(t).size != t.size:
-            raise DataError(f"{where} has duplicated times. Fix: ds.drop_duplicates('time') and pass the Dataset")
-        if np.any(t[1:] < t[:-1]):
-            ds = ds.isel(time=np.argsort(t, kind="stable"))
-    ds.attrs = {k: v for k, v in raw.attrs.items() if k not in ("spinup_diagnostics", "trajectory")}
-    return ds
+    lat_idx = np.argsort(-grid.lat_values, kind="stable")
+    lon = np.mod(grid.lon_values, 360.0)
+    _, first = np.unique(lon, return_index=True)  # sorted; drops a repeated 360 column
+    attrs = {k: v for k, v in raw.attrs.items() if k not in ("spinup_diagnostics", "trajectory")}
+    return _Plan(grid.time, grid.lat, grid.lon, grid.level, tuple(plans), level_idx, level_hpa,
+                 lat_idx, grid.lat_values[lat_idx], first, lon[first], attrs)
 
 
-def _select_levels(ds: xr.Dataset, levels: Sequence[float], where: str) -> xr.Dataset:
-    have = ds["level"].values
-    idx, missing = [], []
-    for p in levels:
-        hit = np.flatnonzero(np.isclose(have, float(p), rtol=0, atol=1e-6))
-        (idx.append(int(hit[0])) if hit.size else missing.append(float(p)))
-    if missing:
-        raise GridError(
-            f"pressure levels {missing} hPa are not in {where}; available levels are "
-            f"{sorted(float(x) for x in have)} hPa. Fix: levels=[...] with available ones (or None for all)"
-        )
-    return ds.isel(level=idx)
+def _as_index(idx: np.ndarray):
+    """A slice when ``idx`` is a contiguous ascending run (cheaper for lazy backends), else ``idx``."""
+    if idx.size and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _indexers(plan: _Plan, vp: _VarPlan, time_idx) -> dict:
+    ix = {plan.time: time_idx, plan.lat: _as_index(plan.lat_idx), plan.lon: _as_index(plan.lon_idx)}
+    if vp.has_level:
+        ix[plan.level] = _as_index(plan.level_idx)
+    ix.update({d: 0 for d in vp.squeeze})
+    return ix
+
+
+def _to_si(x, vp: _VarPlan):
+    if (vp.scale, vp.offset) == (1.0, 0.0):
+        return x.astype(np.float32)
+    return (x.astype(np.float64) * vp.scale + vp.offset).astype(np.float32)
+
+
+def _canonical_lazy(raw: xr.Dataset, plan: _Plan, time_idx) -> xr.Dataset:
+    """Apply ``plan`` with xarray (lazy for dask and for lazily indexed backends)."""
+    canon = {plan.time: "time", plan.lat: "latitude", plan.lon: "longitude"}
+    if plan.level is not None:
+        canon[plan.level] = "level"
+    out = {}
+    for vp in plan.variables:
+        da = raw[vp.name].isel(_indexers(plan, vp, time_idx)).transpose(*vp.dims)
+        da = _to_si(da.variable, vp)
+        out[vp.key] = xr.Variable(tuple(canon[d] for d in vp.dims), da.data,
+                                  {**variable_attrs(vp.key), "source_variable": vp.name})
+    coords = {
+        "time": ("time", raw[plan.time].values[time_idx], {"standard_name": "time"}),
+        "latitude": ("latitude", plan.lat_values, {"units": "degrees_north", "standard_name": "latitude"}),
+        "longitude": ("longitude", plan.lon_values, {"units": "degrees_east", "standard_name": "longitude"}),
+    }
+    if plan.level_hpa is not None:
+        coords["level"] = ("level", plan.level_hpa, {"units": "hPa", "standard_name": "air_pressure", "positive": "down"})
+    return xr.Dataset(out, coords=coords, attrs=dict(plan.attrs))
+
+
+def _time_order(raw: xr.Dataset, plan: _Plan, time, where: str) -> np.ndarray:
+    """Store positions of the kept times, in increasing time order."""
+    t = raw[plan.time].values
+    keep = np.arange(t.size)
+    if time is not None:
+        lo, hi = (time.start, time.stop) if isinstance(time, slice) else time
+        mask = np.ones(t.size, bool)
+        if lo is not None:
+            mask &= t >= np.datetime64(pd.Timestamp(lo))
+        if hi is not None:
+            mask &= t <= np.datetime64(pd.Timestamp(hi))
+        keep = np.flatnonzero(mask)
+        if not keep.size:
+            raise DataError(f"no times of {where} fall in time={time!r}; it covers {t.min()} to {t.max()}")
+    keep = keep[np.argsort(t[keep], kind="stable")]
+    if np.any(t[keep][1:] == t[keep][:-1]):
+        raise DataError(f"{where} has duplicated times. Fix: ds.drop_duplicates('time') and pass the Dataset")
+    return keep
+
+
+# --------------------------------------------------------------------------- the reader
+class StoreReader:
+    """Open a store once per process and read it in the canonical layout, lazily or a few states at a time.
+
+    :func:`open_store` is ``StoreReader(...).dataset()``.  :meth:`read` returns
+    numpy arrays of a few states, slicing the store *before* converting units and
+    regridding, which is what a training sample needs.  The reader pickles to its
+    arguments only (no open files), so it can be sent to DataLoader workers; each
+    process reopens the store on first use.
+
+    Parameters are those of :func:`open_store`.
+
+    Examples
+    --------
+    >>> import xphyda
+    >>> reader = StoreReader(xphyda.tutorial.open_dataset("era5-z-t"), variables=["z"], levels=[500])
+    >>> arrays = reader.read(0, reader.dataset().time.values)
+    >>> arrays["z"].shape, arrays["z"].dtype
+    ((1, 1, 181, 360), dtype('float32'))
+    """
+
+    def __init__(self, source, *, variables=None, levels=None, grid=None, regrid_method: str = "auto",
+                 time=None, names=None, chunks=None, engine=None, storage_options=None):
+        self.source = source
+        self.variables = variables
+        self.levels = None if levels is None else [float(x) for x in np.atleast_1d(levels)]
+        self.grid = grid
+        self.regrid_method = regrid_method
+        self.time = time
+        self.names = dict(names or {})
+        self.chunks = chunks
+        self.engine = engine
+        self.storage_options = dict(storage_options or {})
+        self._cache: dict = {}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
+    def _open(self, lazy_dask: bool):
+        key = "dask" if lazy_dask else "eager"
+        if key not in self._cache:
+            chunks = (dict(self.chunks) if self.chunks is not None else {}) if lazy_dask else None
+            raws, numbers, where = _open_source(self.source, engine=self.engine, chunks=chunks,
+                                                storage_options=self.storage_options)
+            want = _requested(self.variables)
+            prepared = []
+            for i, raw in enumerate(raws):
+                label = where if numbers is None else f"trajectory {numbers[i]} of {where}"
+                raw, grid = _prepare(raw, self.names, label)
+                plan = self._cache.get(("plan", i)) or _make_plan(raw, grid, want, self.levels, label)
+                self._cache[("plan", i)] = plan
+                prepared.append((raw, plan, _time_order(raw, plan, self.time, label), label))
+            self._cache[key] = (prepared, numbers, where)
+        return self._cache[key]
+
+    def _weights(self, plan: _Plan):
+        if self.grid is None:
+            return None
+        if "weights" not in self._cache:
+            tgt = self.grid
+            if isinstance(tgt, (xr.Dataset, xr.DataArray)):
+                g = discover_grid(tgt)
+                tgt = (g.lat_values, g.lon_values)
+            lat, lon = (np.asarray(a, dtype=np.float64).ravel() for a in tgt)
+            same = lat.shape == plan.lat_values.shape and lon.shape == plan.lon_values.shape and np.allclose(
+                lat, plan.lat_values, atol=1e-6) and np.allclose(np.mod(lon, 360.0), plan.lon_values, atol=1e-6)
+            if same:
+                self._cache["weights"] = None
+            else:
+                order = np.argsort(-lat, kind="stable")
+                w_lat, w_lon = regrid_weights(plan.lat_values, plan.lon_values, lat, lon, method=self.regrid_method)
+                self._cache["weights"] = (w_lat[order], w_lon, lat[order], lon)
+        return self._cache["weights"]
+
+    def dataset(self) -> xr.Dataset:
+        """The whole store, lazily, in the canonical layout (see :func:`open_store`)."""
+        prepared, numbers, where = self._open(lazy_dask=True)
+        canon = [_canonical_lazy(raw, plan, order) for raw, plan, order, _ in prepared]
+        ds = canon[0] if numbers is None else _join_trajectories(canon, numbers)
+        note = (f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC xphyda.data.open_store: {where}; "
+                f"variables {sorted(ds.data_vars)} in SI")
+        weights = self._weights(prepared[0][1])
+        if weights is not None:
+            ds = regrid(ds, (weights[2], weights[3]), method=self.regrid_method)
+            note += f", regridded ({self.regrid_method}) to {ds.sizes['latitude']}x{ds.sizes['longitude']}"
+        history = str(ds.attrs.get("history", ""))
+        ds.attrs["history"] = (history + "\n" + note).strip() if history else note
+        return ds
+
+    def read(self, trajectory: int, times) -> dict[str, np.ndarray]:
+        """Canonical float32 SI arrays ``(time, [level,] lat, lon)`` of the given times of one trajectory.
+
+        Parameters
+        ----------
+        trajectory : int
+            Position of the trajectory (0 for a single store).
+        times : array_like of datetime64
+            Times to read (each must be in the store).
+        """
+        prepared, _, _ = self._open(lazy_dask=False)
+        raw, plan, _, label = prepared[trajectory]
+        index_key = ("tindex", trajectory)
+        if index_key not in self._cache:
+            self._cache[index_key] = pd.Index(raw[plan.time].values)
+        pos = self._cache[index_key].get_indexer(np.asarray(times, dtype="datetime64[ns]"))
+        if np.any(pos < 0):
+            raise DataError(f"times {np.asarray(times)[pos < 0]} are not in {label}")
+        weights = self._weights(plan)
+        out = {}
+        for vp in plan.variables:
+            da = raw[vp.name].isel(_indexers(plan, vp, pos)).transpose(*vp.dims)
+            x = _to_si(np.asarray(da.values), vp)
+            if weights is not None:
+                x = _apply(x, weights[0], weights[1])
+            out[vp.key] = x
+        return out
+
+    def coords(self) -> dict[str, np.ndarray]:
+        """Canonical ``latitude``, ``longitude`` and ``level`` (hPa) values, after regridding."""
+        prepared, _, _ = self._open(lazy_dask=False)
+        plan = prepared[0][1]
+        weights = self._weights(plan)
+        lat, lon = (plan.lat_values, plan.lon_values) if weights is None else (weights[2], weights[3])
+        return {"latitude": lat, "longitude": lon, "level": plan.level_hpa}
 
 
 def _join_trajectories(dss: list[xr.Dataset], numbers: list[int]) -> xr.Dataset:
@@ -337,7 +543,7 @@ def open_store(source, *, variables: Sequence[str] | Mapping[str, str] | None = 
     regrid_method : {"auto", "conservative", "bilinear"}
         See :func:`~xphyda.data.regrid`.
     time : slice or (start, end), optional
-        Keep only these times (label-based, inclusive).
+        Keep only these times (inclusive bounds; either may be ``None``).
     names : mapping, optional
         Coordinate names that override discovery: keys ``lat``, ``lon``, ``level``, ``time``.
     chunks : mapping, optional
@@ -364,24 +570,8 @@ def open_store(source, *, variables: Sequence[str] | Mapping[str, str] | None = 
     >>> sorted(ds.data_vars), dict(ds.sizes)
     (['t', 'z'], {'time': 1, 'level': 2, 'latitude': 32, 'longitude': 64})
     """
-    want = _requested(variables)
-    dss, numbers, where = _open_source(source, engine=engine, chunks=chunks, storage_options=storage_options)
-    names = dict(names or {})
-    canon = []
-    for i, raw in enumerate(dss):
-        label = where if numbers is None else f"trajectory {numbers[i]} of {where}"
-        canon.append(_canonical(raw, dict(want), levels, time, names, label))
-    ds = canon[0] if numbers is None else _join_trajectories(canon, numbers)
-    note = (f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC xphyda.data.open_store: {where}; "
-            f"variables {sorted(ds.data_vars)} in SI")
-    if grid is not None and not same_grid(ds, grid):
-        ds = regrid(ds, grid, method=regrid_method)
-        if ds["latitude"].values[0] < ds["latitude"].values[-1]:
-            ds = ds.isel(latitude=slice(None, None, -1))
-        note += f", regridded ({regrid_method}) to {ds.sizes['latitude']}x{ds.sizes['longitude']}"
-    history = str(ds.attrs.get("history", ""))
-    ds.attrs["history"] = (history + "\n" + note).strip() if history else note
-    return ds
+    return StoreReader(source, variables=variables, levels=levels, grid=grid, regrid_method=regrid_method, time=time,
+                       names=names, chunks=chunks, engine=engine, storage_options=storage_options).dataset()
 
 
 def write_store(ds: xr.Dataset, path, *, time_chunk: int = 1, storage_options: Mapping | None = None) -> str:

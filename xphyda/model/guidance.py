@@ -207,9 +207,7 @@ def conjugate_gradient(
     >>> torch.allclose(u @ A, torch.tensor([[1.0, 2.0]]), atol=1e-5), torch.allclose(Lu, 2 * u)
     (True, True)
     """
-    u = torch.zeros_like(b)
-    lift = None
-    res = b.clone()
+    u, lift, res = torch.zeros_like(b), None, b.clone()
     p = res.clone()
     rs = (res * res).sum(-1, keepdim=True)
     stop = rs.sqrt() * tol
@@ -256,7 +254,7 @@ class GuidedDenoiser:
     >>> H = lambda x: x.flatten(1)[:, :1]
     >>> HT = lambda u: torch.cat([u, torch.zeros_like(u)], 1).reshape(-1, 1, 1, 2)
     >>> guided = GuidedDenoiser(prior, [ObsTerm(torch.tensor([1.0]), H, HT, torch.tensor([1.0]))])
-    >>> guided(torch.zeros(1, 1, 1, 2), 1e-3)  # prior N(0, 1), y = 1 with unit error: posterior mean 1/2
+    >>> guided(torch.zeros(1, 1, 1, 2), 1e3)  # x_t says nothing; prior N(0, 1), y = 1 +- 1: mean 1/2
     tensor([[[[0.5000, 0.0000]]]])
     """
 

@@ -2,9 +2,23 @@
 
 The sampler integrates ``dx/dsigma = (x - D(x, sigma)) / sigma`` from
 ``sigma_max`` to 0 on the :func:`~xphyda.model.schedule.edm_sigmas` grid with
-Heun's method (second order; Euler on the last step to ``sigma = 0``) or
-Euler.  ``steps=16`` with Heun costs 31 denoiser evaluations per member.
-``churn > 0`` adds EDM's stochastic "churn" noise at each step.
+one of
+
+``"dpmpp_2m"`` (default)
+    DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095): second order in
+    ``log sigma`` with one evaluation per step, re-using the previous step's
+    denoised state.  32 steps = 32 evaluations.
+``"heun"``
+    EDM's second-order Heun (Euler on the last step to 0): ``2 steps - 1``
+    evaluations.
+``"euler"``
+    First order (it is DDIM in this parametrisation): ``steps`` evaluations.
+
+Measured on the Gaussian oracle (per-mode exact solutions, eigenvalues 0.05 to
+10, ``sigma_max=80``, ``rho=7``): the ensemble variance is too large by 2-4 %
+with ``dpmpp_2m`` at 32 evaluations, by 8-19 % with Heun at 31 evaluations
+(16 steps; 2-4 % needs 32 steps = 63 evaluations), and too small by 13-19 %
+with Euler at 32.  Hence the default.
 
 Reproducibility: member ``k`` draws all its noise from its own CPU
 ``torch.Generator`` seeded from ``(seed, k)``, so it is the same whatever the
@@ -26,7 +40,10 @@ from .device import resolve_device, resolve_dtype
 from .guidance import GuidedDenoiser, ObsTerm, check_term
 from .schedule import edm_sigmas
 
-__all__ = ["sample", "member_generator"]
+__all__ = ["sample", "member_generator", "SOLVERS"]
+
+SOLVERS = ("dpmpp_2m", "heun", "euler")
+_RANDOM_LAYERS = (torch.nn.Dropout, torch.nn.modules.batchnorm._BatchNorm)
 
 
 def member_generator(seed: int, member: int) -> torch.Generator:
@@ -85,12 +102,11 @@ def sample(
     terms: Sequence[ObsTerm] = (),
     cond: torch.Tensor | None = None,
     members: int = 1,
-    steps: int = 16,
-    solver: str = "heun",
+    steps: int = 32,
+    solver: str = "dpmpp_2m",
     sigma_min: float = 0.002,
     sigma_max: float = 80.0,
     rho: float = 7.0,
-    churn: float = 0.0,
     guidance: str | None = "mmps",
     cg_iters: int | None = None,
     zeta: float = 0.3,
@@ -119,13 +135,12 @@ def sample(
     members : int
         Ensemble size.
     steps : int
-        Noise levels; Heun costs ``2 steps - 1`` evaluations, Euler ``steps``.
-    solver : {"heun", "euler"}
-        ODE solver.
+        Noise levels; ``dpmpp_2m`` and Euler cost ``steps`` evaluations,
+        Heun ``2 steps - 1``.
+    solver : {"dpmpp_2m", "heun", "euler"}
+        ODE solver (see the module notes).
     sigma_min, sigma_max, rho : float
         Noise grid (:func:`~xphyda.model.schedule.edm_sigmas`).
-    churn : float
-        EDM ``S_churn``; 0 gives the deterministic ODE.
     guidance : {"mmps", "diag", "dps"} or None
         Guidance method (see :mod:`xphyda.model.guidance`); ignored without terms.
     cg_iters, zeta : optional
@@ -164,10 +179,8 @@ def sample(
         raise ModelError(f"shape must be (channels, lat, lon) with positive sizes, got {shape}")
     if int(members) != members or members < 1:
         raise ModelError(f"members must be a positive integer, got {members!r}")
-    if solver not in ("heun", "euler"):
-        raise ModelError(f"unknown solver {solver!r}; expected 'heun' or 'euler'")
-    if churn < 0:
-        raise ModelError(f"churn must be non-negative, got {churn}")
+    if solver not in SOLVERS:
+        raise ModelError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
     batch = int(batch_size or members)
     if batch < 1:
         raise ModelError(f"batch_size must be positive, got {batch_size}")
@@ -178,8 +191,12 @@ def sample(
                 f"the denoiser's parameters are on {p.device} but sampling runs on {dev}; "
                 f"move it first with denoiser.to({str(dev)!r})"
             )
-        if denoiser.training:
-            warnings.warn("the denoiser is in training mode (dropout active); call denoiser.eval()", stacklevel=2)
+        if any(m.training and isinstance(m, _RANDOM_LAYERS) for m in denoiser.modules()):
+            warnings.warn(
+                "the denoiser is in training mode, so dropout or batch statistics make it random; "
+                "call denoiser.eval() first",
+                stacklevel=2,
+            )
     terms = list(terms)
     for t in terms:
         if not isinstance(t, ObsTerm):
@@ -188,7 +205,6 @@ def sample(
             check_term(t.to(device=dev, dtype=dtype), shape, dtype=dtype, device=dev)
     guided = bool(terms) and guidance is not None
     sigmas = edm_sigmas(steps, sigma_min, sigma_max, rho=rho).tolist()
-    gamma = min(churn / steps, math.sqrt(2.0) - 1.0) if churn > 0 else 0.0
     noise = _Noise(seed=seed, members=members, per_member=generator_per_member)
     cond = None if cond is None else torch.as_tensor(cond).to(device=dev, dtype=dtype)
     chunks = [range(i, min(i + batch, members)) for i in range(0, members, batch)]
@@ -212,24 +228,30 @@ def sample(
             )
         with torch.no_grad():
             x = noise.draw(index, shape, dtype=dtype, device=dev) * sigmas[0]
-            for i in range(steps):
-                x = _step(den, x, sigmas[i], sigmas[i + 1], c, solver=solver, gamma=gamma, noise=noise, index=index)
-                if bar is not None:
-                    bar.update(1)
-        out.append(x)
+            out.append(_solve(den, x, sigmas, c, solver=solver, bar=bar))
     if bar is not None:
         bar.close()
     return torch.cat(out)
 
 
-def _step(den, x, s_cur, s_next, cond, *, solver, gamma, noise, index):
-    s_hat = s_cur * (1.0 + gamma)
-    if gamma > 0:
-        eps = noise.draw(index, x.shape[1:], dtype=x.dtype, device=x.device)
-        x = x + math.sqrt(s_hat**2 - s_cur**2) * eps
-    d = (x - den(x, s_hat, cond)) / s_hat
-    x_next = x + (s_next - s_hat) * d
-    if solver == "heun" and s_next > 0:
-        d2 = (x_next - den(x_next, s_next, cond)) / s_next
-        x_next = x + (s_next - s_hat) * 0.5 * (d + d2)
-    return x_next
+def _solve(den, x, sigmas, cond, *, solver, bar):
+    """Integrate from ``sigmas[0]`` to ``sigmas[-1] = 0``."""
+    prev = None  # (denoised, log-step) of the previous dpmpp_2m step
+    for a, b in zip(sigmas[:-1], sigmas[1:]):
+        d = den(x, a, cond)
+        if b == 0:  # every solver ends on the denoised state
+            x = d
+        elif solver == "dpmpp_2m":
+            h = math.log(a / b)
+            dt = d if prev is None else d + (d - prev[0]) * (h / (2 * prev[1]))
+            x = (b / a) * x + (1 - b / a) * dt
+            prev = (d, h)
+        else:
+            x_next = d + (b / a) * (x - d)  # Euler (= DDIM)
+            if solver == "heun":
+                d2 = den(x_next, b, cond)
+                x_next = x + (b - a) * 0.5 * ((x - d) / a + (x_next - d2) / b)
+            x = x_next
+        if bar is not None:
+            bar.update(1)
+    return x

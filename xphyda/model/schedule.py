@@ -68,22 +68,23 @@ def edm_sigmas(
     return torch.cat([sig, sig.new_zeros(1)])
 
 
-def evaluations(steps: int, *, solver: str = "heun") -> int:
-    """Network evaluations per member of a deterministic EDM solve with ``steps`` levels.
+def evaluations(steps: int, *, solver: str = "dpmpp_2m") -> int:
+    """Denoiser evaluations per member of a deterministic solve with ``steps`` levels.
 
     Heun takes a second-order correction on every step except the last (to
-    sigma = 0), so it costs ``2 steps - 1``; Euler costs ``steps``.
+    sigma = 0), so it costs ``2 steps - 1``; DPM-Solver++(2M) and Euler cost
+    ``steps``.
 
     Examples
     --------
-    >>> evaluations(16, solver="heun"), evaluations(32, solver="euler")
-    (31, 32)
+    >>> evaluations(32), evaluations(16, solver="heun"), evaluations(32, solver="euler")
+    (32, 31, 32)
     """
     if solver == "heun":
         return 2 * steps - 1
-    if solver == "euler":
+    if solver in ("euler", "dpmpp_2m"):
         return steps
-    raise ModelError(f"unknown solver {solver!r}; expected 'heun' or 'euler'")
+    raise ModelError(f"unknown solver {solver!r}; expected 'dpmpp_2m', 'heun' or 'euler'")
 
 
 def training_sigmas(

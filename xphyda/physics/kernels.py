@@ -6,8 +6,8 @@ physics term of the diffusion model's training loss.  Fields have shape
 
 * :func:`continuity` -- layer form of ``div(V) + d(omega)/dp`` (s-1):
   ``(omega[k+1] - omega[k]) / (p[k+1] - p[k]) + (D[k] + D[k+1]) / 2``.
-* :func:`hydrostatic` -- hypsometric residual per layer (m):
-  ``(Phi[k+1] - Phi[k]) / g - (Rd / g) * (Tv[k] + Tv[k+1]) / 2 * ln(p[k] / p[k+1])``.
+* :func:`hydrostatic` -- hypsometric residual per layer (m), measured upward:
+  ``(Phi_top - Phi_bottom) / g - (Rd / g) * (Tv_top + Tv_bottom) / 2 * ln(p_bottom / p_top)``.
   The arithmetic mean of Tv is the exact log-pressure mean for Tv linear in
   ln p, and is exact for an isothermal layer.
 * :func:`geostrophic` -- ``|V - V_g|`` (m s-1) with ``V_g = k x grad(Phi) / f``,
@@ -72,6 +72,12 @@ def continuity(u, v, w, p, grid: SphereGrid, *, axis: int = -3):
 def hydrostatic(phi, t, p, *, q=None, axis: int = -3):
     """Hypsometric residual on the layers between adjacent pressure levels (m).
 
+    The residual is the geopotential thickness of the layer minus the thickness the
+    hypsometric equation gives for the layer's mean virtual temperature, both
+    measured upward (from the higher to the lower pressure), so its sign does not
+    depend on the order in which the levels are stored: positive when the layer is
+    thicker than its temperature says.
+
     Parameters
     ----------
     phi : array
@@ -85,9 +91,10 @@ def hydrostatic(phi, t, p, *, q=None, axis: int = -3):
     """
     c = constants()
     p = np.asarray(p, dtype=np.float64)
-    log_ratio = _layer_view(np.log(p[:-1] / p[1:]), phi.ndim, axis)
+    up = np.sign(p[:-1] - p[1:])  # +1 where level k + 1 is above level k
+    log_ratio = _layer_view(np.abs(np.log(p[:-1] / p[1:])), phi.ndim, axis)
     tv_mean = layer_mean(virtual_temperature(t, q), axis=axis)
-    thickness = layer_difference(phi, axis=axis) / c.g
+    thickness = layer_difference(phi, axis=axis) * _like(_layer_view(up / c.g, phi.ndim, axis), phi)
     return thickness - (c.Rd / c.g) * tv_mean * _like(log_ratio, tv_mean)
 
 

@@ -57,7 +57,7 @@ RESIDUALS: dict[str, ResidualSpec] = {
         ("q", "r"),
         "m",
         "hydrostatic (hypsometric) residual",
-        "(Phi[k+1] - Phi[k]) / g - (Rd / g) * (Tv[k] + Tv[k+1]) / 2 * ln(p[k] / p[k+1])",
+        "(Phi_top - Phi_bottom) / g - (Rd / g) * (Tv_top + Tv_bottom) / 2 * ln(p_bottom / p_top)",
         "per layer between adjacent pressure levels; Tv from q (or from r via MetPy) when present",
         True,
         "rms geopotential thickness (m)",
@@ -141,11 +141,13 @@ def _layer_coords(grid: Grid, ds: xr.Dataset) -> dict:
     vals = np.asarray(lev.values)
     units = lev.attrs.get("units", "hPa")
     labels = [f"{a:g}-{b:g} {units}" for a, b in zip(vals[:-1], vals[1:])]
-    attrs = {"units": units, "long_name": "pressure at the layer's bounding level"}
+    p = grid.level_pa
+    top = np.where(p[:-1] < p[1:], vals[:-1], vals[1:])  # the lower pressure of each pair
+    bottom = np.where(p[:-1] < p[1:], vals[1:], vals[:-1])
     return {
         "layer": ("layer", labels, {"long_name": "layer between adjacent pressure levels"}),
-        "level_upper": ("layer", vals[:-1], dict(attrs, long_name="first bounding level of the layer")),
-        "level_lower": ("layer", vals[1:], dict(attrs, long_name="second bounding level of the layer")),
+        "level_upper": ("layer", top, {"units": units, "long_name": "pressure at the top of the layer"}),
+        "level_lower": ("layer", bottom, {"units": units, "long_name": "pressure at the bottom of the layer"}),
     }
 
 

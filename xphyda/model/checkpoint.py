@@ -1,0 +1,289 @@
+"""Checkpoints: ``model.safetensors`` plus a JSON model card, never a pickle.
+
+A checkpoint is a directory holding
+
+* ``model.safetensors`` -- one state dict, or several (``{"net": ..., "ema": ...}``)
+  stored under ``"<name>/<key>"``;
+* ``card.json`` -- whatever the caller describes (variables, levels, units,
+  grid, normalisation statistics, training data provenance, scores...), the
+  ``architecture`` needed to rebuild the network, and fields written here:
+  ``format``, ``format_version``, ``sha256`` of the weights file,
+  ``xphyda_version``, ``torch_version``, ``created`` and ``state_dicts``.
+
+Loading checks the sha256 before reading a byte of the weights, and reads them
+with :mod:`safetensors` (no code execution; ``torch.load`` is never used).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import ModelError
+from .device import resolve_device, resolve_dtype
+from .precond import EDMDenoiser
+from .unet import UNet
+
+__all__ = ["save_checkpoint", "load_checkpoint", "build_from_card", "load_denoiser", "architecture_card"]
+
+FORMAT = "xphyda-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+RESERVED = ("format", "format_version", "sha256", "weights", "xphyda_version", "torch_version", "created", "state_dicts")
+_ARCHITECTURES = {"UNet": UNet}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _json_default(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, (Path, _dt.date)):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def architecture_card(denoiser: EDMDenoiser | UNet) -> dict[str, Any]:
+    """The card entries that rebuild ``denoiser``: ``architecture`` and ``preconditioning``.
+
+    Examples
+    --------
+    >>> card = architecture_card(EDMDenoiser(UNet(2, 2, widths=(8, 16), groups=4)))
+    >>> card["architecture"]["class"], card["preconditioning"]["sigma_data"]
+    ('UNet', 1.0)
+    """
+    net = denoiser.net if isinstance(denoiser, EDMDenoiser) else denoiser
+    if not isinstance(net, UNet):
+        raise ModelError(f"cannot describe a {type(net).__name__}; expected an xphyda UNet (or EDMDenoiser around one)")
+    sigma_data = denoiser.sigma_data if isinstance(denoiser, EDMDenoiser) else 1.0
+    return {
+        "architecture": {"class": "UNet", **net.config},
+        "preconditioning": {"kind": "edm", "sigma_data": sigma_data},
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    state_dicts: Mapping[str, torch.Tensor] | Mapping[str, Mapping[str, torch.Tensor]],
+    card: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``path/model.safetensors`` and ``path/card.json``.
+
+    Parameters
+    ----------
+    path : path-like
+        Checkpoint directory (created if needed).
+    state_dicts : mapping
+        One state dict, or a mapping of names to state dicts.
+    card : mapping
+        JSON-serialisable model card; numpy and torch values become lists.
+        It should hold ``architecture`` (see :func:`architecture_card`).
+    overwrite : bool
+        Replace an existing checkpoint in ``path``.
+
+    Returns
+    -------
+    pathlib.Path
+        The directory.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> net = UNet(2, 2, widths=(8, 16), groups=4)
+    >>> d = save_checkpoint(tempfile.mkdtemp(), net.state_dict(), {"variables": ["t2m"], **architecture_card(net)})
+    >>> sorted(p.name for p in d.iterdir())
+    ['card.json', 'model.safetensors']
+    """
+    from safetensors.torch import save_file
+
+    clash = sorted(set(card) & set(RESERVED))
+    if clash:
+        raise ModelError(f"card keys {clash} are written by save_checkpoint; remove them from the card")
+    if not state_dicts:
+        raise ModelError("no weights to save: state_dicts is empty")
+    several = all(isinstance(v, Mapping) for v in state_dicts.values())
+    if not several and not all(isinstance(v, torch.Tensor) for v in state_dicts.values()):
+        raise ModelError("state_dicts must map names to tensors (one state dict) or names to state dicts")
+    groups = dict(state_dicts) if several else {"": state_dicts}
+    flat = {}
+    for name, sd in groups.items():
+        if "/" in name:
+            raise ModelError(f"state dict name {name!r} may not contain '/'")
+        for key, value in sd.items():
+            flat[f"{name}/{key}" if name else key] = value.detach().to("cpu").contiguous().clone()
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights, card_path = directory / WEIGHTS, directory / CARD
+    if not overwrite and (weights.exists() or card_path.exists()):
+        raise ModelError(f"{directory} already holds a checkpoint; pass overwrite=True or choose another directory")
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "weights": WEIGHTS,
+        "state_dicts": sorted(groups) if several else None,
+        "xphyda_version": _version(),
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        text = json.dumps({**meta, **dict(card)}, default=_json_default, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"the model card is not JSON serialisable ({err}); convert that entry to numbers or text") from err
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".safetensors.tmp")
+    os.close(fd)
+    try:
+        save_file(flat, tmp, metadata={"format": "pt"})
+        digest = _sha256(Path(tmp))
+        os.replace(tmp, weights)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    full = json.loads(text)
+    full["sha256"] = digest
+    card_path.write_text(json.dumps(full, indent=2) + "\n")
+    return directory
+
+
+def _locate(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if p.is_file() and p.name in (WEIGHTS, CARD):
+        p = p.parent
+    if not (p / CARD).is_file() or not (p / WEIGHTS).is_file():
+        raise ModelError(
+            f"no checkpoint at {str(path)!r}: expected a directory holding {CARD} and {WEIGHTS} "
+            "(as written by xphyda.model.save_checkpoint)"
+        )
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """Read and verify a checkpoint.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint directory, or its ``card.json`` or ``model.safetensors``.
+    device : str or torch.device
+        Where to put the tensors.
+
+    Returns
+    -------
+    state_dicts : dict
+        One state dict, or ``{name: state dict}`` if several were saved.
+    card : dict
+
+    Raises
+    ------
+    ModelError
+        If files are missing, the card is not an xphyda card, or the weights'
+        sha256 differs from the card's (modified or corrupted file).
+    """
+    from safetensors.torch import load_file
+
+    directory = _locate(path)
+    try:
+        card = json.loads((directory / CARD).read_text())
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{directory / CARD} is not valid JSON ({err}); restore it from the original checkpoint") from err
+    if card.get("format") != FORMAT:
+        raise ModelError(f"{directory / CARD} has format {card.get('format')!r}, expected {FORMAT!r}")
+    if int(card.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelError(
+            f"checkpoint format version {card['format_version']} is newer than this xphyda reads ({FORMAT_VERSION}); "
+            "upgrade xphyda"
+        )
+    weights = directory / card.get("weights", WEIGHTS)
+    found = _sha256(weights)
+    if found != card.get("sha256"):
+        raise ModelError(
+            f"{weights} has sha256 {found} but its card records {card.get('sha256')}: the weights were modified "
+            "or corrupted; download or copy the checkpoint again (never edit the card's sha256 to match)"
+        )
+    flat = load_file(str(weights), device=str(resolve_device(device)))
+    names = card.get("state_dicts")
+    if not names:
+        return flat, card
+    out: dict[str, dict] = {name: {} for name in names}
+    for key, value in flat.items():
+        name, _, sub = key.partition("/")
+        out[name][sub] = value
+    return out, card
+
+
+def build_from_card(card: Mapping[str, Any]) -> torch.nn.Module:
+    """Rebuild the (untrained) network described by ``card["architecture"]``.
+
+    Examples
+    --------
+    >>> net = build_from_card({"architecture": {"class": "UNet", "in_channels": 2, "out_channels": 2,
+    ...                                         "widths": [8, 16], "groups": 4}})
+    >>> type(net).__name__
+    'UNet'
+    """
+    arch = dict(card.get("architecture") or {})
+    cls = arch.pop("class", None)
+    if cls not in _ARCHITECTURES:
+        raise ModelError(
+            f"the card's architecture class is {cls!r}; expected one of {sorted(_ARCHITECTURES)} "
+            "(write it with architecture_card(denoiser))"
+        )
+    try:
+        return _ARCHITECTURES[cls](**arch)
+    except TypeError as err:
+        raise ModelError(f"the card's architecture does not fit {cls}: {err}") from err
+
+
+def load_denoiser(
+    path: str | os.PathLike,
+    *,
+    weights: str | None = None,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | str = torch.float32,
+) -> tuple[EDMDenoiser, dict]:
+    """Load a checkpoint as an :class:`EDMDenoiser` in eval mode, with its card.
+
+    ``weights`` names the state dict to use when several were saved (default
+    ``"ema"`` if present, else ``"net"``).
+    """
+    dev = resolve_device(device)
+    dtype = resolve_dtype(dtype, device=dev)
+    state, card = load_checkpoint(path, device="cpu")
+    if card.get("state_dicts"):
+        names = card["state_dicts"]
+        weights = weights or ("ema" if "ema" in names else "net" if "net" in names else names[0])
+        if weights not in state:
+            raise ModelError(f"the checkpoint holds state dicts {names}, not {weights!r}; pass one of them")
+        state = state[weights]
+    net = build_from_card(card)
+    sigma_data = float((card.get("preconditioning") or {}).get("sigma_data", 1.0))
+    den = EDMDenoiser(net, sigma_data=sigma_data)
+    target = den if all(k.startswith("net.") for k in state) else net
+    try:
+        target.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ModelError(f"the weights do not fit the architecture in the card: {err}") from err
+    return den.to(device=dev, dtype=dtype).eval(), card
