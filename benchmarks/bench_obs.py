@@ -65,11 +65,12 @@ def bench_operator(repeat: int) -> None:
          np.array([50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]) * 100.0),
         ("181x360 (ERA5 1 deg), 2 levels", np.linspace(90, -90, 181), np.arange(360.0), np.array([500e2, 850e2])),
     ):
-        t_build, op = timeit(lambda: build_operator(lat, lon, glat, glon, pressure=pressure, levels=levels), repeat)
+        t_build, op = timeit(lambda g=(glat, glon, levels): build_operator(lat, lon, g[0], g[1], pressure=pressure, levels=g[2]),
+                             repeat)
         x = rng.normal(size=op.matrix.shape[1])
         y = rng.normal(size=n)
-        t_apply, _ = timeit(lambda: op.matrix @ x, max(repeat, 20))
-        t_adj, _ = timeit(lambda: op.matrix.T @ y, max(repeat, 20))
+        t_apply, _ = timeit(lambda h=op.matrix, x=x: h @ x, max(repeat, 20))
+        t_adj, _ = timeit(lambda h=op.matrix, y=y: h.T @ y, max(repeat, 20))
         print(f"H for {n:,} stations on {label}: build {t_build:.3f} s, H @ x {t_apply * 1e3:.2f} ms, "
               f"H.T @ y {t_adj * 1e3:.2f} ms (nnz {op.matrix.nnz:,})")
 
@@ -82,7 +83,7 @@ def bench_oi(repeat: int) -> None:
     for fraction in (0.01, 0.10):
         obs = simulate(truth, fraction=fraction, seed=0)
         n_obs = int(sum(obs[v].notnull().sum() for v in ("t", "z")))
-        t_oi, out = timeit(lambda: assimilate(background, obs, method="oi", qc=None), repeat)
+        t_oi, out = timeit(lambda obs=obs: assimilate(background, obs, method="oi", qc=None), repeat)
         gain = area_rmse(out.t, truth.t) / area_rmse(background.t, truth.t)
         print(f"OI, {fraction:.0%} of 64x128 (t and z, 2 levels, {n_obs:,} observations): {t_oi:.2f} s "
               f"(t analysis/background RMSE {gain:.2f})")
@@ -104,8 +105,8 @@ def calibrate(lengths_km) -> None:
     for v in ("t", "z"):
         shifted[v] = upper[v].roll(longitude=2, roll_coords=False)
     cases.append(("t/z displaced", upper, shifted))
-    networks = {"500 stations": dict(n_stations=500), "2% of points": dict(fraction=0.02),
-                "2000 stations": dict(n_stations=2000)}
+    networks = {"500 stations": {"n_stations": 500}, "2% of points": {"fraction": 0.02},
+                "2000 stations": {"n_stations": 2000}}
     print("length scale (km):", " ".join(f"{x:>6g}" for x in lengths_km))
     table = []
     for cname, truth, background in cases:

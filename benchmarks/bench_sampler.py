@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--skip-sampling", action="store_true")
-    ap.add_argument("--methods", default="none,diag,mmps1,mmps3,dps")
+    ap.add_argument("--methods", default="none,diag,diag-fwd,mmps1,mmps3,dps")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -80,6 +80,7 @@ def main() -> None:
     runs = {
         "none": dict(guidance=None),
         "diag": dict(terms=[term], guidance="diag"),
+        "diag-fwd": dict(terms=[term], guidance="diag-fwd"),
         "mmps1": dict(terms=[term], guidance="mmps", cg_iters=1),
         "mmps3": dict(terms=[term], guidance="mmps", cg_iters=3),
         "dps": dict(terms=[term], guidance="dps"),

@@ -310,3 +310,10 @@ def test_variable_without_level_dimension():
     ds = state()
     ds["w"] = ds["w"].isel(level=0, drop=True)
     check(VariableError, KeyError, ["'w'", "level"], physics_residual, ds, "continuity")
+
+
+# 35
+def test_latitude_that_is_not_a_dimension():
+    ds = state().rename(latitude="y").assign_coords(latitude=("y", np.linspace(90, -90, 19)))
+    ds = ds.drop_vars("y")
+    check(CoordinateError, KeyError, ["'latitude'", "'y'", "swap_dims"], physics_residual, ds, "geostrophic")

@@ -29,10 +29,9 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
 
 import numpy as np
 import xarray as xr
@@ -67,7 +66,7 @@ def _metres(value, name: str) -> float:
         try:
             q = registry().Quantity(value) if isinstance(value, str) else value
             return float(q.m_as("m"))
-        except Exception:
+        except Exception:  # noqa: BLE001 - pint raises several types for bad strings
             raise PhydaError(
                 f"length_scale {value!r} for {name!r} is not a distance; give metres or a string such as '500 km'"
             ) from None
@@ -119,13 +118,13 @@ def _sigma_b(target: Target, given, d: np.ndarray, cand: np.ndarray, wlev: np.nd
 
 def _run_oi(problem: ObsProblem, *, qc, length_scale=None, background_error=None, correlation=None,
             vertical_length_scale=None, solver=None) -> tuple[dict[str, np.ndarray], str]:
-    from .baselines.oi import DEFAULT_LENGTH_SCALE, oi_analysis
+    from .baselines.oi import default_length_scale, oi_analysis
 
     kind = correlation or "gaspari-cohn"
     grid = problem.grid
     analyses, notes = {}, []
     for target in problem.targets.values():
-        length = _metres(_per_target(length_scale, target.name) or DEFAULT_LENGTH_SCALE, target.name)
+        length = _metres(_per_target(length_scale, target.name) or default_length_scale(target.kind), target.name)
         d = target.y - model_equivalent(target, target.background)
         cand = target.flags == FLAGS["used"]
         wlev = target.level_weights()
@@ -226,7 +225,8 @@ def assimilate(background: xr.Dataset, obs, *, method: str = "oi", variables=Non
     length_scale : float, str or dict, optional
         OI: Daley length scale of the horizontal correlation, metres or
         ``"500 km"``, per variable as a dict (default
-        :data:`xphyda.baselines.oi.DEFAULT_LENGTH_SCALE`).
+        :func:`xphyda.baselines.oi.default_length_scale`: 800 km for
+        geopotential and pressure, 500 km otherwise, calibrated on ERA5).
     background_error : float, str, sequence or dict, optional
         OI: background-error standard deviation in the background variable's
         units, one value or one per level, per variable as a dict.  Default:

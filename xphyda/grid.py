@@ -408,6 +408,13 @@ def discover_grid(obj, *, lat=None, lon=None, level=None, time=None, member=None
     level = find_coord(obj, "level", level, required=need_levels)
     time = find_coord(obj, "time", time, required=False)
     member = find_coord(obj, "member", member, required=False)
+    for key, name in (("latitude", lat), ("longitude", lon), ("level", level)):
+        if name is not None and obj[name].ndim == 1 and obj[name].dims[0] != name:
+            dim = obj[name].dims[0]
+            raise CoordinateError(
+                f"{key} coordinate {name!r} lies along dimension {dim!r} but is not a dimension itself. "
+                f"Fix: ds.swap_dims({dim}={name!r})"
+            )
     latv, lonv = _check_horizontal(obj, lat, lon)
     level_pa = _level_pa(obj, level) if level is not None else None
     frozen = []

@@ -22,7 +22,7 @@ import xarray as xr
 
 from .errors import UnitsError
 
-__all__ = ["registry", "parse_units", "QUANTITIES", "to_si", "magnitude_si", "check_units", "from_si"]
+__all__ = ["registry", "parse_units", "QUANTITIES", "si_conversion", "to_si", "magnitude_si", "check_units", "from_si"]
 
 
 @cache
@@ -131,6 +131,22 @@ def si_scale(unit, kind: str) -> tuple[float, float]:
     return (one - zero) * factor, zero * factor
 
 
+def si_conversion(units, kind: str, *, name: str) -> tuple[float, float]:
+    """Parse and check ``units`` (a units attribute) for ``kind``: ``(scale, offset)`` to SI.
+
+    This is the whole units boundary in one call: it raises :class:`UnitsError`
+    for missing, unparseable or wrongly dimensioned units, naming ``name``.
+
+    Examples
+    --------
+    >>> si_conversion("hPa", "pressure", name="sp")
+    (100.0, 0.0)
+    """
+    unit = parse_units(units, name=name)
+    check_units(unit, kind, name=name)
+    return si_scale(unit, kind)
+
+
 def to_si(da: xr.DataArray, kind: str, *, name: str | None = None) -> xr.DataArray:
     """Return ``da`` converted to the SI unit of ``kind`` (lazily for dask arrays).
 
@@ -156,9 +172,7 @@ def to_si(da: xr.DataArray, kind: str, *, name: str | None = None) -> xr.DataArr
     980.665
     """
     name = name or str(da.name)
-    unit = parse_units(da.attrs.get("units"), name=name)
-    check_units(unit, kind, name=name)
-    scale, offset = si_scale(unit, kind)
+    scale, offset = si_conversion(da.attrs.get("units"), kind, name=name)
     out = da.astype(np.float64) * scale + offset if (scale, offset) != (1.0, 0.0) else da.astype(np.float64)
     return out.assign_attrs(units=QUANTITIES[kind][1])
 

@@ -35,8 +35,16 @@ ATTRS = {
 }
 
 
-def corpus_dataset(*, trajectory: int = 0, n_times: int = 16, start: str = "2000-01-01", step_hours: int = 6,
-                   levels=(100.0, 500.0, 850.0), nlat: int = 8, nlon: int = 16) -> xr.Dataset:
+def corpus_dataset(
+    *,
+    trajectory: int = 0,
+    n_times: int = 16,
+    start: str = "2000-01-01",
+    step_hours: int = 6,
+    levels=(100.0, 500.0, 850.0),
+    nlat: int = 8,
+    nlon: int = 16,
+) -> xr.Dataset:
     """One trajectory in the corpus layout with smooth, trajectory-dependent fields."""
     g = model_grid(nlat, nlon, kind="gaussian")
     lat = g.latitude.values
@@ -59,26 +67,45 @@ def corpus_dataset(*, trajectory: int = 0, n_times: int = 16, start: str = "2000
     }
     sp = 1.0e5 + 800 * np.cos(la[:, 0]) + 300 * wave[:, 0]
     dims3, dims2 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
-    data = {k: (dims3, np.broadcast_to(v, (n_times, p.size, nlat, nlon)).astype(np.float32)) for k, v in fields.items()}
+    data = {
+        k: (dims3, np.broadcast_to(v, (n_times, p.size, nlat, nlon)).astype(np.float32))
+        for k, v in fields.items()
+    }
     data["sp"] = (dims2, np.broadcast_to(sp, (n_times, nlat, nlon)).astype(np.float32))
-    data["z_surface"] = (("latitude", "longitude"), np.zeros((nlat, nlon), np.float32),
-                         {"units": "m2 s-2", "standard_name": "surface_geopotential"})
-    data["lsm"] = (("latitude", "longitude"), np.zeros((nlat, nlon), np.float32),
-                   {"units": "1", "standard_name": "land_area_fraction"})
-    ds = xr.Dataset(data, coords={
-        "time": ("time", times, {"standard_name": "time"}),
-        "level": ("level", p.astype(np.int64), {"units": "hPa", "standard_name": "air_pressure", "positive": "down"}),
-        "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
-        "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
-    }, attrs={"title": "xphyda training corpus (test)", "trajectory": trajectory})
+    data["z_surface"] = (
+        ("latitude", "longitude"),
+        np.zeros((nlat, nlon), np.float32),
+        {"units": "m2 s-2", "standard_name": "surface_geopotential"},
+    )
+    data["lsm"] = (
+        ("latitude", "longitude"),
+        np.zeros((nlat, nlon), np.float32),
+        {"units": "1", "standard_name": "land_area_fraction"},
+    )
+    ds = xr.Dataset(
+        data,
+        coords={
+            "time": ("time", times, {"standard_name": "time"}),
+            "level": (
+                "level",
+                p.astype(np.int64),
+                {"units": "hPa", "standard_name": "air_pressure", "positive": "down"},
+            ),
+            "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
+            "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+        },
+        attrs={"title": "xphyda training corpus (test)", "trajectory": trajectory},
+    )
     for k, (units, sn) in ATTRS.items():
         ds[k].attrs.update(units=units, standard_name=sn)
     return ds
 
 
 def write_zarr(ds: xr.Dataset, path, *, time_chunk: int = 4) -> None:
-    enc = {k: {"chunks": tuple(time_chunk if d == "time" else ds[k].sizes[d] for d in ds[k].dims)}
-           for k in ds.data_vars}
+    enc = {
+        k: {"chunks": tuple(time_chunk if d == "time" else ds[k].sizes[d] for d in ds[k].dims)}
+        for k in ds.data_vars
+    }
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         ds.to_zarr(str(path), mode="w", consolidated=True, encoding=enc)
@@ -88,8 +115,15 @@ def write_zarr(ds: xr.Dataset, path, *, time_chunk: int = 4) -> None:
 def make_corpus(tmp_path):
     """``make_corpus(n_traj=2, n_times=16, levels=..., lengths=None) -> path`` of a corpus folder."""
 
-    def make(*, n_traj: int = 2, n_times: int = 16, levels=(100.0, 500.0, 850.0), lengths=None, name="corpus",
-             **kwargs):
+    def make(
+        *,
+        n_traj: int = 2,
+        n_times: int = 16,
+        levels=(100.0, 500.0, 850.0),
+        lengths=None,
+        name="corpus",
+        **kwargs,
+    ):
         root = tmp_path / name
         root.mkdir()
         (root / "logs").mkdir()
@@ -97,7 +131,9 @@ def make_corpus(tmp_path):
         (root / "corpus.json").write_text(json.dumps({"trajectories": n_traj}))
         for k in range(n_traj):
             n = n_times if lengths is None else lengths[k]
-            write_zarr(corpus_dataset(trajectory=k, n_times=n, levels=levels, **kwargs), root / f"traj{k}.zarr")
+            write_zarr(
+                corpus_dataset(trajectory=k, n_times=n, levels=levels, **kwargs), root / f"traj{k}.zarr"
+            )
         return root
 
     return make
@@ -112,7 +148,9 @@ def era5_wb2(tmp_path_factory):
     t0 = era5.time.values[0]
     states = []
     for i in range(8):  # move the real fields eastward a little each step: different, still ERA5-like states
-        s = era5.roll(longitude=2 * i, roll_coords=False).assign_coords(time=[t0 + np.timedelta64(6 * i, "h")])
+        s = era5.roll(longitude=2 * i, roll_coords=False).assign_coords(
+            time=[t0 + np.timedelta64(6 * i, "h")]
+        )
         states.append(s)
     ds = xr.concat(states, "time").rename(z="geopotential", t="temperature").sortby("latitude")
     ds["level"] = ds["level"].astype(np.int64)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import corpus_dataset, write_zarr
 
 import xphyda
 from xphyda.data.pipeline import (
@@ -29,8 +31,6 @@ from xphyda.data.pipeline import (
 )
 from xphyda.errors import DataError, GridError, UnitsError, VariableError
 
-from conftest import corpus_dataset, write_zarr
-
 
 # --------------------------------------------------------------------------- open_store
 def test_corpus_opens_in_canonical_layout(make_corpus):
@@ -43,15 +43,23 @@ def test_corpus_opens_in_canonical_layout(make_corpus):
     assert np.all(np.diff(ds["latitude"].values) < 0)
     assert ds["trajectory"].values.tolist() == [0, 1]
     assert all(ds[v].dtype == np.float32 and ds[v].chunks is not None for v in ds.data_vars)  # lazy
-    assert ds["z"].attrs["units"] == "m2 s-2" and ds["w"].attrs["standard_name"] == "lagrangian_tendency_of_air_pressure"
+    assert (
+        ds["z"].attrs["units"] == "m2 s-2"
+        and ds["w"].attrs["standard_name"] == "lagrangian_tendency_of_air_pressure"
+    )
     raw = corpus_dataset(trajectory=1, levels=(850.0, 500.0, 100.0))
-    np.testing.assert_array_equal(ds["t"].sel(trajectory=1, level=850.0).values, raw["t"].sel(level=850).values)
+    np.testing.assert_array_equal(
+        ds["t"].sel(trajectory=1, level=850.0).values, raw["t"].sel(level=850).values
+    )
     assert "open_store" in ds.attrs["history"]
 
 
 def test_names_of_any_convention_select_variables_and_levels(make_corpus):
-    ds = open_store(make_corpus(), variables=["geopotential", "t", "u_component_of_wind", "surface_pressure"],
-                    levels=[500])
+    ds = open_store(
+        make_corpus(),
+        variables=["geopotential", "t", "u_component_of_wind", "surface_pressure"],
+        levels=[500],
+    )
     assert list(ds.data_vars) == ["z", "t", "u", "sp"]
     assert ds["level"].values.tolist() == [500.0]
     mapped = open_store(make_corpus(name="b"), variables={"t": "t"}, levels=[850, 500])
@@ -101,10 +109,45 @@ def test_netcdf_files_and_fsspec_urls_give_the_same_dataset(make_corpus, tmp_pat
     from_nc = open_store(tmp_path / "a.nc")
     assert from_nc.sizes["time"] == 8
     xr.testing.assert_allclose(open_store(str(tmp_path / "*.nc")).load().drop_attrs(), ref.drop_attrs())
-    xr.testing.assert_allclose(open_store(f"file://{root}").isel(trajectory=0, drop=True).load().drop_attrs(),
-                               ref.drop_attrs())
+    xr.testing.assert_allclose(
+        open_store(f"file://{root}").isel(trajectory=0, drop=True).load().drop_attrs(), ref.drop_attrs()
+    )
     write_zarr(raw, "memory://xphyda-test/traj0.zarr")
-    xr.testing.assert_allclose(open_store("memory://xphyda-test/traj0.zarr").load().drop_attrs(), ref.drop_attrs())
+    xr.testing.assert_allclose(
+        open_store("memory://xphyda-test/traj0.zarr").load().drop_attrs(), ref.drop_attrs()
+    )
+
+
+def test_real_cfgrib_layout_file_and_cds_netcdf_layout(tmp_path):
+    real = open_store(Path(__file__).parent / "ecmwf_pl_10deg.nc")  # ECMWF analysis read by cfgrib
+    assert list(real.data_vars) == ["z", "t", "u", "v", "r"]
+    assert real["level"].values.tolist() == [300.0, 400.0, 500.0, 700.0, 850.0, 1000.0]
+    assert (
+        real["r"].attrs["units"] == "1" and -0.05 < float(real["r"].min()) and float(real["r"].max()) < 1.5
+    )  # percent -> 1
+    assert len(StateDataset(real, lead="24h")) == 1
+    # the 2024+ CDS netCDF layout: valid_time, pressure_level (descending), scalar number / expver
+    raw = corpus_dataset(n_times=5, levels=(850.0, 500.0)).drop_vars(["z_surface", "lsm"])
+    cds = raw.rename(time="valid_time", level="pressure_level").assign_coords(number=0, expver="0001")
+    cds["pressure_level"].attrs = {"units": "hPa", "long_name": "pressure"}
+    cds.to_netcdf(tmp_path / "cds.nc", engine="netcdf4")
+    import fsspec
+
+    fsspec.filesystem("memory").pipe("/xphyda-test/cds.nc", (tmp_path / "cds.nc").read_bytes())
+    for source in (tmp_path / "cds.nc", "memory://xphyda-test/cds.nc"):  # local, and remote via a cached copy
+        ds = open_store(source, variables=["t", "sp"])
+        assert ds["t"].dims == ("time", "level", "latitude", "longitude") and ds["level"].values.tolist() == [
+            500,
+            850,
+        ]
+        np.testing.assert_array_equal(ds["t"].sel(level=850).values, raw["t"].sel(level=850).values)
+
+
+def test_an_opened_canonical_dataset_is_a_valid_source(make_corpus):
+    root = make_corpus(lengths=(16, 12))
+    ds = open_store(root, variables=["t"], levels=[500])
+    assert len(StateDataset(ds)) == len(StateDataset(root, variables=["t"], levels=[500])) == 12 + 8
+    xr.testing.assert_identical(open_store(ds).drop_attrs(), ds.drop_attrs())
 
 
 def test_trajectories_of_different_lengths_are_aligned_with_an_availability_mask(make_corpus):
@@ -124,8 +167,13 @@ def test_channel_spec_layout_json_and_round_trip(make_corpus):
     assert ChannelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     x = spec.stack(ds)
     assert x.dims == ("time", "channel", "latitude", "longitude")
-    back = spec.to_dataset(x.values, latitude=ds.latitude, longitude=ds.longitude, leading_dims=("time",),
-                           coords={"time": ds.time.values})
+    back = spec.to_dataset(
+        x.values,
+        latitude=ds.latitude,
+        longitude=ds.longitude,
+        leading_dims=("time",),
+        coords={"time": ds.time.values},
+    )
     for v in ("z", "t", "sp"):
         np.testing.assert_array_equal(back[v].values, ds[v].values)
         assert back[v].attrs["units"] == ds[v].attrs["units"]
@@ -141,7 +189,12 @@ def test_channel_spec_layout_json_and_round_trip(make_corpus):
 # --------------------------------------------------------------------------- regrid
 def _sphere_field(lat, lon):
     la, lo = np.deg2rad(np.asarray(lat))[:, None], np.deg2rad(np.asarray(lon))[None, :]
-    return 280 + 30 * np.cos(la) ** 2 + 10 * np.cos(la) * np.sin(la) * np.cos(lo) + 5 * np.cos(la) ** 2 * np.sin(2 * lo)
+    return (
+        280
+        + 30 * np.cos(la) ** 2
+        + 10 * np.cos(la) * np.sin(la) * np.cos(lo)
+        + 5 * np.cos(la) ** 2 * np.sin(2 * lo)
+    )
 
 
 def _mean(values, grid):
@@ -184,12 +237,31 @@ def test_bilinear_refinement_and_nan_cells():
     inner = np.abs(fine.latitude.values) < 85
     err = (out.values - _sphere_field(fine.latitude, fine.longitude))[inner]
     assert np.abs(err).max() < 0.5
-    wl, wx = regrid_weights(coarse.latitude, coarse.longitude, fine.latitude, fine.longitude, method="bilinear")
+    wl, wx = regrid_weights(
+        coarse.latitude, coarse.longitude, fine.latitude, fine.longitude, method="bilinear"
+    )
     np.testing.assert_allclose(wl.sum(1), 1) and np.testing.assert_allclose(wx.sum(1), 1)
     holes = field.copy()
     holes[5, 7] = np.nan
     filled = regrid(holes, model_grid(16, 32), method="conservative")
     assert np.isfinite(filled.values).all()
+
+
+def test_regrid_agrees_with_the_observations_regridder():
+    """Two independent constructions (dense separable here, sparse 2-D in xphyda.obs.regrid) agree."""
+    import importlib
+
+    obs = importlib.import_module("xphyda.obs.regrid")
+    if not hasattr(obs, "conservative_weights"):
+        pytest.skip("xphyda.obs.regrid has no conservative_weights")
+    era5 = xphyda.tutorial.open_dataset("era5-z-t")
+    target = model_grid(48, 96, kind="gaussian")
+    mine = regrid(era5["z"].isel(time=0), target, method="conservative").values
+    w = obs.conservative_weights(
+        era5.latitude.values, era5.longitude.values, target.latitude.values, target.longitude.values
+    )
+    theirs = np.stack([w @ x.ravel() for x in era5["z"].isel(time=0).values.astype(np.float64)])
+    np.testing.assert_allclose(mine.reshape(theirs.shape), theirs, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- splits
@@ -205,16 +277,28 @@ def test_last_years_and_weatherbench2_splits():
     assert TimeSplit.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     with pytest.raises(DataError, match="overlap"):
         TimeSplit(train=("2000-01-01", "2002-01-01"), test=("2001-06-01", "2003-01-01"))
-    with pytest.raises(DataError, match="needs at least 3"):
+    with pytest.raises(DataError, match="too short"):
         TimeSplit.last_years(times[:100])
+    corpus = np.datetime64("2000-01-01T06") + np.arange(4440) * np.timedelta64(
+        6, "h"
+    )  # 1110 days, as simulated
+    c = TimeSplit.last_years(corpus)
+    years = [(r[1] - r[0]) / np.timedelta64(1, "D") / 365.25 for r in (c.train, c.valid, c.test)]
+    assert np.allclose(years, [1.04, 1.0, 1.0], atol=0.01) and c.test[1] == corpus[-1] + np.timedelta64(
+        6, "h"
+    )
     with pytest.raises(DataError, match="exceeds the split gap"):
         s.truth_mask(times, "valid", lead="48h")
 
 
 def test_no_pair_straddles_a_split(make_corpus):
     ds = open_store(make_corpus(n_traj=2, n_times=40))  # 10 days, 6-hourly
-    split = TimeSplit(train=("2000-01-01", "2000-01-05"), valid=("2000-01-05", "2000-01-08"),
-                      test=("2000-01-08", "2000-01-11"), gap="24h")
+    split = TimeSplit(
+        train=("2000-01-01", "2000-01-05"),
+        valid=("2000-01-05", "2000-01-08"),
+        test=("2000-01-08", "2000-01-11"),
+        gap="24h",
+    )
     times = ds.time.values
     seen = {}
     for name in ("train", "valid", "test"):
@@ -243,8 +327,11 @@ def test_stats_match_numpy_and_round_trip_json(make_corpus, tmp_path):
     np.testing.assert_allclose(stats.std, np.sqrt(var), rtol=1e-6)
     ti = np.flatnonzero(split.truth_mask(ds.time.values, "train"))
     d = x[:, ti] - x[:, ti - 4]
-    np.testing.assert_allclose(stats.diff_std, np.sqrt((d**2 * w).sum(axis=(0, 1, 3, 4)) / (w.sum() * d.shape[0] * d.shape[1])
-                                                       - stats.diff_mean**2), rtol=1e-6)
+    np.testing.assert_allclose(
+        stats.diff_std,
+        np.sqrt((d**2 * w).sum(axis=(0, 1, 3, 4)) / (w.sum() * d.shape[0] * d.shape[1]) - stats.diff_mean**2),
+        rtol=1e-6,
+    )
     assert stats.info["n_states"] == 2 * train.sum() and stats.info["n_pairs"] == 2 * ti.size
     stats.save(tmp_path / "stats.json")
     again = NormStats.load(tmp_path / "stats.json")
@@ -276,12 +363,12 @@ def test_state_dataset_samples(make_corpus, tmp_path):
     data = StateDataset(root, spec=spec, stats=tmp_path / "s.json", split=split, name="valid")
     assert len(data) == 2 * (16 - 4)
     item = data[5]
-    assert item["state"].shape == (7, 8, 16) and item["state"].dtype == torch.float32
+    assert item["truth"].shape == (7, 8, 16) and item["truth"].dtype == torch.float32
     t = np.datetime64(int(item["time"]), "s")
     k = int(item["trajectory"])
     truth = spec.stack(ds.sel(trajectory=k, time=t)).values
     background = spec.stack(ds.sel(trajectory=k, time=t - np.timedelta64(24, "h"))).values
-    np.testing.assert_allclose(item["state"].numpy(), stats.normalize(truth), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(item["truth"].numpy(), stats.normalize(truth), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(item["background"].numpy(), stats.normalize(background), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(item["time_features"].numpy(), time_features(t)[0])
     assert np.all(data.sample_times() >= np.datetime64("2000-01-08"))
@@ -297,11 +384,13 @@ def test_state_dataset_with_workers_pickling_and_distributed_sampler(make_corpus
     data = StateDataset(root, variables=["t", "sp"], levels=[500], lead="6h")
     copy = pickle.loads(pickle.dumps(data))
     assert len(pickle.dumps(data)) < 20_000  # addresses and indices only, no data or open handles
-    torch.testing.assert_close(copy[3]["state"], data[3]["state"])
-    loader = DataLoader(data, batch_size=4, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(copy[3]["truth"], data[3]["truth"])
+    loader = DataLoader(
+        data, batch_size=4, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     batches = list(loader)
-    assert sum(b["state"].shape[0] for b in batches) == len(data)
-    assert batches[0]["state"].shape[1:] == (2, 8, 16) and batches[0]["time"].dtype == torch.int64
+    assert sum(b["truth"].shape[0] for b in batches) == len(data)
+    assert batches[0]["truth"].shape[1:] == (2, 8, 16) and batches[0]["time"].dtype == torch.int64
     parts = [list(DistributedSampler(data, num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
     assert sorted(parts[0] + parts[1]) == list(range(len(data)))
     with pytest.raises(DataError, match="no \\(background, truth\\) pairs"):
@@ -326,8 +415,8 @@ def test_era5_weatherbench2_store_runs_through_the_same_path(era5_wb2, tmp_path)
     assert data.spec.names == ("z500", "z850", "t500", "t850")
     train = data.dataset("train")
     item = train[0]
-    assert item["state"].shape == (4, 32, 64)
-    assert abs(float(item["state"].mean())) < 1.0 and 0.5 < float(item["state"].std()) < 2.0
+    assert item["truth"].shape == (4, 32, 64)
+    assert abs(float(item["truth"].mean())) < 1.0 and 0.5 < float(item["truth"].std()) < 2.0
     card = json.loads(json.dumps(data.to_dict()))
     assert card["channels"]["names"] == list(data.spec.names) and len(card["grid"]["latitude"]) == 32
 
@@ -339,3 +428,20 @@ def test_write_store_round_trip_for_trajectories(make_corpus, tmp_path):
     assert back["t"].chunks[1][0] == 1  # one state per chunk
     xr.testing.assert_allclose(back["t"].load(), ds["t"].load())
     np.testing.assert_array_equal(back["available"].values, ds["available"].values)
+
+
+def test_docs_data_page_code_runs(tmp_path, monkeypatch):
+    """Every runnable ``python`` block of docs/data.md runs, in order, in one namespace."""
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    page = Path(__file__).resolve().parents[2] / "docs" / "data.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.DOTALL | re.MULTILINE)
+    assert len(blocks) >= 5
+    namespace: dict = {}
+    for i, code in enumerate(blocks):
+        try:
+            exec(compile(code, f"data.md block {i}", "exec"), namespace)  # noqa: S102  (our own page)
+        except Exception as exc:  # pragma: no cover - the message is the point
+            raise AssertionError(f"docs/data.md python block {i} failed:\n{code}") from exc
+    assert namespace["item"]["truth"].shape == (4, 32, 64)

@@ -305,6 +305,17 @@ def test_regional_grid_is_neither_global_nor_periodic():
     assert np.isfinite(vorticity(u, u, g)).all()
 
 
+def test_regional_grid_converges(analytic):
+    """A 20-60 N, 0-60 E box: second order inside, first order on the boundary rows and columns
+    (the outer cell edges lie half a spacing beyond the data, where v is extrapolated linearly)."""
+    measured = {21: (2.8e-3, 2.6e-2), 41: (7.1e-4, 1.3e-2), 81: (1.8e-4, 6.2e-3)}  # (inside, boundary)
+    for n, (inside, boundary) in measured.items():
+        lat, lon = np.linspace(20, 60, n), np.linspace(0, 60, int(1.5 * (n - 1)) + 1)
+        u, v, _, div = analytic.harmonic_wind(lat, lon)
+        err = np.abs(divergence(u, v, SphereGrid(lat, lon)) - div) / np.abs(div).max()
+        assert err[1:-1, 1:-1].max() < 1.5 * inside and err.max() < 1.5 * boundary, n
+
+
 def test_ddp_and_layers():
     p = np.array([1000.0, 850.0, 700.0, 500.0, 300.0]) * 100
     f = (2.0 * p**2 + 3.0 * p)[:, None, None] * np.ones((1, 3, 4))
@@ -313,6 +324,10 @@ def test_ddp_and_layers():
     np.testing.assert_allclose(layer_mean(f)[:, 0, 0], 0.5 * (f[1:, 0, 0] + f[:-1, 0, 0]))
     with pytest.raises(GridError, match="at least 3"):
         ddp(f[:2], p[:2])
+    with pytest.raises(GridError, match="5 levels on axis -3 but 4 pressures"):
+        kernels.hydrostatic(f, f, p[:4])
+    with pytest.raises(GridError, match="monotonic"):
+        kernels.continuity(f, f, f, p[[0, 2, 1, 3, 4]], SphereGrid(np.linspace(-10, 10, 3), np.arange(4) * 90.0))
 
 
 def test_float32_stays_float32(analytic):

@@ -236,6 +236,7 @@ def test_inputs_are_never_modified(ecmwf, era5):
             assert ds[k].attrs == before[k].attrs and ds[k].dtype == before[k].dtype
 
 
+@pytest.mark.filterwarnings("ignore:Increasing number of chunks")  # level chunks merged: by design
 @pytest.mark.parametrize("name", ["continuity", "hydrostatic", "geostrophic"])
 def test_dask_is_lazy_and_equal(analytic, name):
     ds = _state(analytic, with_humidity=True)
@@ -283,3 +284,19 @@ def test_summary_relative_is_rms_over_scale(analytic):
     rms = np.sqrt((res.fillna(0) ** 2 * w).sum(["latitude", "longitude"]) / w.sum(["latitude", "longitude"]))
     np.testing.assert_allclose(s.geostrophic_rms.values, rms.values, rtol=1e-12)
     assert float(s.geostrophic_relative.max()) < 0.01  # balanced rotation: residual << wind
+
+
+@pytest.mark.parametrize("budget_planes", [0.5, 1, 2.5, 7.5, 100])
+@pytest.mark.parametrize("name", ["continuity", "hydrostatic", "geostrophic"])
+def test_slabs_give_the_same_answer(analytic, monkeypatch, name, budget_planes):
+    """The front evaluates big inputs slab by slab (levels in overlapping blocks): same numbers."""
+    from xphyda.physics import residuals
+
+    ds = _state(analytic, "reg32x64", with_humidity=True)
+    times = xr.DataArray(np.array(["2024-01-01", "2024-01-02"], dtype="datetime64[ns]"), dims="time")
+    ds = xr.concat([ds, ds * 1.1], dim=times).expand_dims(number=3)
+    for k in ds.data_vars:
+        ds[k].attrs["units"] = _state(analytic, "reg32x64", with_humidity=True)[k].attrs["units"]
+    ref = physics_residual(ds, name)
+    monkeypatch.setattr(residuals, "_SLAB_BYTES", int(budget_planes * 8 * 32 * 64))
+    xr.testing.assert_identical(physics_residual(ds, name), ref)

@@ -6,6 +6,6 @@
 """
 
 from . import oi
-from .oi import DEFAULT_LENGTH_SCALE, oi_analysis
+from .oi import DEFAULT_LENGTH_SCALE, MASS_LENGTH_SCALE, default_length_scale, oi_analysis
 
-__all__ = ["oi", "oi_analysis", "DEFAULT_LENGTH_SCALE"]
+__all__ = ["DEFAULT_LENGTH_SCALE", "MASS_LENGTH_SCALE", "default_length_scale", "oi", "oi_analysis"]

@@ -62,22 +62,44 @@ from ..physics.constants import EARTH_RADIUS
 __all__ = [
     "CORRELATIONS",
     "DEFAULT_LENGTH_SCALE",
+    "MASS_LENGTH_SCALE",
+    "OIResult",
     "correlation",
+    "default_length_scale",
+    "estimate_background_error",
+    "oi_analysis",
     "support",
     "unit_vectors",
-    "estimate_background_error",
-    "OIResult",
-    "oi_analysis",
 ]
 
 CORRELATIONS = ("gaspari-cohn", "soar", "gaussian")
 """Names of the horizontal correlation functions."""
 
 DEFAULT_LENGTH_SCALE = 500e3
-"""Default Daley length scale of the horizontal correlation, metres (see ``docs/observations.md``)."""
+"""Default Daley length scale of the horizontal correlation, metres, except for mass fields.
+
+Calibrated on ERA5 (``python benchmarks/bench_obs.py --calibrate``, see
+``docs/observations.md``): analyses of 2-m temperature, 10-m winds and 500/850
+hPa temperature are best with 500-600 km, those of geopotential and mean
+sea-level pressure with 800 km (:data:`MASS_LENGTH_SCALE`).
+"""
+
+MASS_LENGTH_SCALE = 800e3
+"""Default length scale (metres) for geopotential and pressure, whose errors are broader."""
 
 _GC_HALF_WIDTH = np.sqrt(10.0 / 3.0)  # c / L for Gaspari-Cohn
 _DENSE_MAX = 20_000  # largest dense correlation problem (memory)
+
+
+def default_length_scale(quantity: str | None) -> float:
+    """The calibrated default length scale (metres) for a kind of quantity (``"temperature"``...).
+
+    Examples
+    --------
+    >>> default_length_scale("geopotential"), default_length_scale("speed")
+    (800000.0, 500000.0)
+    """
+    return MASS_LENGTH_SCALE if quantity in ("geopotential", "pressure") else DEFAULT_LENGTH_SCALE
 
 
 def _check_kind(kind: str) -> None:

@@ -35,7 +35,7 @@ import xarray as xr
 from ..errors import DataError, GridError, VariableError
 from ..grid import VARIABLES
 
-__all__ = ["ChannelSpec", "LEVEL_VARIABLES", "SURFACE_VARIABLES", "SI_UNITS", "variable_attrs"]
+__all__ = ["LEVEL_VARIABLES", "SI_UNITS", "SURFACE_VARIABLES", "ChannelSpec", "variable_attrs"]
 
 LEVEL_VARIABLES = ("z", "t", "u", "v", "q", "w", "r")
 """Pressure-level variables xphyda knows, in their canonical channel order."""
@@ -114,8 +114,10 @@ class ChannelSpec:
                 value = (value,)
             set_(self, field_name, tuple(value))
         set_(self, "levels", tuple(float(x) for x in self.levels))
-        for name, allowed, what in ((self.level_variables, LEVEL_VARIABLES, "level_variables"),
-                                    (self.surface_variables, SURFACE_VARIABLES, "surface_variables")):
+        for name, allowed, what in (
+            (self.level_variables, LEVEL_VARIABLES, "level_variables"),
+            (self.surface_variables, SURFACE_VARIABLES, "surface_variables"),
+        ):
             unknown = [v for v in name if v not in allowed]
             if unknown:
                 raise VariableError(
@@ -129,7 +131,9 @@ class ChannelSpec:
                 f"level_variables {list(self.level_variables)} need at least one pressure level; "
                 "Fix: ChannelSpec(..., levels=(500, 850))"
             )
-        if any(not np.isfinite(p) or p <= 0 for p in self.levels) or len(set(self.levels)) != len(self.levels):
+        if any(not np.isfinite(p) or p <= 0 for p in self.levels) or len(set(self.levels)) != len(
+            self.levels
+        ):
             raise DataError(f"levels must be distinct positive pressures in hPa, got {list(self.levels)}")
         if not self.level_variables and self.levels:
             set_(self, "levels", ())
@@ -177,8 +181,9 @@ class ChannelSpec:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dataset(cls, ds: xr.Dataset, *, variables: Sequence[str] | None = None,
-                     levels: Sequence[float] | None = None) -> ChannelSpec:
+    def from_dataset(
+        cls, ds: xr.Dataset, *, variables: Sequence[str] | None = None, levels: Sequence[float] | None = None
+    ) -> ChannelSpec:
         """The spec of a canonical Dataset (from :func:`~xphyda.data.open_store`).
 
         Variables with a ``level`` dimension become level variables, the others
@@ -194,10 +199,16 @@ class ChannelSpec:
         >>> ChannelSpec.from_dataset(ds).names
         ('t500', 't850', 'sp')
         """
-        names = list(variables) if variables is not None else [v for v in LEVEL_VARIABLES + SURFACE_VARIABLES if v in ds]
+        names = (
+            list(variables)
+            if variables is not None
+            else [v for v in LEVEL_VARIABLES + SURFACE_VARIABLES if v in ds]
+        )
         missing = [v for v in names if v not in ds.data_vars]
         if missing:
-            raise VariableError(f"variables {missing} are not in the dataset; it has {sorted(map(str, ds.data_vars))}")
+            raise VariableError(
+                f"variables {missing} are not in the dataset; it has {sorted(map(str, ds.data_vars))}"
+            )
         lev = [v for v in names if "level" in ds[v].dims]
         sfc = [v for v in names if "level" not in ds[v].dims]
         if levels is None:
@@ -219,8 +230,11 @@ class ChannelSpec:
     def from_dict(cls, d: Mapping) -> ChannelSpec:
         """Rebuild a spec from :meth:`to_dict`; checks the recorded channel names if present."""
         try:
-            spec = cls(tuple(d.get("level_variables", ())), tuple(d.get("levels_hPa", d.get("levels", ()))),
-                       tuple(d.get("surface_variables", ())))
+            spec = cls(
+                tuple(d.get("level_variables", ())),
+                tuple(d.get("levels_hPa", d.get("levels", ()))),
+                tuple(d.get("surface_variables", ())),
+            )
         except AttributeError:
             raise DataError(f"a ChannelSpec dict must be a mapping, got {type(d).__name__}") from None
         if "names" in d and tuple(d["names"]) != spec.names:
@@ -265,7 +279,9 @@ class ChannelSpec:
         for v in self.surface_variables:
             da = ds[v]
             if "level" in da.dims:
-                raise GridError(f"surface variable {v!r} has a level dimension; expected dims without 'level'")
+                raise GridError(
+                    f"surface variable {v!r} has a level dimension; expected dims without 'level'"
+                )
             parts.append(da.expand_dims(channel=[v]).transpose(..., "channel", "latitude", "longitude"))
         parts = [p.copy(deep=False) for p in parts]
         for p in parts:
@@ -273,8 +289,9 @@ class ChannelSpec:
         out = xr.concat(parts, dim="channel", coords="minimal", compat="override", join="exact")
         return out.rename("state")
 
-    def to_dataset(self, x, *, latitude, longitude, leading_dims: Sequence[str] = (),
-                   coords: Mapping | None = None) -> xr.Dataset:
+    def to_dataset(
+        self, x, *, latitude, longitude, leading_dims: Sequence[str] = (), coords: Mapping | None = None
+    ) -> xr.Dataset:
         """Turn a ``(..., C, lat, lon)`` array (numpy or torch, SI units) into a CF Dataset.
 
         Parameters
@@ -312,7 +329,7 @@ class ChannelSpec:
         data = {}
         n_lev = len(self.levels)
         for k, v in enumerate(self.level_variables):
-            block = x[..., k * n_lev:(k + 1) * n_lev, :, :]
+            block = x[..., k * n_lev : (k + 1) * n_lev, :, :]
             data[v] = (lead + ("level", "latitude", "longitude"), block, variable_attrs(v))
         base = len(self.level_variables) * n_lev
         for k, v in enumerate(self.surface_variables):
@@ -322,8 +339,14 @@ class ChannelSpec:
             "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
         }
         if self.level_variables:
-            all_coords["level"] = ("level", np.asarray(self.levels),
-                                   {"units": "hPa", "standard_name": "air_pressure", "positive": "down"})
+            all_coords["level"] = (
+                "level",
+                np.asarray(self.levels),
+                {"units": "hPa", "standard_name": "air_pressure", "positive": "down"},
+            )
         all_coords.update(coords or {})
-        return xr.Dataset(data, coords=all_coords,
-                          attrs={"Conventions": "CF-1.8", "history": "built by xphyda ChannelSpec.to_dataset"})
+        return xr.Dataset(
+            data,
+            coords=all_coords,
+            attrs={"Conventions": "CF-1.8", "history": "built by xphyda ChannelSpec.to_dataset"},
+        )

@@ -32,13 +32,31 @@ from .store import StoreReader, open_store, resolve_variable, write_store
 from .torch_dataset import StateDataset, time_features
 
 __all__ = [
-    "open_store", "write_store", "StoreReader", "resolve_variable",
-    "model_grid", "regrid", "regrid_weights", "same_grid",
-    "ChannelSpec", "LEVEL_VARIABLES", "SURFACE_VARIABLES", "SI_UNITS", "variable_attrs",
-    "NormStats", "compute_stats", "area_weights", "sample_pairs",
-    "TimeSplit", "default_split", "as_timedelta", "SPLITS",
-    "StateDataset", "time_features",
-    "TrainingData", "prepare",
+    "LEVEL_VARIABLES",
+    "SI_UNITS",
+    "SPLITS",
+    "SURFACE_VARIABLES",
+    "ChannelSpec",
+    "NormStats",
+    "StateDataset",
+    "StoreReader",
+    "TimeSplit",
+    "TrainingData",
+    "area_weights",
+    "as_timedelta",
+    "compute_stats",
+    "default_split",
+    "model_grid",
+    "open_store",
+    "prepare",
+    "regrid",
+    "regrid_weights",
+    "resolve_variable",
+    "same_grid",
+    "sample_pairs",
+    "time_features",
+    "variable_attrs",
+    "write_store",
 ]
 
 
@@ -59,15 +77,25 @@ class TrainingData:
 
     def dataset(self, name: str = "train", **kwargs) -> StateDataset:
         """The :class:`StateDataset` of split ``name`` (``"train"``, ``"valid"``, ``"test"``)."""
-        return StateDataset(self.source, spec=self.spec, stats=self.stats, split=self.split, name=name,
-                            lead=self.lead, **{**self.open_kwargs, **kwargs})
+        return StateDataset(
+            self.source,
+            spec=self.spec,
+            stats=self.stats,
+            split=self.split,
+            name=name,
+            lead=self.lead,
+            **{**self.open_kwargs, **kwargs},
+        )
 
     def to_dict(self) -> dict:
         """Channels, statistics, split, lead and grid as plain JSON types."""
         grid = self.open_kwargs.get("grid")
-        out = {"channels": self.spec.to_dict(), "stats": self.stats.to_dict(),
-               "split": None if self.split is None else self.split.to_dict(),
-               "lead_hours": float(as_timedelta(self.lead) / as_timedelta("1h"))}
+        out = {
+            "channels": self.spec.to_dict(),
+            "stats": self.stats.to_dict(),
+            "split": None if self.split is None else self.split.to_dict(),
+            "lead_hours": float(as_timedelta(self.lead) / as_timedelta("1h")),
+        }
         if grid is not None:
             lat = grid["latitude"].values if hasattr(grid, "coords") else grid[0]
             lon = grid["longitude"].values if hasattr(grid, "coords") else grid[1]
@@ -75,9 +103,19 @@ class TrainingData:
         return out
 
 
-def prepare(source, *, variables=None, levels=None, grid=None, split: TimeSplit | str | None = "default",
-            lead="24h", stats=None, max_times: int | None = None, weighting: str = "area",
-            **open_kwargs) -> TrainingData:
+def prepare(
+    source,
+    *,
+    variables=None,
+    levels=None,
+    grid=None,
+    split: TimeSplit | str | None = "default",
+    lead="24h",
+    stats=None,
+    max_times: int | None = None,
+    weighting: str = "area",
+    **open_kwargs,
+) -> TrainingData:
     """Open a store, fix its channel layout and split, and load or compute its statistics.
 
     Parameters
@@ -113,7 +151,9 @@ def prepare(source, *, variables=None, levels=None, grid=None, split: TimeSplit 
         except DataError:
             split = None  # fewer than three calendar years: everything is training
     if split is not None and as_timedelta(lead) > split.gap:
-        raise DataError(f"lead {as_timedelta(lead)} exceeds the split gap {split.gap}; Fix: TimeSplit(..., gap={lead!r})")
+        raise DataError(
+            f"lead {as_timedelta(lead)} exceeds the split gap {split.gap}; Fix: TimeSplit(..., gap={lead!r})"
+        )
     path = None
     if isinstance(stats, (str, os.PathLike)):
         path = stats
@@ -127,4 +167,6 @@ def prepare(source, *, variables=None, levels=None, grid=None, split: TimeSplit 
             stats.save(path)
     elif isinstance(stats, Mapping):
         stats = NormStats.from_dict(stats)
-    return TrainingData(source, spec, stats.select(spec), split, lead, {k: v for k, v in kwargs.items() if v is not None})
+    return TrainingData(
+        source, spec, stats.select(spec), split, lead, {k: v for k, v in kwargs.items() if v is not None}
+    )

@@ -78,7 +78,9 @@ def model_grid(nlat: int, nlon: int, *, kind: str = "equiangular", poles: bool =
     else:
         raise GridError(f"unknown grid kind {kind!r}; expected 'equiangular' or 'gaussian'")
     lon = np.arange(int(nlon)) * (360.0 / nlon)
-    return xr.Dataset(coords={"latitude": ("latitude", lat, _LAT_ATTRS), "longitude": ("longitude", lon, _LON_ATTRS)})
+    return xr.Dataset(
+        coords={"latitude": ("latitude", lat, _LAT_ATTRS), "longitude": ("longitude", lon, _LON_ATTRS)}
+    )
 
 
 # --------------------------------------------------------------------------- 1-D weights
@@ -148,12 +150,16 @@ def _spacing(x: np.ndarray) -> float:
 
 def _choose(method: str, src_lat, src_lon, tgt_lat, tgt_lon) -> str:
     if method == "auto":
-        coarser = all(_spacing(t) >= _spacing(s) * (1 - 1e-6) for s, t in ((src_lat, tgt_lat), (src_lon, tgt_lon)))
+        coarser = all(
+            _spacing(t) >= _spacing(s) * (1 - 1e-6) for s, t in ((src_lat, tgt_lat), (src_lon, tgt_lon))
+        )
         return "conservative" if coarser else "bilinear"
     return method
 
 
-def regrid_weights(src_lat, src_lon, tgt_lat, tgt_lon, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def regrid_weights(
+    src_lat, src_lon, tgt_lat, tgt_lon, *, method: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     """The two 1-D weight matrices ``(W_lat, W_lon)`` of a separable regridding.
 
     ``field_on_target = W_lat @ field @ W_lon.T`` for a field with latitude and
@@ -179,13 +185,19 @@ def regrid_weights(src_lat, src_lon, tgt_lat, tgt_lon, *, method: str = "auto") 
     >>> np.round(wl[0, :3], 3).tolist(), wx[0, [15, 0, 1]].tolist()
     ([0.26, 0.74, 0.0], [0.25, 0.5, 0.25])
     """
-    src_lat, src_lon, tgt_lat, tgt_lon = (np.asarray(a, dtype=np.float64).ravel() for a in (src_lat, src_lon, tgt_lat, tgt_lon))
+    src_lat, src_lon, tgt_lat, tgt_lon = (
+        np.asarray(a, dtype=np.float64).ravel() for a in (src_lat, src_lon, tgt_lat, tgt_lon)
+    )
     src_periodic = SphereGrid(src_lat, src_lon).periodic
     method = _choose(method, src_lat, src_lon, tgt_lat, tgt_lon)
     if method == "conservative":
         tgt_periodic = SphereGrid(tgt_lat, tgt_lon).periodic
         w_lat = _overlap(_lat_edges_sin(src_lat), _lat_edges_sin(tgt_lat), None)
-        w_lon = _overlap(_lon_edges(src_lon, src_periodic), _lon_edges(tgt_lon, tgt_periodic), 360.0 if src_periodic else None)
+        w_lon = _overlap(
+            _lon_edges(src_lon, src_periodic),
+            _lon_edges(tgt_lon, tgt_periodic),
+            360.0 if src_periodic else None,
+        )
     elif method == "bilinear":
         w_lat = _linear(src_lat, tgt_lat, None)
         w_lon = _linear(src_lon, tgt_lon, 360.0 if src_periodic else None)
@@ -273,9 +285,14 @@ def regrid(ds, grid, *, method: str = "auto"):
         if da.chunks is not None:
             da = da.chunk({g.lat: -1, g.lon: -1})
         out = xr.apply_ufunc(
-            _apply, da, kwargs={"w_lat": w_lat, "w_lon": w_lon},
-            input_core_dims=[[g.lat, g.lon]], output_core_dims=[["__lat", "__lon"]],
-            exclude_dims={g.lat, g.lon}, dask="parallelized", output_dtypes=[da.dtype],
+            _apply,
+            da,
+            kwargs={"w_lat": w_lat, "w_lon": w_lon},
+            input_core_dims=[[g.lat, g.lon]],
+            output_core_dims=[["__lat", "__lon"]],
+            exclude_dims={g.lat, g.lon},
+            dask="parallelized",
+            output_dtypes=[da.dtype],
             dask_gufunc_kwargs={"output_sizes": {"__lat": tgt_lat.size, "__lon": tgt_lon.size}},
             keep_attrs=True,
         )

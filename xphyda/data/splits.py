@@ -9,10 +9,11 @@ the first background of the next.
 
 Defaults
 --------
-* the jcm corpus (:meth:`TimeSplit.last_years`): the last calendar year of the
-  data is the test split, the year before it validation, all earlier years
-  training; the trajectories share one calendar, so every trajectory is split
-  the same way (two trajectories of five years: 2 x 3 training years);
+* the jcm corpus (:meth:`TimeSplit.last_years`): the last year of the data is
+  the test split, the year before it validation, everything earlier training;
+  the trajectories share one calendar, so every trajectory is split the same
+  way (the corpus of two trajectories of 1110 days: 2 x 1.04 training years,
+  2 x 1 validation, 2 x 1 test);
 * ERA5 (:meth:`TimeSplit.weatherbench2`): training 1979-2017, validation
   2018-2019, test 2020 (WeatherBench2's headline evaluation year);
 * :func:`default_split` picks the WeatherBench2 years when the data cover them,
@@ -39,7 +40,7 @@ import pandas as pd
 
 from ..errors import DataError
 
-__all__ = ["TimeSplit", "default_split", "as_timedelta", "SPLITS"]
+__all__ = ["SPLITS", "TimeSplit", "as_timedelta", "default_split"]
 
 SPLITS = ("train", "valid", "test")
 _S = "datetime64[s]"
@@ -56,11 +57,13 @@ def as_timedelta(value) -> np.timedelta64:
     if isinstance(value, np.timedelta64):
         return value.astype("timedelta64[s]")
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        return np.timedelta64(int(round(float(value) * 3600)), "s")
+        return np.timedelta64(round(float(value) * 3600), "s")
     try:
         return pd.Timedelta(value).to_timedelta64().astype("timedelta64[s]")
     except (ValueError, TypeError):
-        raise DataError(f"cannot read {value!r} as a duration; expected e.g. '24h', '6h', 24 (hours)") from None
+        raise DataError(
+            f"cannot read {value!r} as a duration; expected e.g. '24h', '6h', 24 (hours)"
+        ) from None
 
 
 def _range(value, name: str):
@@ -68,7 +71,10 @@ def _range(value, name: str):
         return None
     try:
         start, end = value
-        out = (np.datetime64(pd.Timestamp(start).to_datetime64(), "s"), np.datetime64(pd.Timestamp(end).to_datetime64(), "s"))
+        out = (
+            np.datetime64(pd.Timestamp(start).to_datetime64(), "s"),
+            np.datetime64(pd.Timestamp(end).to_datetime64(), "s"),
+        )
     except (TypeError, ValueError):
         raise DataError(f"split {name!r} must be a (start, end) pair of dates, got {value!r}") from None
     if not out[0] < out[1]:
@@ -111,9 +117,11 @@ class TimeSplit:
         if not present:
             raise DataError("a TimeSplit needs at least one of train, valid, test")
         for i, (a, ra) in enumerate(present):
-            for b, rb in present[i + 1:]:
+            for b, rb in present[i + 1 :]:
                 if ra[0] < rb[1] and rb[0] < ra[1]:
-                    raise DataError(f"splits {a!r} {ra} and {b!r} {rb} overlap; they must be disjoint time ranges")
+                    raise DataError(
+                        f"splits {a!r} {ra} and {b!r} {rb} overlap; they must be disjoint time ranges"
+                    )
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -134,8 +142,13 @@ class TimeSplit:
         return cls.by_years(train=(1979, 2017), valid=(2018, 2019), test=2020, gap=gap)
 
     @classmethod
-    def last_years(cls, times, *, valid_years: int = 1, test_years: int = 1, gap="24h") -> TimeSplit:
-        """jcm-corpus default: the last ``test_years`` calendar years test, the ``valid_years`` before validation.
+    def last_years(cls, times, *, valid_years: float = 1, test_years: float = 1, gap="24h") -> TimeSplit:
+        """jcm-corpus default: the last ``test_years`` of the data test, the ``valid_years`` before validation.
+
+        Years are counted back from the end of the data (the last time plus one
+        time step), whole years by the calendar and fractions as 365.25 days, so a
+        corpus of 1110 days from 2000-01-01 06 UTC splits into about 1.04 training,
+        1 validation and 1 test year in every trajectory.
 
         Parameters
         ----------
@@ -147,22 +160,34 @@ class TimeSplit:
         >>> import numpy as np
         >>> t = np.arange("2000-01-01", "2005-01-01", np.timedelta64(6, "h"), dtype="datetime64[h]")
         >>> s = TimeSplit.last_years(t)
-        >>> [str(x[0])[:4] for x in (s.train, s.valid, s.test)]
-        ['2000', '2003', '2004']
+        >>> [str(x[0])[:10] for x in (s.train, s.valid, s.test)]
+        ['2000-01-01', '2003-01-01', '2004-01-01']
         """
         times = _times_of(times)
-        years = np.unique(times.astype("datetime64[Y]").astype(int) + 1970)
-        need = valid_years + test_years + 1
-        if years.size < need:
+        if times.size < 2:
+            raise DataError(f"need at least two times to split, got {times.size}")
+        t = np.sort(times)
+        end = pd.Timestamp(t[-1] + np.median(np.diff(t)))
+
+        def back(stamp, years):
+            whole = int(np.floor(years))
+            return stamp - pd.DateOffset(years=whole) - pd.Timedelta(days=365.25 * (years - whole))
+
+        test_start = back(end, test_years)
+        valid_start = back(test_start, valid_years)
+        if valid_start <= pd.Timestamp(t[0]):
+            span = (end - pd.Timestamp(t[0])) / pd.Timedelta(days=365.25)
             raise DataError(
-                f"the data cover {years.size} calendar year(s) {years.tolist()}, but a split with {test_years} test "
-                f"and {valid_years} validation year(s) needs at least {need}. Fix: give dates, e.g. "
-                "TimeSplit(train=('2000-01-01', '2000-03-01'), valid=('2000-03-01', '2000-04-01'), test=(...))"
+                f"the data span {span:.2f} years ({t[0]} to {t[-1]}), too short for {test_years} test and "
+                f"{valid_years} validation year(s) plus training. Fix: smaller valid_years / test_years, or give dates, "
+                "e.g. TimeSplit(train=('2000-01-01', '2000-03-01'), valid=('2000-03-01', '2000-04-01'), test=(...))"
             )
-        last = int(years[-1])
-        first_test, first_valid = last - test_years + 1, last - test_years - valid_years + 1
-        valid = (first_valid, first_test - 1) if valid_years else None
-        return cls.by_years(train=(int(years[0]), first_valid - 1), valid=valid, test=(first_test, last), gap=gap)
+        return cls(
+            train=(t[0], valid_start),
+            valid=(valid_start, test_start) if valid_years else None,
+            test=(test_start, end),
+            gap=gap,
+        )
 
     # ------------------------------------------------------------------ queries
     def range(self, split: str) -> tuple[np.datetime64, np.datetime64]:
@@ -216,7 +241,7 @@ def _times_of(obj) -> np.ndarray:
 
 
 def default_split(ds, *, gap="24h") -> TimeSplit:
-    """The documented default for ``ds``: WeatherBench2 years if the data cover 1979-2020, else :meth:`TimeSplit.last_years`.
+    """The documented default for ``ds``: WeatherBench2 years if the data cover 2017-2020, else :meth:`TimeSplit.last_years`.
 
     Examples
     --------

@@ -33,7 +33,7 @@ from ..grid import discover_grid
 from .channels import ChannelSpec
 from .splits import TimeSplit, as_timedelta
 
-__all__ = ["NormStats", "compute_stats", "area_weights", "sample_pairs"]
+__all__ = ["NormStats", "area_weights", "compute_stats", "sample_pairs"]
 
 _SCHEMA = "xphyda.NormStats/1"
 
@@ -98,7 +98,9 @@ class NormStats:
         for name in ("mean", "std", "diff_mean", "diff_std"):
             a = np.asarray(getattr(self, name), dtype=np.float64).reshape(-1)
             if a.size != n:
-                raise DataError(f"NormStats.{name} has {a.size} values for {n} channels {list(self.channels)}")
+                raise DataError(
+                    f"NormStats.{name} has {a.size} values for {n} channels {list(self.channels)}"
+                )
             set_(self, name, a)
         if np.any(~(self.std > 0)) or np.any(~(self.diff_std > 0)):
             raise DataError("NormStats standard deviations must be positive and finite")
@@ -114,12 +116,16 @@ class NormStats:
             m, s = (sel.diff_mean, sel.diff_std) if diff else (sel.mean, sel.std)
             return xr.DataArray(m, dims="channel"), xr.DataArray(s, dims="channel")
         if x.shape[-3] != len(self.channels):
-            raise DataError(f"array has {x.shape[-3]} channels on axis -3, the statistics have {len(self.channels)}")
+            raise DataError(
+                f"array has {x.shape[-3]} channels on axis -3, the statistics have {len(self.channels)}"
+            )
         m, s = mean[:, None, None], std[:, None, None]
         if type(x).__module__.startswith("torch"):
             import torch
 
-            return torch.as_tensor(m, dtype=x.dtype, device=x.device), torch.as_tensor(s, dtype=x.dtype, device=x.device)
+            return torch.as_tensor(m, dtype=x.dtype, device=x.device), torch.as_tensor(
+                s, dtype=x.dtype, device=x.device
+            )
         dtype = x.dtype if np.issubdtype(np.asarray(x).dtype, np.floating) else np.float64
         return m.astype(dtype), s.astype(dtype)
 
@@ -146,8 +152,15 @@ class NormStats:
                 "Fix: recompute with compute_stats(ds, spec) for this spec"
             )
         idx = [self.channels.index(c) for c in names]
-        return NormStats(tuple(names), self.mean[idx], self.std[idx], self.diff_mean[idx], self.diff_std[idx],
-                         self.lead_hours, dict(self.info))
+        return NormStats(
+            tuple(names),
+            self.mean[idx],
+            self.std[idx],
+            self.diff_mean[idx],
+            self.diff_std[idx],
+            self.lead_hours,
+            dict(self.info),
+        )
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
@@ -155,9 +168,15 @@ class NormStats:
         return {
             "schema": _SCHEMA,
             "lead_hours": self.lead_hours,
-            "channels": {c: {"mean": float(self.mean[i]), "std": float(self.std[i]),
-                             "diff_mean": float(self.diff_mean[i]), "diff_std": float(self.diff_std[i])}
-                         for i, c in enumerate(self.channels)},
+            "channels": {
+                c: {
+                    "mean": float(self.mean[i]),
+                    "std": float(self.std[i]),
+                    "diff_mean": float(self.diff_mean[i]),
+                    "diff_std": float(self.diff_std[i]),
+                }
+                for i, c in enumerate(self.channels)
+            },
             "info": self.info,
         }
 
@@ -167,10 +186,16 @@ class NormStats:
         try:
             ch = d["channels"]
             names = list(ch)
-            return cls(tuple(names), *([ch[c][k] for c in names] for k in ("mean", "std", "diff_mean", "diff_std")),
-                       lead_hours=d.get("lead_hours", 24.0), info=dict(d.get("info", {})))
+            return cls(
+                tuple(names),
+                *([ch[c][k] for c in names] for k in ("mean", "std", "diff_mean", "diff_std")),
+                lead_hours=d.get("lead_hours", 24.0),
+                info=dict(d.get("info", {})),
+            )
         except (KeyError, TypeError) as exc:
-            raise DataError(f"not a NormStats dict (missing {exc}); expected the output of NormStats.to_dict()") from None
+            raise DataError(
+                f"not a NormStats dict (missing {exc}); expected the output of NormStats.to_dict()"
+            ) from None
 
     def save(self, path) -> None:
         """Write JSON to ``path`` (local or fsspec URL)."""
@@ -189,8 +214,9 @@ class NormStats:
 
 
 # --------------------------------------------------------------------------- sample pairs
-def sample_pairs(ds: xr.Dataset, *, split: TimeSplit | None = None, name: str = "train",
-                 lead="24h") -> list[tuple[int, np.ndarray, np.ndarray]]:
+def sample_pairs(
+    ds: xr.Dataset, *, split: TimeSplit | None = None, name: str = "train", lead="24h"
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """``[(trajectory position, truth indices, background indices), ...]`` of the valid (background, truth) pairs.
 
     A pair needs both states present in the same trajectory, the truth in the
@@ -226,7 +252,7 @@ def sample_pairs(ds: xr.Dataset, *, split: TimeSplit | None = None, name: str = 
 # --------------------------------------------------------------------------- computing
 def _take(a, idx: np.ndarray):
     if idx.size and np.all(np.diff(idx) == 1):
-        return a[int(idx[0]):int(idx[-1]) + 1]
+        return a[int(idx[0]) : int(idx[-1]) + 1]
     return a[idx]
 
 
@@ -250,8 +276,15 @@ def _finish(s0, s1, s2, ref):
     return m + ref, std
 
 
-def compute_stats(ds: xr.Dataset, spec: ChannelSpec | None = None, *, split: TimeSplit | None = None,
-                  lead="24h", weighting: str = "area", max_times: int | None = None) -> NormStats:
+def compute_stats(
+    ds: xr.Dataset,
+    spec: ChannelSpec | None = None,
+    *,
+    split: TimeSplit | None = None,
+    lead="24h",
+    weighting: str = "area",
+    max_times: int | None = None,
+) -> NormStats:
     """Per-channel statistics of the training split of a canonical Dataset, streamed with dask.
 
     Parameters
@@ -299,7 +332,11 @@ def compute_stats(ds: xr.Dataset, spec: ChannelSpec | None = None, *, split: Tim
         w = np.broadcast_to(area_weights(ds, kind=weighting).values.reshape(x.shape[-2], -1), x.shape[-2:])
     w = np.ascontiguousarray(w, dtype=np.float64)[None, None]
     times = ds["time"].values
-    avail = np.atleast_2d(ds["available"].values) if "available" in ds.coords else np.ones((x.shape[0], times.size), bool)
+    avail = (
+        np.atleast_2d(ds["available"].values)
+        if "available" in ds.coords
+        else np.ones((x.shape[0], times.size), bool)
+    )
     in_split = split.state_mask(times, "train") if split is not None else np.ones(times.size, bool)
     pairs = sample_pairs(ds, split=split, name="train", lead=lead_td)
 
@@ -350,4 +387,6 @@ def compute_stats(ds: xr.Dataset, spec: ChannelSpec | None = None, *, split: Tim
         info["split"] = split.to_dict()
     if not n_pairs:
         info["note"] = f"no {lead_td} pairs in the data: difference statistics set to mean 0, std 1"
-    return NormStats(spec.names, mean, std, dmean, dstd, lead_hours=float(lead_td / np.timedelta64(1, "h")), info=info)
+    return NormStats(
+        spec.names, mean, std, dmean, dstd, lead_hours=float(lead_td / np.timedelta64(1, "h")), info=info
+    )

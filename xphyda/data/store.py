@@ -30,144 +30,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import xarray as xr
-
 import pandas as pd
+import xarray as xr
 
 from ..errors import CoordinateError, DataError, GridError, VariableError
 from ..grid import VARIABLES, Grid, discover_grid, find_variable
 from ..units import check_units, parse_units, si_scale
 from .channels import LEVEL_VARIABLES, SURFACE_VARIABLES, variable_attrs
 from .regrid import _apply, model_grid, regrid, regrid_weights  # noqa: F401  (model_grid: examples)
+from .sources import open_source, requested_variables, resolve_variable
 
-__all__ = ["open_store", "write_store", "resolve_variable", "StoreReader"]
-
-_NETCDF = (".nc", ".nc4", ".netcdf", ".cdf")
-_GRIB = (".grib", ".grib2", ".grb", ".grb2")
-_TRAJ = re.compile(r"traj(\d+)\.zarr$")
-
-
-# --------------------------------------------------------------------------- names
-def resolve_variable(name: str) -> str:
-    """Short key (``"t"``) of a variable name: a key, an ERA5 / WeatherBench2 name or an alias.
-
-    Examples
-    --------
-    >>> resolve_variable("u_component_of_wind"), resolve_variable("mean_sea_level_pressure")
-    ('u', 'msl')
-    """
-    if name in VARIABLES:
-        return "z" if name == "gh" else name
-    for key, alias in VARIABLES.items():
-        if name in alias.names or name.lower() in (n.lower() for n in alias.names) or name in alias.standard_names:
-            return "z" if key == "gh" else key
-    raise VariableError(
-        f"unknown variable name {name!r}: it is neither a short name {list(LEVEL_VARIABLES + SURFACE_VARIABLES)} "
-        "nor an ERA5 / WeatherBench2 / CF name xphyda knows. "
-        f"Fix: map it explicitly, e.g. variables={{'t': {name!r}}} (short name -> name in the store)"
-    )
-
-
-def _requested(variables) -> dict[str, str | None]:
-    """``{key: override store name or None}`` in request order."""
-    if variables is None:
-        return {}
-    if isinstance(variables, str):
-        variables = [variables]
-    if isinstance(variables, Mapping):
-        items = [(resolve_variable(k), v) for k, v in variables.items()]
-    else:
-        items = [(resolve_variable(v), None) for v in variables]
-    out: dict[str, str | None] = {}
-    for key, override in items:
-        if key in out:
-            raise VariableError(f"variable {key!r} was requested twice (names map to the same short name)")
-        out[key] = override
-    return out
-
-
-# --------------------------------------------------------------------------- opening
-def _open_netcdf(paths: list[str], engine: str | None, chunks, protocol: str, storage_options) -> xr.Dataset:
-    """Open netCDF / GRIB files (``chunks=None``: lazily indexed without dask, one file only)."""
-    if protocol not in ("file", "local"):
-        import fsspec
-
-        # netCDF libraries need a local file: fetch a cached local copy (picklable, no open handles)
-        paths = [fsspec.open_local(f"simplecache::{p}", **{protocol: storage_options or {}}) for p in paths]
-    kwargs = {"engine": engine or "netcdf4"}
-    if kwargs["engine"] == "cfgrib":
-        kwargs["backend_kwargs"] = {"indexpath": ""}
-    if len(paths) == 1:
-        return xr.open_dataset(paths[0], chunks=chunks, **kwargs)
-    return xr.open_mfdataset(sorted(paths), combine="by_coords", chunks=chunks if chunks is not None else {}, **kwargs)
-
-
-def _open_source(source, *, engine, chunks, storage_options) -> tuple[list[xr.Dataset], list[int] | None, str]:
-    """Open ``source`` lazily: ``(datasets, trajectory numbers or None, description)``.
-
-    ``chunks=None`` opens without dask (lazily indexed backend arrays: reading a few
-    states touches only their chunks); a mapping opens with dask.
-    """
-    if isinstance(source, xr.Dataset):
-        return [source], None, "an in-memory Dataset"
-    if isinstance(source, xr.DataArray):
-        return [source.to_dataset(name=source.name or "state")], None, "an in-memory DataArray"
-    import fsspec
-
-    so = dict(storage_options or {})
-    if isinstance(source, (list, tuple)):
-        paths = [os.fspath(p) for p in source]
-        fs, _ = fsspec.core.url_to_fs(paths[0], **so)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        if all(p.rstrip("/").endswith(".zarr") for p in paths):
-            return [xr.open_zarr(p, chunks=chunks, storage_options=so or None)
-                    for p in paths], list(range(len(paths))), f"{len(paths)} Zarr stores"
-        grib = all(p.lower().endswith(_GRIB) for p in paths)
-        return [_open_netcdf(paths, engine or ("cfgrib" if grib else None), chunks, protocol, so)], None, f"{len(paths)} files"
-    text = os.fspath(source)
-    fs, root = fsspec.core.url_to_fs(text, **so)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
-    if any(c in text for c in "*?["):
-        found = sorted(prefix + p for p in fs.glob(root))
-        if not found:
-            raise DataError(f"no files match {text!r}. Fix: check the pattern (for example 'era5/*.nc')")
-        return _open_source(found, engine=engine, chunks=chunks, storage_options=so)
-    if not fs.exists(root):
-        raise DataError(f"no store at {text!r}: the path does not exist. Fix: check the path or URL")
-    if fs.isdir(root):
-        entries = [p.rstrip("/") for p in fs.ls(root, detail=False)]
-        base = {p.rsplit("/", 1)[-1] for p in entries}
-        if base & {"zarr.json", ".zgroup", ".zmetadata"}:
-            return [xr.open_zarr(text, chunks=chunks, storage_options=so or None)], None, text
-        trajs = sorted(((int(m.group(1)), p) for p in entries if (m := _TRAJ.search(p))), key=lambda t: t[0])
-        if trajs:
-            dss = [xr.open_zarr(prefix + p, chunks=chunks, storage_options=so or None)
-                   for _, p in trajs]
-            return dss, [k for k, _ in trajs], text
-        files = sorted(prefix + p for p in entries if p.lower().endswith(_NETCDF + _GRIB))
-        if files:
-            return _open_source(files, engine=engine, chunks=chunks, storage_options=so)
-        raise DataError(
-            f"{text!r} is a folder but not a Zarr store, and holds no 'traj*.zarr' trajectories nor netCDF / GRIB "
-            f"files; it has {sorted(base)[:10]}. Fix: point at the Zarr store itself, or at a folder of "
-            "traj{k}.zarr stores or of *.nc files"
-        )
-    lower = text.lower()
-    if lower.endswith(_NETCDF + _GRIB) or engine is not None:
-        grib = lower.endswith(_GRIB)
-        return [_open_netcdf([prefix + root if prefix else root], engine or ("cfgrib" if grib else None),
-                             chunks, protocol, so)], None, text
-    raise DataError(
-        f"cannot tell the format of {text!r}: expected a Zarr store (folder), a netCDF file ({', '.join(_NETCDF)}) "
-        f"or a GRIB file ({', '.join(_GRIB)}). Fix: pass engine='netcdf4' / 'cfgrib', or open it yourself with "
-        "xarray and pass the Dataset"
-    )
+__all__ = ["StoreReader", "open_store", "resolve_variable", "write_store"]
 
 
 # --------------------------------------------------------------------------- the plan
@@ -219,8 +96,9 @@ def _default_keys(raw: xr.Dataset) -> dict[str, str | None]:
 
 def _prepare(raw: xr.Dataset, names: Mapping, where: str) -> tuple[xr.Dataset, Grid]:
     """Discover the grid; give scalar time / level coordinates a dimension of length one."""
-    grid = discover_grid(raw, lat=names.get("lat"), lon=names.get("lon"), level=names.get("level"),
-                         time=names.get("time"))
+    grid = discover_grid(
+        raw, lat=names.get("lat"), lon=names.get("lon"), level=names.get("level"), time=names.get("time")
+    )
     if grid.time is None:
         raise CoordinateError(
             f"{where} has no time coordinate; training needs times. Fix: "
@@ -268,8 +146,10 @@ def _make_plan(raw: xr.Dataset, grid: Grid, want: Mapping[str, str | None], leve
                 f"time, level, latitude, longitude. Fix: select one, e.g. ds.isel({big[0]}=0), and pass the Dataset"
             )
         if grid.time not in da.dims or grid.lat not in da.dims or grid.lon not in da.dims:
-            raise DataError(f"variable {name!r} of {where} has dims {da.dims}; expected time, latitude and longitude "
-                            "(static fields such as orography are not state variables)")
+            raise DataError(
+                f"variable {name!r} of {where} has dims {da.dims}; expected time, latitude and longitude "
+                "(static fields such as orography are not state variables)"
+            )
         unit = parse_units(da.attrs.get("units"), name=name)
         check_units(unit, VARIABLES[key].kind, name=name)
         scale, offset = si_scale(unit, VARIABLES[key].kind)
@@ -303,8 +183,20 @@ def _make_plan(raw: xr.Dataset, grid: Grid, want: Mapping[str, str | None], leve
     lon = np.mod(grid.lon_values, 360.0)
     _, first = np.unique(lon, return_index=True)  # sorted; drops a repeated 360 column
     attrs = {k: v for k, v in raw.attrs.items() if k not in ("spinup_diagnostics", "trajectory")}
-    return _Plan(grid.time, grid.lat, grid.lon, grid.level, tuple(plans), level_idx, level_hpa,
-                 lat_idx, grid.lat_values[lat_idx], first, lon[first], attrs)
+    return _Plan(
+        grid.time,
+        grid.lat,
+        grid.lon,
+        grid.level,
+        tuple(plans),
+        level_idx,
+        level_hpa,
+        lat_idx,
+        grid.lat_values[lat_idx],
+        first,
+        lon[first],
+        attrs,
+    )
 
 
 def _as_index(idx: np.ndarray):
@@ -337,15 +229,20 @@ def _canonical_lazy(raw: xr.Dataset, plan: _Plan, time_idx) -> xr.Dataset:
     for vp in plan.variables:
         da = raw[vp.name].isel(_indexers(plan, vp, time_idx)).transpose(*vp.dims)
         da = _to_si(da.variable, vp)
-        out[vp.key] = xr.Variable(tuple(canon[d] for d in vp.dims), da.data,
-                                  {**variable_attrs(vp.key), "source_variable": vp.name})
+        out[vp.key] = xr.Variable(
+            tuple(canon[d] for d in vp.dims), da.data, {**variable_attrs(vp.key), "source_variable": vp.name}
+        )
     coords = {
         "time": ("time", raw[plan.time].values[time_idx], {"standard_name": "time"}),
         "latitude": ("latitude", plan.lat_values, {"units": "degrees_north", "standard_name": "latitude"}),
         "longitude": ("longitude", plan.lon_values, {"units": "degrees_east", "standard_name": "longitude"}),
     }
     if plan.level_hpa is not None:
-        coords["level"] = ("level", plan.level_hpa, {"units": "hPa", "standard_name": "air_pressure", "positive": "down"})
+        coords["level"] = (
+            "level",
+            plan.level_hpa,
+            {"units": "hPa", "standard_name": "air_pressure", "positive": "down"},
+        )
     return xr.Dataset(out, coords=coords, attrs=dict(plan.attrs))
 
 
@@ -390,8 +287,20 @@ class StoreReader:
     ((1, 1, 181, 360), dtype('float32'))
     """
 
-    def __init__(self, source, *, variables=None, levels=None, grid=None, regrid_method: str = "auto",
-                 time=None, names=None, chunks=None, engine=None, storage_options=None):
+    def __init__(
+        self,
+        source,
+        *,
+        variables=None,
+        levels=None,
+        grid=None,
+        regrid_method: str = "auto",
+        time=None,
+        names=None,
+        chunks=None,
+        engine=None,
+        storage_options=None,
+    ):
         self.source = source
         self.variables = variables
         self.levels = None if levels is None else [float(x) for x in np.atleast_1d(levels)]
@@ -410,12 +319,15 @@ class StoreReader:
         return state
 
     def _open(self, lazy_dask: bool):
+        if self._cache.get("pid") != os.getpid():  # a forked worker: reopen rather than share file handles
+            self._cache = {"pid": os.getpid()}
         key = "dask" if lazy_dask else "eager"
         if key not in self._cache:
             chunks = (dict(self.chunks) if self.chunks is not None else {}) if lazy_dask else None
-            raws, numbers, where = _open_source(self.source, engine=self.engine, chunks=chunks,
-                                                storage_options=self.storage_options)
-            want = _requested(self.variables)
+            raws, numbers, where = open_source(
+                self.source, engine=self.engine, chunks=chunks, storage_options=self.storage_options
+            )
+            want = requested_variables(self.variables)
             prepared = []
             for i, raw in enumerate(raws):
                 label = where if numbers is None else f"trajectory {numbers[i]} of {where}"
@@ -435,13 +347,19 @@ class StoreReader:
                 g = discover_grid(tgt)
                 tgt = (g.lat_values, g.lon_values)
             lat, lon = (np.asarray(a, dtype=np.float64).ravel() for a in tgt)
-            same = lat.shape == plan.lat_values.shape and lon.shape == plan.lon_values.shape and np.allclose(
-                lat, plan.lat_values, atol=1e-6) and np.allclose(np.mod(lon, 360.0), plan.lon_values, atol=1e-6)
+            same = (
+                lat.shape == plan.lat_values.shape
+                and lon.shape == plan.lon_values.shape
+                and np.allclose(lat, plan.lat_values, atol=1e-6)
+                and np.allclose(np.mod(lon, 360.0), plan.lon_values, atol=1e-6)
+            )
             if same:
                 self._cache["weights"] = None
             else:
                 order = np.argsort(-lat, kind="stable")
-                w_lat, w_lon = regrid_weights(plan.lat_values, plan.lon_values, lat, lon, method=self.regrid_method)
+                w_lat, w_lon = regrid_weights(
+                    plan.lat_values, plan.lon_values, lat, lon, method=self.regrid_method
+                )
                 self._cache["weights"] = (w_lat[order], w_lon, lat[order], lon)
         return self._cache["weights"]
 
@@ -450,8 +368,10 @@ class StoreReader:
         prepared, numbers, where = self._open(lazy_dask=True)
         canon = [_canonical_lazy(raw, plan, order) for raw, plan, order, _ in prepared]
         ds = canon[0] if numbers is None else _join_trajectories(canon, numbers)
-        note = (f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC xphyda.data.open_store: {where}; "
-                f"variables {sorted(ds.data_vars)} in SI")
+        note = (
+            f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC xphyda.data.open_store: {where}; "
+            f"variables {sorted(ds.data_vars)} in SI"
+        )
         weights = self._weights(prepared[0][1])
         if weights is not None:
             ds = regrid(ds, (weights[2], weights[3]), method=self.regrid_method)
@@ -480,9 +400,12 @@ class StoreReader:
             raise DataError(f"times {np.asarray(times)[pos < 0]} are not in {label}")
         weights = self._weights(plan)
         out = {}
+        import dask
+
         for vp in plan.variables:
             da = raw[vp.name].isel(_indexers(plan, vp, pos)).transpose(*vp.dims)
-            x = _to_si(np.asarray(da.values), vp)
+            with dask.config.set(scheduler="synchronous"):  # no thread pools inside DataLoader workers
+                x = _to_si(np.asarray(da.values), vp)
             if weights is not None:
                 x = _apply(x, weights[0], weights[1])
             out[vp.key] = x
@@ -502,26 +425,50 @@ def _join_trajectories(dss: list[xr.Dataset], numbers: list[int]) -> xr.Dataset:
     for k, d in zip(numbers[1:], dss[1:]):
         for c in ("latitude", "longitude") + (("level",) if "level" in first.dims else ()):
             if d.sizes.get(c) != first.sizes.get(c) or not np.allclose(d[c].values, first[c].values):
-                raise GridError(f"trajectory {k} has a different {c} coordinate from trajectory {numbers[0]}; "
-                                "all trajectories of a store must share one grid")
+                raise GridError(
+                    f"trajectory {k} has a different {c} coordinate from trajectory {numbers[0]}; "
+                    "all trajectories of a store must share one grid"
+                )
         if sorted(d.data_vars) != sorted(first.data_vars):
-            raise VariableError(f"trajectory {k} has variables {sorted(d.data_vars)}, trajectory {numbers[0]} has "
-                                f"{sorted(first.data_vars)}; all trajectories must have the same variables")
-    same = all(d.sizes["time"] == first.sizes["time"] and np.array_equal(d.time.values, first.time.values) for d in dss)
-    out = xr.concat(dss, dim="trajectory", join="exact" if same else "outer", combine_attrs="override",
-                    coords="minimal", compat="override")
+            raise VariableError(
+                f"trajectory {k} has variables {sorted(d.data_vars)}, trajectory {numbers[0]} has "
+                f"{sorted(first.data_vars)}; all trajectories must have the same variables"
+            )
+    same = all(
+        d.sizes["time"] == first.sizes["time"] and np.array_equal(d.time.values, first.time.values)
+        for d in dss
+    )
+    out = xr.concat(
+        dss,
+        dim="trajectory",
+        join="exact" if same else "outer",
+        combine_attrs="override",
+        coords="minimal",
+        compat="override",
+    )
     if not same:
         avail = np.stack([np.isin(out.time.values, d.time.values) for d in dss])
-        out = out.assign_coords(available=(("trajectory", "time"), avail,
-                                           {"long_name": "whether the trajectory has this state"}))
-    return out.assign_coords(trajectory=("trajectory", np.asarray(numbers), {"long_name": "trajectory number"}))
+        out = out.assign_coords(
+            available=(("trajectory", "time"), avail, {"long_name": "whether the trajectory has this state"})
+        )
+    return out.assign_coords(
+        trajectory=("trajectory", np.asarray(numbers), {"long_name": "trajectory number"})
+    )
 
 
-def open_store(source, *, variables: Sequence[str] | Mapping[str, str] | None = None,
-               levels: Sequence[float] | None = None, grid=None, regrid_method: str = "auto",
-               time: slice | tuple | None = None, names: Mapping[str, str] | None = None,
-               chunks: Mapping | None = None, engine: str | None = None,
-               storage_options: Mapping | None = None) -> xr.Dataset:
+def open_store(
+    source,
+    *,
+    variables: Sequence[str] | Mapping[str, str] | None = None,
+    levels: Sequence[float] | None = None,
+    grid=None,
+    regrid_method: str = "auto",
+    time: slice | tuple | None = None,
+    names: Mapping[str, str] | None = None,
+    chunks: Mapping | None = None,
+    engine: str | None = None,
+    storage_options: Mapping | None = None,
+) -> xr.Dataset:
     """Open a training store lazily in the canonical layout (see the module docstring).
 
     Parameters
@@ -570,17 +517,36 @@ def open_store(source, *, variables: Sequence[str] | Mapping[str, str] | None = 
     >>> sorted(ds.data_vars), dict(ds.sizes)
     (['t', 'z'], {'time': 1, 'level': 2, 'latitude': 32, 'longitude': 64})
     """
-    return StoreReader(source, variables=variables, levels=levels, grid=grid, regrid_method=regrid_method, time=time,
-                       names=names, chunks=chunks, engine=engine, storage_options=storage_options).dataset()
+    return StoreReader(
+        source,
+        variables=variables,
+        levels=levels,
+        grid=grid,
+        regrid_method=regrid_method,
+        time=time,
+        names=names,
+        chunks=chunks,
+        engine=engine,
+        storage_options=storage_options,
+    ).dataset()
 
 
-def write_store(ds: xr.Dataset, path, *, time_chunk: int = 1, storage_options: Mapping | None = None) -> str:
+def write_store(
+    ds: xr.Dataset,
+    path,
+    *,
+    time_chunk: int = 1,
+    shard: int | None = None,
+    storage_options: Mapping | None = None,
+) -> str:
     """Write a canonical Dataset (for example regridded) to Zarr, chunked for random-access training.
 
     Training reads one state at a time in random order: a store whose chunks hold
     many times (the corpus writes 120 per chunk) makes every sample decode whole
-    chunks.  Writing the regridded, SI, float32 channels once with ``time_chunk=1``
-    makes sample reads cheap.  A Dataset with a ``trajectory`` dimension is written
+    chunks (measured here: 0.6 s per 15-channel sample at 48 x 96).  Writing the
+    regridded, SI, float32 channels once with ``time_chunk=1`` makes sample reads
+    cheap (about 10 ms); ``shard=120`` packs 120 such chunks per file (zarr v3
+    sharding: about 50 ms per sample, 80 times fewer files).  A Dataset with a ``trajectory`` dimension is written
     as ``path/traj{k}.zarr``, which :func:`open_store` reads back the same way.
 
     Parameters
@@ -591,6 +557,8 @@ def write_store(ds: xr.Dataset, path, *, time_chunk: int = 1, storage_options: M
         Destination (local or fsspec URL); overwritten.
     time_chunk : int
         States per chunk.
+    shard : int, optional
+        States per shard file (a multiple of ``time_chunk``; Zarr format 3 only).
 
     Returns
     -------
@@ -613,13 +581,32 @@ def write_store(ds: xr.Dataset, path, *, time_chunk: int = 1, storage_options: M
             one = ds.sel(trajectory=k, drop=True)
             if "available" in one.coords:
                 one = one.isel(time=np.flatnonzero(one["available"].values)).drop_vars("available")
-            write_store(one, f"{path.rstrip('/')}/traj{int(k)}.zarr", time_chunk=time_chunk,
-                        storage_options=storage_options)
+            write_store(
+                one,
+                f"{path.rstrip('/')}/traj{int(k)}.zarr",
+                time_chunk=time_chunk,
+                storage_options=storage_options,
+            )
         return path
-    chunked = ds.chunk({d: (time_chunk if d == "time" else -1) for d in ds.dims})
-    for v in chunked.variables.values():
+    if shard is not None and (shard < time_chunk or shard % time_chunk):
+        raise DataError(f"shard={shard} must be a multiple of time_chunk={time_chunk}")
+    step = shard or time_chunk
+    chunked = ds.chunk({d: (step if d == "time" else -1) for d in ds.dims})
+    encoding = {}
+    for name, v in chunked.variables.items():
         v.encoding = {}
+        if name in chunked.data_vars and "time" in v.dims:
+            shape = [time_chunk if d == "time" else v.sizes[d] for d in v.dims]
+            encoding[name] = {"chunks": tuple(shape)}
+            if shard is not None:
+                encoding[name]["shards"] = tuple(step if d == "time" else v.sizes[d] for d in v.dims)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        chunked.to_zarr(path, mode="w", consolidated=True, storage_options=dict(storage_options or {}) or None)
+        chunked.to_zarr(
+            path,
+            mode="w",
+            consolidated=True,
+            encoding=encoding,
+            storage_options=dict(storage_options or {}) or None,
+        )
     return path

@@ -9,8 +9,8 @@ every worker process reopens the store on first use.
 
 Sample layout (a dict of tensors; the default collate stacks them into a batch)
 -------------------------------------------------------------------------------
-``state``
-    float32 ``(C, lat, lon)``: the truth at time ``t``, normalised with the state
+``truth``
+    float32 ``(C, lat, lon)``: the true state at time ``t``, normalised with the state
     statistics (``(x - mean) / std``).
 ``background``
     float32 ``(C, lat, lon)``: the state ``lead`` earlier in the same trajectory
@@ -30,7 +30,7 @@ Examples
 >>> times = era5.time.values[0] + np.arange(3) * np.timedelta64(12, "h")
 >>> ds = xr.concat([era5.assign_coords(time=[t]) for t in times], "time")
 >>> data = StateDataset(ds, lead="12h", grid=model_grid(16, 32))
->>> len(data), tuple(data[0]["state"].shape)
+>>> len(data), tuple(data[0]["truth"].shape)
 (2, (4, 16, 32))
 """
 
@@ -101,9 +101,18 @@ class StateDataset:
         When the split has no (background, truth) pair, or ``stats`` do not cover the channels.
     """
 
-    def __init__(self, source, *, spec: ChannelSpec | None = None, stats: NormStats | str | None = None,
-                 split: TimeSplit | None = None, name: str = "train", lead="24h", dtype: str = "float32",
-                 **open_kwargs):
+    def __init__(
+        self,
+        source,
+        *,
+        spec: ChannelSpec | None = None,
+        stats: NormStats | str | None = None,
+        split: TimeSplit | None = None,
+        name: str = "train",
+        lead="24h",
+        dtype: str = "float32",
+        **open_kwargs,
+    ):
         if spec is not None:
             open_kwargs.setdefault("variables", list(spec.variables))
             if spec.levels:
@@ -121,7 +130,9 @@ class StateDataset:
         self._truth = np.concatenate([ti for _, ti, _ in pairs]).astype(np.int64)
         self._background = np.concatenate([bi for _, _, bi in pairs]).astype(np.int64)
         self.times = ds["time"].values.astype("datetime64[ns]")
-        self.trajectories = ds["trajectory"].values.astype(np.int64) if "trajectory" in ds.dims else np.zeros(1, np.int64)
+        self.trajectories = (
+            ds["trajectory"].values.astype(np.int64) if "trajectory" in ds.dims else np.zeros(1, np.int64)
+        )
         self.latitude = ds["latitude"].values
         self.longitude = ds["longitude"].values
         levels = ds["level"].values if "level" in ds.coords else np.zeros(0)
@@ -165,7 +176,7 @@ class StateDataset:
             truth, background = self.stats.normalize(truth), self.stats.normalize(background)
         dtype = getattr(torch, self.dtype)
         return {
-            "state": torch.from_numpy(np.ascontiguousarray(truth)).to(dtype),
+            "truth": torch.from_numpy(np.ascontiguousarray(truth)).to(dtype),
             "background": torch.from_numpy(np.ascontiguousarray(background)).to(dtype),
             "time": torch.tensor(int(t.astype("datetime64[s]").astype(np.int64)), dtype=torch.int64),
             "time_features": torch.from_numpy(time_features(t)[0]),
@@ -173,5 +184,7 @@ class StateDataset:
         }
 
     def __repr__(self) -> str:
-        return (f"StateDataset({len(self)} samples, split={self.name!r}, lead={self.lead}, "
-                f"channels={self.spec.n_channels}, grid={self.latitude.size}x{self.longitude.size})")
+        return (
+            f"StateDataset({len(self)} samples, split={self.name!r}, lead={self.lead}, "
+            f"channels={self.spec.n_channels}, grid={self.latitude.size}x{self.longitude.size})"
+        )

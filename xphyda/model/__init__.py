@@ -11,7 +11,7 @@ Importing :mod:`xphyda` does not import torch; importing :mod:`xphyda.model` doe
 * :mod:`~xphyda.model.device` -- device and dtype resolution.
 """
 
-from .checkpoint import build_from_card, load_checkpoint, load_denoiser, save_checkpoint
+from .checkpoint import architecture_card, build_from_card, load_checkpoint, load_model, save_checkpoint
 from .device import resolve_device, resolve_dtype
 from .guidance import GuidedDenoiser, ObsTerm
 from .precond import EDMDenoiser, GaussianDenoiser, denoising_loss
@@ -20,6 +20,7 @@ from .schedule import edm_sigmas, evaluations, loss_weight, training_sigmas
 from .unet import UNet, sphere_pad
 
 __all__ = [
+    "architecture_card",
     "EDMDenoiser",
     "GaussianDenoiser",
     "GuidedDenoiser",
@@ -30,7 +31,7 @@ __all__ = [
     "edm_sigmas",
     "evaluations",
     "load_checkpoint",
-    "load_denoiser",
+    "load_model",
     "loss_weight",
     "member_generator",
     "resolve_device",

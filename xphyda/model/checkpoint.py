@@ -31,14 +31,26 @@ from .device import resolve_device, resolve_dtype
 from .precond import EDMDenoiser
 from .unet import UNet
 
-__all__ = ["save_checkpoint", "load_checkpoint", "build_from_card", "load_denoiser", "architecture_card"]
+__all__ = ["save_checkpoint", "load_checkpoint", "build_from_card", "load_model", "architecture_card"]
 
 FORMAT = "xphyda-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
 RESERVED = ("format", "format_version", "sha256", "weights", "xphyda_version", "torch_version", "created", "state_dicts")
-_ARCHITECTURES = {"UNet": UNet}
+_ARCHITECTURES = {"UNet": "xphyda.model.unet", "PhydaNet": "xphyda.model.phyda"}
+"""Network classes a card may name, and their modules (imported when needed)."""
+
+
+def _architecture(name) -> type:
+    import importlib
+
+    if name not in _ARCHITECTURES:
+        raise ModelError(
+            f"the card's architecture class is {name!r}; expected one of {sorted(_ARCHITECTURES)} "
+            "(write it with architecture_card(model))"
+        )
+    return getattr(importlib.import_module(_ARCHITECTURES[name]), name)
 
 
 def _sha256(path: Path) -> str:
@@ -65,8 +77,12 @@ def _version() -> str:
     return __version__
 
 
-def architecture_card(denoiser: EDMDenoiser | UNet) -> dict[str, Any]:
-    """The card entries that rebuild ``denoiser``: ``architecture`` and ``preconditioning``.
+def architecture_card(model: torch.nn.Module) -> dict[str, Any]:
+    """The card entries that rebuild ``model``: ``architecture`` and, for a denoiser, ``preconditioning``.
+
+    ``model`` is a network with a ``config`` dict of its constructor arguments
+    (:class:`~xphyda.model.unet.UNet`, :class:`~xphyda.model.phyda.PhydaNet`)
+    or an :class:`EDMDenoiser` around a UNet.
 
     Examples
     --------
@@ -74,14 +90,14 @@ def architecture_card(denoiser: EDMDenoiser | UNet) -> dict[str, Any]:
     >>> card["architecture"]["class"], card["preconditioning"]["sigma_data"]
     ('UNet', 1.0)
     """
-    net = denoiser.net if isinstance(denoiser, EDMDenoiser) else denoiser
-    if not isinstance(net, UNet):
-        raise ModelError(f"cannot describe a {type(net).__name__}; expected an xphyda UNet (or EDMDenoiser around one)")
-    sigma_data = denoiser.sigma_data if isinstance(denoiser, EDMDenoiser) else 1.0
-    return {
-        "architecture": {"class": "UNet", **net.config},
-        "preconditioning": {"kind": "edm", "sigma_data": sigma_data},
-    }
+    net = model.net if isinstance(model, EDMDenoiser) else model
+    name = type(net).__name__
+    if name not in _ARCHITECTURES or not isinstance(getattr(net, "config", None), dict):
+        raise ModelError(f"cannot describe a {name}; expected one of {sorted(_ARCHITECTURES)} or an EDMDenoiser")
+    card: dict[str, Any] = {"architecture": {"class": name, **net.config}}
+    if isinstance(model, EDMDenoiser):
+        card["preconditioning"] = {"kind": "edm", "sigma_data": model.sigma_data}
+    return card
 
 
 def save_checkpoint(
@@ -245,29 +261,44 @@ def build_from_card(card: Mapping[str, Any]) -> torch.nn.Module:
     'UNet'
     """
     arch = dict(card.get("architecture") or {})
-    cls = arch.pop("class", None)
-    if cls not in _ARCHITECTURES:
-        raise ModelError(
-            f"the card's architecture class is {cls!r}; expected one of {sorted(_ARCHITECTURES)} "
-            "(write it with architecture_card(denoiser))"
-        )
+    name = arch.pop("class", None)
+    cls = _architecture(name)
     try:
-        return _ARCHITECTURES[cls](**arch)
+        return cls(**arch)
     except TypeError as err:
-        raise ModelError(f"the card's architecture does not fit {cls}: {err}") from err
+        raise ModelError(f"the card's architecture does not fit {name}: {err}") from err
 
 
-def load_denoiser(
+def load_model(
     path: str | os.PathLike,
     *,
     weights: str | None = None,
     device: str | torch.device = "auto",
     dtype: torch.dtype | str = torch.float32,
-) -> tuple[EDMDenoiser, dict]:
-    """Load a checkpoint as an :class:`EDMDenoiser` in eval mode, with its card.
+) -> tuple[torch.nn.Module, dict]:
+    """Rebuild, load and verify a checkpoint's network, in eval mode, with its card.
 
-    ``weights`` names the state dict to use when several were saved (default
-    ``"ema"`` if present, else ``"net"``).
+    A bare UNet comes back wrapped in an :class:`EDMDenoiser` with the card's
+    ``preconditioning``; other networks (e.g. ``PhydaNet``) come back as built.
+
+    Parameters
+    ----------
+    path : path-like
+        Checkpoint directory (or a file in it).
+    weights : str, optional
+        The state dict to use when several were saved (default ``"ema"`` if
+        present, else ``"net"``).
+    device, dtype
+        Where and in which precision to put the network.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> den = EDMDenoiser(UNet(2, 2, widths=(8, 16), groups=4))
+    >>> d = save_checkpoint(tempfile.mkdtemp(), den.state_dict(), architecture_card(den))
+    >>> model, card = load_model(d, device="cpu")
+    >>> type(model).__name__, card["sha256"] == card["sha256"].lower()
+    ('EDMDenoiser', True)
     """
     dev = resolve_device(device)
     dtype = resolve_dtype(dtype, device=dev)
@@ -279,11 +310,13 @@ def load_denoiser(
             raise ModelError(f"the checkpoint holds state dicts {names}, not {weights!r}; pass one of them")
         state = state[weights]
     net = build_from_card(card)
-    sigma_data = float((card.get("preconditioning") or {}).get("sigma_data", 1.0))
-    den = EDMDenoiser(net, sigma_data=sigma_data)
-    target = den if all(k.startswith("net.") for k in state) else net
+    model = net
+    if isinstance(net, UNet):
+        sigma_data = float((card.get("preconditioning") or {}).get("sigma_data", 1.0))
+        model = EDMDenoiser(net, sigma_data=sigma_data)
+    target = model if all(k.startswith("net.") for k in state) else net
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ModelError(f"the weights do not fit the architecture in the card: {err}") from err
-    return den.to(device=dev, dtype=dtype).eval(), card
+    return model.to(device=dev, dtype=dtype).eval(), card

@@ -22,6 +22,12 @@ The methods differ in ``Sigma``:
     preconditioning (it is ``c_out^2``) and as Pi-GDM's ``r_t^2`` (Song et al.
     2023).  No Jacobian and no backward pass; the correction touches only
     observed points and the prior spreads it at the next denoiser call.
+``"diag-fwd"``
+    The ``"diag"`` solve for ``u``, then ``D_y = D(x_t + sigma^2 H^T u)``: one
+    more forward pass and still no backward.  For a Gaussian prior ``D`` is
+    affine and this equals ``D + Sigma_Tweedie H^T u``, so the increment is
+    spread by the prior's own covariance; for a network it is a secant
+    (finite-difference) version of the same lift.
 ``"dps"`` (Chung et al. 2022, arXiv 2209.14687)
     ``D_y = D - zeta sigma^2 grad_{x_t} ||y - H D||_{R^-1}``: the normalised
     likelihood gradient, one backward pass, ``zeta`` tuned by hand.
@@ -50,7 +56,7 @@ from .precond import as_sigma
 
 __all__ = ["ObsTerm", "GuidedDenoiser", "METHODS", "check_term", "conjugate_gradient"]
 
-METHODS = ("mmps", "diag", "dps")
+METHODS = ("mmps", "diag", "diag-fwd", "dps")
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -236,7 +242,7 @@ class GuidedDenoiser:
         ``(x, sigma, cond) -> D``, e.g. :class:`~xphyda.model.precond.EDMDenoiser`.
     terms : sequence of ObsTerm
         Observations (and background); ``y`` is ``(m,)`` or ``(B, m)`` for this batch.
-    method : {"mmps", "diag", "dps"}
+    method : {"mmps", "diag", "diag-fwd", "dps"}
         See the module notes.
     cg_iters : int, optional
         CG iterations (default 1 for ``"mmps"``, 10 for ``"diag"``).
@@ -265,7 +271,7 @@ class GuidedDenoiser:
         *,
         method: str = "mmps",
         cg_iters: int | None = None,
-        zeta: float = 0.3,
+        zeta: float = 1.0,
         diag_scale: float = 1.0,
         sigma_data: float = 1.0,
     ):
@@ -283,18 +289,20 @@ class GuidedDenoiser:
         obs = _Stacked([t.to(device=x.device, dtype=x.dtype) for t in self.terms], x.shape[0])
         s = as_sigma(sigma, x)
         s2 = (s**2).reshape(-1, 1, 1, 1)
-        if self.method == "diag":
+        if self.method in ("diag", "diag-fwd"):
             with torch.no_grad():
                 d = self.denoiser(x, s, cond)
-            sd2 = self.sigma_data**2
-            scale = self.diag_scale * s2 * sd2 / (s2 + sd2)
+                sd2 = self.sigma_data**2
+                scale = self.diag_scale * s2 * sd2 / (s2 + sd2)
 
-            def matvec(p):
-                lp = scale * obs.HT(p)
-                return obs.H(lp) + obs.r * p, lp
+                def matvec(p):
+                    lp = scale * obs.HT(p)
+                    return obs.H(lp) + obs.r * p, lp
 
-            _, lift = conjugate_gradient(matvec, obs.y - obs.H(d), iters=self.cg_iters)
-            return d + lift
+                u, lift = conjugate_gradient(matvec, obs.y - obs.H(d), iters=self.cg_iters)
+                if self.method == "diag":
+                    return d + lift
+                return self.denoiser(x + s2 * obs.HT(u), s, cond)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             d = self.denoiser(xg, s, cond)

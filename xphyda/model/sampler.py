@@ -109,7 +109,7 @@ def sample(
     rho: float = 7.0,
     guidance: str | None = "mmps",
     cg_iters: int | None = None,
-    zeta: float = 0.3,
+    zeta: float = 1.0,
     seed: int = 0,
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
@@ -141,7 +141,7 @@ def sample(
         ODE solver (see the module notes).
     sigma_min, sigma_max, rho : float
         Noise grid (:func:`~xphyda.model.schedule.edm_sigmas`).
-    guidance : {"mmps", "diag", "dps"} or None
+    guidance : {"mmps", "diag", "diag-fwd", "dps"} or None
         Guidance method (see :mod:`xphyda.model.guidance`); ignored without terms.
     cg_iters, zeta : optional
         Passed to :class:`~xphyda.model.guidance.GuidedDenoiser`.

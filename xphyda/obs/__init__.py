@@ -14,16 +14,16 @@ from .simulate import simulate
 from .uncertainty import DEFAULT_BACKGROUND_ERROR, DEFAULT_OBS_ERROR
 
 __all__ = [
-    "KINDS",
-    "FLAGS",
-    "DEFAULT_OBS_ERROR",
     "DEFAULT_BACKGROUND_ERROR",
-    "Operator",
+    "DEFAULT_OBS_ERROR",
+    "FLAGS",
+    "KINDS",
     "ObsProblem",
-    "observation_kind",
+    "Operator",
     "build_operator",
     "build_problem",
-    "to_torch",
+    "observation_kind",
     "regrid",
     "simulate",
+    "to_torch",
 ]

@@ -46,7 +46,7 @@ from ..grid import VARIABLES, Grid, discover_grid, find_coord
 from ..units import parse_units, registry
 from .uncertainty import observation_error, scale_to_si
 
-__all__ = ["KINDS", "ObsVariable", "observation_kind", "match_variable", "variable_kind", "observation_variables"]
+__all__ = ["KINDS", "ObsVariable", "match_variable", "observation_kind", "observation_variables", "variable_kind"]
 
 KINDS = ("points", "gridded", "grid")
 """The three kinds of observation Dataset."""

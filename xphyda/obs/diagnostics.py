@@ -27,7 +27,7 @@ import xarray as xr
 from .problem import ObsProblem, Target
 from .qc import FLAGS, flag_attributes
 
-__all__ = ["model_equivalent", "diagnostics"]
+__all__ = ["diagnostics", "model_equivalent"]
 
 
 def model_equivalent(target: Target, state: np.ndarray) -> np.ndarray:
@@ -51,9 +51,9 @@ def _clashes(da: xr.DataArray, background: xr.Dataset) -> dict[str, str]:
             a, b = da[name], background[name]
             if a.dims == b.dims and a.shape == b.shape and np.array_equal(np.asarray(a.values), np.asarray(b.values)):
                 continue
-        elif name in background.dims and name in da.dims and name not in da.coords and name not in background.coords:
-            if da.sizes[name] == background.sizes[name]:
-                continue
+        elif (name in background.dims and name in da.dims and name not in da.coords
+              and name not in background.coords and da.sizes[name] == background.sizes[name]):
+            continue
         renames[name] = f"obs_{name}"
     return renames
 

@@ -48,7 +48,7 @@ import scipy.sparse as sp
 from ..errors import GridError, ObservationError
 from ..physics.operators import SphereGrid
 
-__all__ = ["Operator", "build_operator", "horizontal_weights", "vertical_weights", "to_torch"]
+__all__ = ["Operator", "build_operator", "horizontal_weights", "to_torch", "vertical_weights"]
 
 _EPS = 1e-9  # degrees / relative log-pressure tolerance at the edges of the domain
 
@@ -63,11 +63,15 @@ class Operator(NamedTuple):
 
 
 # --------------------------------------------------------------------------- horizontal
-def _lon_brackets(lon: np.ndarray, sphere: SphereGrid):
+def _lon_brackets(lon: np.ndarray, grid_lon: np.ndarray, sphere: SphereGrid):
     """Columns ``j0, j1`` and weight ``t`` of ``j1`` for each longitude; plus inside."""
-    rel = sphere.lon - sphere.lon[0]  # unwrapped, ascending from 0
+    # offsets from the first column in the given degrees (no round trip through radians, so that
+    # stations on a meridian get exact weights); SphereGrid has checked that they increase
+    rel = grid_lon - grid_lon[0]
+    if np.any(np.diff(rel) <= 0):  # given across the date line or meridian 0: unwrap
+        rel = np.mod(rel, 360.0)
     n = rel.size
-    x = np.mod(lon - sphere.lon[0], 360.0)
+    x = np.mod(lon - grid_lon[0], 360.0)
     x = np.where(np.isclose(x, 360.0, rtol=0, atol=_EPS), 0.0, x)
     j0 = np.clip(np.searchsorted(rel, x, side="right") - 1, 0, n - 1)
     if sphere.periodic:
@@ -139,7 +143,7 @@ def horizontal_weights(lat, lon, grid_lat, grid_lon, *, periodic: bool | None = 
         polar = np.zeros_like(valid)
         valid &= ~(north | south)
     t_lat = np.clip(t_lat, 0.0, 1.0)
-    j0, j1, t_lon, inside_lon = _lon_brackets(lon, sphere)
+    j0, j1, t_lon, inside_lon = _lon_brackets(lon, np.asarray(grid_lon, dtype=np.float64).ravel(), sphere)
     inside = valid & inside_lon
 
     idx = np.flatnonzero(inside & ~polar)

@@ -40,7 +40,7 @@ from .operator import build_operator
 from .qc import FLAGS, duplicates, match_times
 from .uncertainty import scale_to_si
 
-__all__ = ["Target", "ObsProblem", "build_problem"]
+__all__ = ["ObsProblem", "Target", "build_problem"]
 
 
 @dataclass(eq=False)

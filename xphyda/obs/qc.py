@@ -2,14 +2,12 @@
 
 Checks, in order (an observation gets the first flag that applies):
 
-===  ===============================  =============================================================
- 0   ``used``                         assimilated
- 1   ``missing_value``                the value is NaN (not observed)
- 2   ``outside_grid``                 outside the grid, its levels, or with unusable coordinates
- 3   ``outside_time_window``          no background time within the time window (or no time)
- 4   ``duplicate``                    same variable, place, pressure and time as an earlier one
- 5   ``rejected_by_background_check`` ``|O - B| > k sqrt(sigma_o^2 + sigma_b^2)``
-===  ===============================  =============================================================
+* 0 ``used``: assimilated;
+* 1 ``missing_value``: the value is NaN (not observed);
+* 2 ``outside_grid``: outside the grid or its levels, or with unusable coordinates;
+* 3 ``outside_time_window``: no background time within the time window;
+* 4 ``duplicate``: same variable, place, pressure and time as an earlier observation;
+* 5 ``rejected_by_background_check``: ``|O - B| > k sqrt(sigma_o^2 + sigma_b^2)``.
 
 The flag variables follow CF (``flag_values`` and ``flag_meanings``).
 
@@ -24,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FLAGS", "flag_attributes", "duplicates", "background_check", "match_times"]
+__all__ = ["FLAGS", "background_check", "duplicates", "flag_attributes", "match_times"]
 
 FLAGS: dict[str, int] = {
     "used": 0,

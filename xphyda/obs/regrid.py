@@ -33,7 +33,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,7 +44,7 @@ from ..grid import Grid, discover_grid
 from ..physics.operators import SphereGrid
 from .operator import build_operator
 
-__all__ = ["METHODS", "lat_edges", "lon_edges", "bilinear_weights", "conservative_weights", "apply_weights", "regrid"]
+__all__ = ["METHODS", "apply_weights", "bilinear_weights", "conservative_weights", "lat_edges", "lon_edges", "regrid"]
 
 METHODS = ("auto", "bilinear", "conservative")
 """Regridding methods by name (a callable regridder is also accepted by :func:`regrid`)."""
@@ -64,7 +64,8 @@ def lat_edges(lat, *, global_lat: bool | None = None) -> np.ndarray:
 def lon_edges(lon, *, periodic: bool | None = None) -> np.ndarray:
     """Cell edges (``n + 1``, degrees, increasing, unwrapped); periodic grids span exactly 360."""
     sphere = SphereGrid(np.array([-60.0, 0.0, 60.0]), lon, periodic=periodic)
-    lo = sphere.lon
+    raw = np.asarray(lon, dtype=np.float64).ravel()
+    lo = raw if np.all(np.diff(raw) > 0) else raw[0] + np.mod(raw - raw[0], 360.0)  # unwrapped, given degrees
     mid = 0.5 * (lo[1:] + lo[:-1])
     if sphere.periodic:
         first = 0.5 * (lo[0] + lo[-1] - 360.0)

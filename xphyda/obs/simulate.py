@@ -138,7 +138,7 @@ def simulate(truth: xr.Dataset, *, fraction: float | None = None, n_stations: in
             raise ObservationError(f"fraction must be in (0, 1]; got {fraction!r}")
         nt = truth.sizes[grid.time] if grid.time in truth.dims else 1
         nh = grid.shape[0] * grid.shape[1]
-        count = max(1, int(round(float(fraction) * nh)))
+        count = max(1, round(float(fraction) * nh))
         mask = np.zeros((nt, nh), dtype=bool)
         for t in range(nt):
             mask[t, rng.choice(nh, size=count, replace=False)] = True

@@ -31,7 +31,7 @@ import xarray as xr
 from ..errors import ObservationError, UnitsError
 from ..units import QUANTITIES, check_units, parse_units, registry, si_scale
 
-__all__ = ["DEFAULT_OBS_ERROR", "DEFAULT_BACKGROUND_ERROR", "scale_to_si", "error_to_si", "observation_error"]
+__all__ = ["DEFAULT_BACKGROUND_ERROR", "DEFAULT_OBS_ERROR", "error_to_si", "observation_error", "scale_to_si"]
 
 DEFAULT_OBS_ERROR: dict[str, float] = {
     "temperature": 1.0,  # K: radiosonde and surface thermometers, including representativeness
@@ -88,7 +88,7 @@ def error_to_si(value, units_text, kind: str | None, *, name: str) -> float:
     if isinstance(value, str) or hasattr(value, "magnitude"):
         try:
             q = ureg.Quantity(value) if isinstance(value, str) else value
-        except Exception:
+        except Exception:  # noqa: BLE001 - pint raises several types for bad strings
             raise UnitsError(
                 f"observation error {value!r} for {name!r} cannot be parsed; give a number in the variable's units "
                 "or a string such as '0.5 K'"

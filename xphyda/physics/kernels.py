@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .constants import constants
-from .operators import SphereGrid, _like, divergence, gradient, layer_difference, layer_mean
+from .operators import SphereGrid, _check_levels, _like, divergence, gradient, layer_difference, layer_mean
 
 __all__ = ["virtual_temperature", "continuity", "hydrostatic", "ageostrophic", "geostrophic", "GEOSTROPHIC_BAND"]
 
@@ -63,7 +63,7 @@ def continuity(u, v, w, p, grid: SphereGrid, *, axis: int = -3):
     array
         Shape of ``u`` with one fewer level.
     """
-    p = np.asarray(p, dtype=np.float64)
+    p = _check_levels(p, u, axis)
     d = divergence(u, v, grid)
     dp = _layer_view(np.diff(p), u.ndim, axis)
     return layer_difference(w, axis=axis) / _like(dp, w) + layer_mean(d, axis=axis)
@@ -90,7 +90,7 @@ def hydrostatic(phi, t, p, *, q=None, axis: int = -3):
         Specific humidity (kg kg-1) for the virtual temperature.
     """
     c = constants()
-    p = np.asarray(p, dtype=np.float64)
+    p = _check_levels(p, phi, axis)
     up = np.sign(p[:-1] - p[1:])  # +1 where level k + 1 is above level k
     log_ratio = _layer_view(np.abs(np.log(p[:-1] / p[1:])), phi.ndim, axis)
     tv_mean = layer_mean(virtual_temperature(t, q), axis=axis)

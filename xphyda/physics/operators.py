@@ -224,53 +224,72 @@ class SphereGrid:
 
 
 # --------------------------------------------------------------------------- horizontal
+def _factor(scale, f):
+    """A python float, or a metric array converted to the backend of ``f``."""
+    return float(scale) if np.ndim(scale) == 0 else _like(np.asarray(scale), f)
+
+
+def _derivative(f, x: np.ndarray, axis: int, scale=1.0):
+    """``scale * df/dx`` along ``axis``: second order, centred inside and one-sided at both ends.
+
+    ``x`` is strictly monotonic; unevenly spaced points get the three-point
+    weights of the local spacings.  ``scale`` is a number or an array that
+    broadcasts against ``f`` without varying along ``axis``.
+    """
+    axis = axis % f.ndim
+    n = x.size
+
+    def at(i, j=None):
+        return _take(f, slice(i, j), axis)
+
+    h = np.diff(x)
+    if np.all(np.abs(h - h.mean()) <= 1e-4 * np.abs(h.mean())):  # even spacing: one number
+        k = _factor(np.asarray(scale) * (0.5 / h.mean()), f)
+        first = (4.0 * at(1, 2) - 3.0 * at(0, 1) - at(2, 3)) * k
+        last = (3.0 * at(n - 1, n) - 4.0 * at(n - 2, n - 1) + at(n - 3, n - 2)) * k
+        return _cat([first, (at(2, n) - at(0, n - 2)) * k, last], axis)
+    h0, h1 = h[:-1], h[1:]
+    weights = (-h1 / (h0 * (h0 + h1)), (h1 - h0) / (h0 * h1), h0 / (h1 * (h0 + h1)))
+    inner = sum(_like(_axis_view(w, f.ndim, axis), f) * at(i, n - 2 + i) for i, w in enumerate(weights))
+
+    def one_sided(i0, i1, i2):
+        d1, d2 = x[i1] - x[i0], x[i2] - x[i0]
+        ws = (-(d1 + d2) / (d1 * d2), d2 / (d1 * (d2 - d1)), -d1 / (d2 * (d2 - d1)))
+        return sum(float(w) * at(i, i + 1) for w, i in zip(ws, (i0, i1, i2)))
+
+    out = _cat([one_sided(0, 1, 2), inner, one_sided(n - 1, n - 2, n - 3)], axis)
+    return out if np.ndim(scale) == 0 and float(scale) == 1.0 else out * _factor(scale, f)
+
+
+def _ddlambda(f, grid: SphereGrid, scale=1.0):
+    """``scale * df/dlambda``; ``scale`` is a number or a ``(nlat, 1)`` metric array."""
+    grid.check_shape(f)
+    if not grid.periodic:
+        return _derivative(f, grid.lam, -1, scale)
+    diff = _roll(f, -1, -1) - _roll(f, 1, -1)
+    if grid.dlam is not None:
+        return diff * _factor(np.asarray(scale) * (0.5 / grid.dlam), f)
+    lam = grid.lam
+    span = np.roll(lam, -1) - np.roll(lam, 1)
+    span[0] += 2 * np.pi
+    span[-1] += 2 * np.pi
+    return diff * _factor(np.asarray(scale) / span, f)
+
+
 def ddlambda(f, grid: SphereGrid):
-    """Centred derivative with respect to longitude (radians), periodic where the grid wraps.
+    """Derivative with respect to longitude (radians): centred, periodic where the grid wraps.
 
     On an evenly spaced grid the spacing is one number (``2 pi / nlon`` on a global
-    grid), so rolling the input in longitude rolls the output bit for bit.
+    grid), so rolling the input in longitude rolls the output bit for bit.  On a
+    regional grid the first and last columns get second-order one-sided differences.
     """
-    grid.check_shape(f)
-    lam = grid.lam
-    if grid.periodic:
-        diff = _roll(f, -1, -1) - _roll(f, 1, -1)
-        if grid.dlam is not None:
-            return diff * (0.5 / grid.dlam)
-        span = np.roll(lam, -1) - np.roll(lam, 1)
-        span[0] += 2 * np.pi
-        span[-1] += 2 * np.pi
-        return diff / _like(span, f)
-    inner = _take(f, slice(2, None), -1) - _take(f, slice(None, -2), -1)
-    inner = inner * (0.5 / grid.dlam) if grid.dlam is not None else inner / _like(lam[2:] - lam[:-2], f)
-    west = (_take(f, slice(1, 2), -1) - _take(f, slice(0, 1), -1)) / float(lam[1] - lam[0])
-    east = (_take(f, slice(-1, None), -1) - _take(f, slice(-2, -1), -1)) / float(lam[-1] - lam[-2])
-    return _cat([west, inner, east], -1)
+    return _ddlambda(f, grid)
 
 
 def ddphi(f, grid: SphereGrid):
     """Second-order derivative with respect to latitude (radians) on possibly uneven rows."""
     grid.check_shape(f)
-    phi = grid.phi
-    h0 = phi[1:-1] - phi[:-2]
-    h1 = phi[2:] - phi[1:-1]
-    a = -h1 / (h0 * (h0 + h1))
-    b = (h1 - h0) / (h0 * h1)
-    c = h0 / (h1 * (h0 + h1))
-    col = (slice(None), None)
-    inner = (
-        _like(a[col], f) * _take(f, slice(None, -2), -2)
-        + _like(b[col], f) * _take(f, slice(1, -1), -2)
-        + _like(c[col], f) * _take(f, slice(2, None), -2)
-    )
-
-    def one_sided(i0, i1, i2):
-        d1, d2 = phi[i1] - phi[i0], phi[i2] - phi[i0]
-        w0 = -(d1 + d2) / (d1 * d2)
-        w1 = d2 / (d1 * (d2 - d1))
-        w2 = -d1 / (d2 * (d2 - d1))
-        return sum(float(w) * _take(f, slice(i, i + 1 if i != -1 else None), -2) for w, i in ((w0, i0), (w1, i1), (w2, i2)))
-
-    return _cat([one_sided(0, 1, 2), inner, one_sided(-1, -2, -3)], -2)
+    return _derivative(f, grid.phi, -2)
 
 
 def gradient(f, grid: SphereGrid):
@@ -290,26 +309,34 @@ def gradient(f, grid: SphereGrid):
     >>> float(abs(dfdx).max())
     0.0
     """
-    dfdx = ddlambda(f, grid) / _like(grid.radius * grid.cos_row[:, None], f)
+    grid.check_shape(f)
+    dfdx = _ddlambda(f, grid, 1.0 / (grid.radius * grid.cos_row[:, None]))
     first, last = grid.pole_rows
     if first or last:
         row = lambda i: _take(dfdx, slice(i, i + 1 if i != -1 else None), -2)  # noqa: E731
         dfdx = _cat([row(1 if first else 0), _take(dfdx, slice(1, -1), -2), row(-2 if last else -1)], -2)
-    dfdy = ddphi(f, grid) / grid.radius
+    dfdy = _derivative(f, grid.phi, -2, 1.0 / grid.radius)
     return dfdx, dfdy
 
 
 def _meridional_flux_divergence(g, grid: SphereGrid):
-    """``(1 / a) d(g cos(phi)) / d(sin(phi))`` in finite-volume form (``g`` is v or u)."""
+    """``(1 / a) d(g cos(phi)) / d(sin(phi))`` in finite-volume form (``g`` is v or u).
+
+    The flux through each inner cell edge is the mean of the two rows times the
+    cosine of the edge; through a pole it is zero; through the outer edge of a
+    regional grid, half a spacing beyond the outer row, ``g`` is extrapolated
+    linearly from the two outer rows (``1.5 g[0] - 0.5 g[1]``).
+    """
     grid.check_shape(g)
-    mean = 0.5 * (_take(g, slice(1, None), -2) + _take(g, slice(None, -1), -2))
-    if grid.global_lat:
-        edge_first = edge_last = 0.0 * _take(g, slice(0, 1), -2)
-    else:
-        edge_first, edge_last = _take(g, slice(0, 1), -2), _take(g, slice(-1, None), -2)
-    at_edges = _cat([edge_first, mean, edge_last], -2) * _like(grid.cos_edge[:, None], g)
-    flux_diff = _take(at_edges, slice(1, None), -2) - _take(at_edges, slice(None, -1), -2)
-    return flux_diff / _like(grid.radius * grid.dsin[:, None], g)
+    n = grid.shape[0]
+    flux = (_take(g, slice(1, n), -2) + _take(g, slice(0, n - 1), -2)) * _like(0.5 * grid.cos_edge[1:-1, None], g)
+    first, last = _take(flux, slice(0, 1), -2), -_take(flux, slice(n - 2, n - 1), -2)
+    if not grid.global_lat:
+        row = lambda i: _take(g, slice(i, i + 1), -2)  # noqa: E731
+        first = first - (1.5 * row(0) - 0.5 * row(1)) * float(grid.cos_edge[0])
+        last = last + (1.5 * row(n - 1) - 0.5 * row(n - 2)) * float(grid.cos_edge[-1])
+    inner = _take(flux, slice(1, n - 1), -2) - _take(flux, slice(0, n - 2), -2)
+    return _cat([first, inner, last], -2) * _like(1.0 / (grid.radius * grid.dsin[:, None]), g)
 
 
 def divergence(u, v, grid: SphereGrid):
@@ -327,7 +354,7 @@ def divergence(u, v, grid: SphereGrid):
     """
     grid.check_shape(u, "u")
     grid.check_shape(v, "v")
-    zonal = ddlambda(u, grid) / _like(grid.radius * grid.coscell[:, None], u)
+    zonal = _ddlambda(u, grid, 1.0 / (grid.radius * grid.coscell[:, None]))
     return zonal + _meridional_flux_divergence(v, grid)
 
 
@@ -346,7 +373,7 @@ def vorticity(u, v, grid: SphereGrid):
     """
     grid.check_shape(u, "u")
     grid.check_shape(v, "v")
-    zonal = ddlambda(v, grid) / _like(grid.radius * grid.coscell[:, None], v)
+    zonal = _ddlambda(v, grid, 1.0 / (grid.radius * grid.coscell[:, None]))
     return zonal - _meridional_flux_divergence(u, grid)
 
 
@@ -378,20 +405,7 @@ def ddp(f, p, *, axis: int = -3):
     p = _check_levels(p, f, axis)
     if p.size < 3:
         raise GridError(f"d/dp needs at least 3 pressure levels, found {p.size}")
-    axis = axis % f.ndim
-    h0, h1 = p[1:-1] - p[:-2], p[2:] - p[1:-1]
-    w = [-h1 / (h0 * (h0 + h1)), (h1 - h0) / (h0 * h1), h0 / (h1 * (h0 + h1))]
-    inner = sum(
-        _like(_axis_view(wk, f.ndim, axis), f) * _take(f, slice(k, f.shape[axis] - 2 + k), axis)
-        for k, wk in enumerate(w)
-    )
-
-    def one_sided(i0, i1, i2):
-        d1, d2 = p[i1] - p[i0], p[i2] - p[i0]
-        ws = (-(d1 + d2) / (d1 * d2), d2 / (d1 * (d2 - d1)), -d1 / (d2 * (d2 - d1)))
-        return sum(float(wk) * _take(f, slice(i % p.size, i % p.size + 1), axis) for wk, i in zip(ws, (i0, i1, i2)))
-
-    return _cat([one_sided(0, 1, 2), inner, one_sided(-1, -2, -3)], axis)
+    return _derivative(f, p, axis)
 
 
 def layer_difference(f, *, axis: int = -3):

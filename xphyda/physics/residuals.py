@@ -17,7 +17,7 @@ import xarray as xr
 
 from ..errors import GridError, ResidualNameError, VariableError
 from ..grid import Grid, discover_grid, find_variable
-from ..units import to_si
+from ..units import si_conversion
 from . import kernels
 
 __all__ = ["available", "physics_residual", "residual_summary"]
@@ -101,7 +101,21 @@ def _kind(key: str) -> str:
     return VARIABLES[key].kind
 
 
-def _field(ds: xr.Dataset, key: str, override, grid: Grid, *, required=True) -> xr.DataArray | None:
+@dataclass(frozen=True)
+class _Input:
+    """A variable as given, and how to convert it to SI (done slab by slab, see :func:`_by_slabs`)."""
+
+    da: xr.DataArray
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def si(self) -> xr.DataArray:
+        """The whole variable in SI, float64 (lazily for dask)."""
+        out = self.da.astype(np.float64)
+        return out * self.scale + self.offset if (self.scale, self.offset) != (1.0, 0.0) else out
+
+
+def _field(ds: xr.Dataset, key: str, override, grid: Grid, *, required=True) -> _Input | None:
     name = find_variable(ds, key, override, required=required)
     if name is None:
         return None
@@ -112,13 +126,14 @@ def _field(ds: xr.Dataset, key: str, override, grid: Grid, *, required=True) -> 
             f"variable {name!r} ({key}) lacks dimension(s) {missing}; its dims are {da.dims}. "
             "Fix: pass a variable on the horizontal grid"
         )
+    scale, offset = si_conversion(da.attrs.get("units"), _kind(key), name=name)
     # checked only for data in memory: the check would compute a dask array (keep it lazy)
     if da.chunks is None and da.size and bool(da.isnull().all()):
         raise VariableError(f"variable {name!r} ({key}) is all NaN; nothing to compute")
-    return to_si(da, _kind(key), name=name)
+    return _Input(da, scale, offset)
 
 
-def _humidity(ds, grid: Grid, t_si: xr.DataArray, overrides) -> xr.DataArray | None:
+def _humidity(ds, grid: Grid, t: _Input, overrides) -> _Input | None:
     q = _field(ds, "q", overrides.get("q"), grid, required=False)
     if q is not None:
         return q
@@ -133,7 +148,76 @@ def _humidity(ds, grid: Grid, t_si: xr.DataArray, overrides) -> xr.DataArray | N
         return np.asarray(specific_humidity_from_mixing_ratio(mr).m_as(""))
 
     pressure = xr.DataArray(grid.level_pa, dims=grid.level)
-    return xr.apply_ufunc(kernel, t_si, r, pressure, dask="parallelized", output_dtypes=[np.float64])
+    q = xr.apply_ufunc(kernel, t.si(), r.si(), pressure, dask="parallelized", output_dtypes=[np.float64])
+    return _Input(q.rename(f"q from {r.da.name}"))
+
+
+_SLAB_BYTES = 32 * 2**20
+"""Size of one float64 input field per slab in :func:`_by_slabs`: small enough that the kernels'
+temporaries are recycled by the allocator rather than faulted in afresh, which makes a
+0.25-degree state two to three times faster than one vectorised call."""
+
+
+def _lead_slabs(lead: tuple[int, ...], item: int, budget: int):
+    """Index tuples (of slices) covering the leading dims in pieces of at most ``budget`` bytes."""
+    if not lead:
+        yield ()
+        return
+    rest = item * int(np.prod(lead[1:], dtype=np.int64))
+    if rest <= budget:
+        step = max(1, budget // max(rest, 1))
+        for i in range(0, lead[0], step):
+            yield (slice(i, i + step),)
+    else:
+        for i in range(lead[0]):
+            for sub in _lead_slabs(lead[1:], item, budget):
+                yield (slice(i, i + 1),) + sub
+
+
+def _by_slabs(kernel: Callable, inputs: list[_Input], *, p: np.ndarray | None = None, budget: int | None = None):
+    """Wrap ``kernel`` for :func:`xarray.apply_ufunc`: convert to SI float64 and evaluate slab by slab.
+
+    Arrays arrive with their core dims last: ``(..., lat, lon)``, or ``(..., level, lat, lon)``
+    when ``p`` (the level pressures) is given; then ``kernel(*fields, p)`` returns one layer
+    fewer, and level blocks overlap by one level.  The kernel sees only SI float64 copies, so
+    the inputs are never modified.
+    """
+
+    def convert(a, index, inp):
+        x = np.array(a[index], dtype=np.float64)  # a copy, ours to scale in place
+        if inp.scale != 1.0:
+            x *= inp.scale
+        if inp.offset != 0.0:
+            x += inp.offset
+        return x
+
+    budget = budget or _SLAB_BYTES
+
+    def run(*arrays):
+        shape = arrays[0].shape
+        plane = 8 * shape[-1] * shape[-2]
+        if p is None:
+            out = np.empty(shape)
+            for index in _lead_slabs(shape[:-2], plane, budget):
+                out[index] = kernel(*(convert(a, index, i) for a, i in zip(arrays, inputs)))
+            return out
+        nlev = shape[-3]
+        out = np.empty(shape[:-3] + (nlev - 1,) + shape[-2:])
+        if plane * nlev <= budget:
+            blocks = [(index, slice(0, nlev)) for index in _lead_slabs(shape[:-3], plane * nlev, budget)]
+        else:  # one leading index at a time, in blocks of levels overlapping by one
+            step = max(1, budget // plane - 1)
+            blocks = [
+                (tuple(slice(i, i + 1) for i in index), slice(k, min(k + step, nlev - 1) + 1))
+                for index in np.ndindex(*shape[:-3])
+                for k in range(0, nlev - 1, step)
+            ]
+        for index, levels in blocks:
+            fields = [convert(a, index + (levels,), i) for a, i in zip(arrays, inputs)]
+            out[index + (slice(levels.start, levels.stop - 1),)] = kernel(*fields, p[levels])
+        return out
+
+    return run
 
 
 def _layer_coords(grid: Grid, ds: xr.Dataset) -> dict:
@@ -214,28 +298,35 @@ def physics_residual(
         nlev = grid.level_pa.size
         if nlev < 2:
             raise GridError(f"the {name} residual needs at least two pressure levels; found {nlev} in {grid.level!r}")
-        for k, da in fields.items():
-            if grid.level not in da.dims:
-                raise VariableError(f"variable for {k!r} has no level dimension {grid.level!r}; its dims are {da.dims}")
+        for k, inp in fields.items():
+            if grid.level not in inp.da.dims:
+                raise VariableError(
+                    f"variable {str(inp.da.name)!r} ({k}) has no level dimension {grid.level!r}; "
+                    f"its dims are {inp.da.dims}"
+                )
     p = grid.level_pa
     core = [grid.level, grid.lat, grid.lon] if spec.on_layers else [grid.lat, grid.lon]
     out_core = ["layer", grid.lat, grid.lon] if spec.on_layers else [grid.lat, grid.lon]
     sizes = {"layer": p.size - 1} if spec.on_layers else {}
 
     if name == "continuity":
-        args = [fields["u"], fields["v"], fields["w"]]
-        func: Callable = lambda u, v, w: kernels.continuity(u, v, w, p, sphere)  # noqa: E731
+        inputs = [fields["u"], fields["v"], fields["w"]]
+        kernel: Callable = lambda u, v, w, p: kernels.continuity(u, v, w, p, sphere)  # noqa: E731
     elif name == "hydrostatic":
         q = _humidity(ds, grid, fields["t"], variables)
-        args = [fields["z"], fields["t"]] + ([q] if q is not None else [])
-        func = lambda z, t, q=None: kernels.hydrostatic(z, t, p, q=q)  # noqa: E731
-    else:
-        args = [fields["u"], fields["v"], fields["z"]]
-        func = lambda u, v, z: kernels.geostrophic(u, v, z, sphere, band=band)  # noqa: E731
+        inputs = [fields["z"], fields["t"]] + ([q] if q is not None else [])
 
-    args = xr.broadcast(*args)
+        def kernel(z, t, *q_and_p):
+            *q, p_block = q_and_p
+            return kernels.hydrostatic(z, t, p_block, q=q[0] if q else None)
+
+    else:
+        inputs = [fields["u"], fields["v"], fields["z"]]
+        kernel = lambda u, v, z: kernels.geostrophic(u, v, z, sphere, band=band)  # noqa: E731
+
+    args = xr.broadcast(*(i.da for i in inputs))
     out = xr.apply_ufunc(
-        func,
+        _by_slabs(kernel, inputs, p=p if spec.on_layers else None),
         *args,
         input_core_dims=[core] * len(args),
         output_core_dims=[out_core],
@@ -250,7 +341,7 @@ def physics_residual(
     if spec.on_layers:
         out = out.assign_coords(_layer_coords(grid, ds))
     out.name = f"{name}_residual"
-    used = ", ".join(f"{k}={str(da.name)!r}" for k, da in zip(spec.needs, args))
+    used = ", ".join(f"{k}={str(i.da.name)!r}" for k, i in zip(spec.needs, inputs))
     out.attrs = {
         "units": spec.units,
         "long_name": spec.long_name,
@@ -258,7 +349,7 @@ def physics_residual(
         "discretisation": spec.discretisation,
         "radius_m": sphere.radius,
         "history": f"xphyda.physics.physics_residual(ds, {name!r}) with {used}"
-        + (" and humidity" if name == "hydrostatic" and len(args) > 2 else ""),
+        + (f" and humidity from {str(inputs[2].da.name)!r}" if name == "hydrostatic" and len(inputs) > 2 else ""),
     }
     if name == "geostrophic":
         out.attrs["equatorial_band_deg"] = band
@@ -269,8 +360,8 @@ def _natural_scale(name: str, ds: xr.Dataset, res: xr.DataArray, grid: Grid, var
     """A scale to divide the residual by, so that values read as fractions."""
     sphere = grid.sphere(radius)
     if name == "continuity":
-        u = _field(ds, "u", variables.get("u"), grid)
-        v = _field(ds, "v", variables.get("v"), grid)
+        u = _field(ds, "u", variables.get("u"), grid).si()
+        v = _field(ds, "v", variables.get("v"), grid).si()
         from .operators import divergence
 
         d = xr.apply_ufunc(
@@ -280,13 +371,13 @@ def _natural_scale(name: str, ds: xr.Dataset, res: xr.DataArray, grid: Grid, var
         )
         return d
     if name == "hydrostatic":
-        z = _field(ds, "z", variables.get("z"), grid)
+        z = _field(ds, "z", variables.get("z"), grid).si()
         from ..physics.constants import constants
 
         thick = z.diff(grid.level) / constants().g
         return thick.rename({grid.level: "layer"}).assign_coords(layer=res["layer"])
-    u = _field(ds, "u", variables.get("u"), grid)
-    v = _field(ds, "v", variables.get("v"), grid)
+    u = _field(ds, "u", variables.get("u"), grid).si()
+    v = _field(ds, "v", variables.get("v"), grid).si()
     return np.sqrt(u**2 + v**2).where(res.notnull())
 
 

@@ -1,0 +1,169 @@
+"""``assimilate(background, obs, method="oi")``: the xarray front on real backgrounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from xphyda.assimilate import METHODS, assimilate
+from xphyda.baselines.oi import correlation, unit_vectors
+from xphyda.errors import ObservationError, PhydaError
+from xphyda.obs import FLAGS, simulate
+from xphyda.physics.constants import EARTH_RADIUS
+
+
+def displaced(ds: xr.Dataset, cells: int = 2) -> xr.Dataset:
+    """A background with a displacement error: every field shifted east by ``cells`` columns."""
+    out = ds.copy(deep=True)
+    for v in out.data_vars:
+        out[v] = ds[v].roll(longitude=cells, roll_coords=False)
+    return out
+
+
+def test_single_observation_known_answer_through_the_front(coarse_era5):
+    bg = coarse_era5
+    i, j = 20, 37
+    lat, lon = float(bg.latitude[i]), float(bg.longitude[j])
+    b = float(bg.t.isel(time=0, level=0, latitude=i, longitude=j))
+    obs = xr.Dataset({"t": ("station", [b + 2.0], {"units": "K"})},
+                     coords={"lat": ("station", [lat]), "lon": ("station", [lon - 360.0]),
+                             "pressure": ("station", [500.0], {"units": "hPa"})})
+    sb, so, L = 1.2, 0.9, 700e3
+    out = assimilate(bg, obs, background_error={"t": sb}, obs_error={"t": so}, length_scale="700 km")
+    inc = (out.t - bg.t).isel(time=0).astype(float)
+    la, lo = np.meshgrid(bg.latitude.values, bg.longitude.values, indexing="ij")
+    dist = EARTH_RADIUS * np.linalg.norm(unit_vectors(la, lo) - unit_vectors(lat, lon), axis=-1)
+    expected = correlation(dist, L) * sb**2 / (sb**2 + so**2) * 2.0
+    np.testing.assert_allclose(inc.isel(level=0).values, expected, atol=2e-5)  # float32 output
+    assert float(abs(inc.isel(level=1)).max()) == 0.0  # levels independent by default
+    xr.testing.assert_identical(out.z, bg.z)  # unobserved variables untouched
+    assert out.t_innovation.item() == pytest.approx(2.0, abs=1e-4)
+    assert out.t_residual.item() == pytest.approx(2.0 * so**2 / (sb**2 + so**2), abs=1e-4)
+
+
+def test_osse_point_observations_beat_the_background(coarse_era5, rmse):
+    truth = coarse_era5
+    bg = displaced(truth)
+    obs = simulate(truth, n_stations=600, seed=0)
+    out = assimilate(bg, obs, method="oi")
+    for v in ("t", "z"):
+        assert rmse(out[v], truth[v]) < 0.85 * rmse(bg[v], truth[v])
+    used = out.t_flag == FLAGS["used"]
+    assert float(abs(out.t_residual.where(used)).mean()) < float(abs(out.t_innovation.where(used)).mean())
+
+
+def test_osse_masked_grid_and_time_shifted_surface(coarse_surface, rmse):
+    truth = coarse_surface.isel(time=[1, 2])
+    bg = coarse_surface.isel(time=[0, 1]).assign_coords(time=truth.time)  # the state 1.8 days earlier
+    obs = simulate(truth, fraction=0.05, seed=2)
+    out = assimilate(bg, obs)
+    assert obs.t2m.dims == out.t2m_flag.dims == ("time", "latitude", "longitude")
+    for v in ("t2m", "u10", "v10", "msl"):
+        for t in range(2):
+            assert rmse(out[v].isel(time=t), truth[v].isel(time=t)) < 0.9 * rmse(bg[v].isel(time=t), truth[v].isel(time=t))
+    assert int((out.t2m_flag == FLAGS["missing_value"]).sum()) == int(obs.t2m.isnull().sum())
+
+
+def test_gridded_observations_from_a_finer_grid(era5, coarse_era5, rmse):
+    truth = coarse_era5
+    bg = displaced(truth)
+    product = era5[["t"]].where(abs(era5.latitude) <= 50)  # a 1-degree tropical product
+    sat = product.isel(latitude=slice(None, None, 3), longitude=slice(None, None, 3))
+    out = assimilate(bg, sat, obs_error={"t": 0.5})
+    tropics = {"latitude": slice(40, -40)}
+    assert rmse(out.t.sel(**tropics), truth.t.sel(**tropics)) < 0.5 * rmse(bg.t.sel(**tropics), truth.t.sel(**tropics))
+    assert out.t_flag.dims == ("time", "level", "latitude", "longitude")
+
+
+def test_multivariable_multilevel_ecmwf(ecmwf):
+    truth = ecmwf.isel(time=[1])
+    bg = ecmwf.isel(time=[0]).assign_coords(time=truth.time, valid_time=truth.valid_time)
+    obs = simulate(truth, n_stations=150, seed=5)
+    rng = np.random.default_rng(0)
+    p = rng.uniform(300.0, 1000.0, obs.sizes["station"])  # each station at its own pressure: log-p interpolation
+    single = obs.isel(isobaricInhPa=0, drop=True).assign_coords(pressure=("station", p, {"units": "hPa"}))
+    for v in ("t", "u", "v", "z", "r"):
+        single[v] = obs[v].isel(isobaricInhPa=0, drop=True)
+    out = assimilate(bg, single, vertical_length_scale=0.5)
+    for v in ("t", "u", "v", "z", "r"):
+        assert out[v].dtype == bg[v].dtype and out[v].attrs == bg[v].attrs
+        used = out[f"{v}_flag"] == 0
+        assert float((out[f"{v}_residual"] ** 2).where(used).mean()) < float((out[f"{v}_innovation"] ** 2).where(used).mean())
+    assert out.r_innovation.attrs["units"] == "%"
+
+
+def test_output_is_cf_and_complete(coarse_era5):
+    bg = coarse_era5
+    obs = simulate(bg, n_stations=50, seed=1, variables=["t"])
+    obs["t"] = obs.t.where(obs.lat < 80)
+    obs["t"][0, 0, 0] = obs.t[0, 0, 0] + 50.0  # a gross error
+    out = assimilate(bg, obs, qc=5.0)
+    assert set(out.data_vars) == {"t", "z", "t_flag", "t_innovation", "t_residual", "t_obs_error"}
+    for v in ("t", "z"):
+        assert out[v].dims == bg[v].dims and out[v].dtype == bg[v].dtype and out[v].attrs == bg[v].attrs
+    assert out.t_flag.dtype == np.int8 and "flag_meanings" in out.t_flag.attrs
+    assert int(out.t_flag[0, 0, 0]) == FLAGS["rejected_by_background_check"]
+    assert float(out.t_innovation[0, 0, 0]) > 40
+    missing = obs.t.isnull()
+    assert bool((out.t_flag.where(missing) == FLAGS["missing_value"]).sum() == missing.sum())
+    assert out.t_innovation.attrs["units"] == "K" and "O - B" in out.t_innovation.attrs["long_name"]
+    first = out.attrs["history"].splitlines()[0]
+    assert "assimilate(method='oi')" in first and "rejected by background check" in first
+    assert out.attrs["history"].splitlines()[1:] == bg.attrs.get("history", "").splitlines()
+    assert out.attrs["title"] == bg.attrs["title"]
+
+
+def test_obs_coordinates_that_clash_are_renamed(coarse_era5):
+    bg = coarse_era5
+    obs = simulate(bg, n_stations=20, seed=1, variables=["t"]).rename(lat="latitude", lon="longitude")
+    obs = obs.assign_coords(time=("time", bg.time.values + np.timedelta64(1, "h")))
+    out = assimilate(bg, obs)
+    assert out.obs_latitude.dims == ("station",) and out.latitude.dims == ("latitude",)
+    assert out.t_flag.dims == ("obs_time", "level", "station")
+
+
+def test_inputs_are_never_modified(coarse_era5):
+    bg = coarse_era5
+    obs = simulate(bg, n_stations=30, seed=1)
+    obs["t"] = obs.t - 273.15
+    obs["t"].attrs["units"] = "degC"
+    b0, o0 = bg.copy(deep=True), obs.copy(deep=True)
+    assimilate(bg, obs, obs_error={"t": 0.5})
+    xr.testing.assert_identical(bg, b0)
+    xr.testing.assert_identical(obs, o0)
+
+
+def test_methods_and_options():
+    assert "oi" in METHODS
+
+
+def test_bad_method_and_options(coarse_era5):
+    obs = simulate(coarse_era5, n_stations=5)
+    with pytest.raises(PhydaError, match="unknown assimilation method 'kalman'"):
+        assimilate(coarse_era5, obs, method="kalman")
+    with pytest.raises(PhydaError, match="length_scale"):
+        assimilate(coarse_era5, obs, length_scale="far")
+    with pytest.raises(ObservationError, match="qc"):
+        assimilate(coarse_era5, obs, qc=-1)
+    with pytest.raises(ObservationError, match="one per level"):
+        assimilate(coarse_era5, obs, background_error={"t": [1.0, 2.0, 3.0]})
+    with pytest.raises(PhydaError, match="member"):
+        assimilate(coarse_era5.expand_dims(number=[0, 1]), obs)
+
+
+def test_solvers_agree_through_the_front(coarse_era5):
+    obs = simulate(coarse_era5, fraction=0.05, seed=0, variables=["t"])
+    bg = displaced(coarse_era5)
+    a = assimilate(bg, obs, solver="cholesky", background_error={"t": 1.5})
+    b = assimilate(bg, obs, solver="cg", background_error={"t": 1.5})
+    np.testing.assert_allclose(a.t.values, b.t.values, atol=1e-4)
+
+
+def test_dask_inputs_give_the_same_analysis(coarse_era5):
+    pytest.importorskip("dask")
+    bg = displaced(coarse_era5)
+    obs = simulate(coarse_era5, n_stations=80, seed=3)
+    eager = assimilate(bg, obs)
+    lazy = assimilate(bg.chunk({"latitude": 32}), obs.chunk({"station": 40}))
+    xr.testing.assert_allclose(eager.compute(), lazy.compute())
