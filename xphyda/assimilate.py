@@ -237,7 +237,7 @@ def assimilate(background: xr.Dataset, obs, *, method: str = "oi", variables=Non
     vertical_length_scale : float, optional
         OI: Gaspari-Cohn length scale in ``ln p`` between levels (default: levels independent).
     solver : {"auto", "cholesky", "cg"}, optional
-        OI: exact below 4,000 observations per variable and time, conjugate gradients above.
+        OI: exact (Cholesky) up to 2,000 observations per variable and time, conjugate gradients above.
 
     Returns
     -------

@@ -105,6 +105,39 @@ def _cmd_residual(args) -> int:
     return EXIT_OK
 
 
+def _cmd_train(args) -> int:
+    from .training import train_prior
+
+    out = train_prior(
+        args.data, preset=args.preset, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        device=args.device, physics_lambda=0.0 if args.no_physics else args.physics_lambda,
+        use_vre=not args.no_vre, seed=args.seed, num_workers=args.workers, progress=not args.quiet,
+    )
+    print(f"model written to {out}")
+    return EXIT_OK
+
+
+def _cmd_models(args) -> int:
+    import json
+
+    from .models import PRESETS, available, find, read_card
+
+    if args.name:
+        card = read_card(args.name)
+        slim = {k: v for k, v in card.items() if k not in ("grid", "normalisation")}
+        slim["path"] = str(find(args.name))
+        print(json.dumps(slim, indent=2, default=str))
+        return EXIT_OK
+    names = available()
+    print("available models:" if names else "no models available")
+    for n in names:
+        print(f"  {n}  ({find(n)})")
+    print("presets (train with `phyda train --preset NAME --data STORE`):")
+    for n, p in PRESETS.items():
+        print(f"  {n}: {p['description']}")
+    return EXIT_OK
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -124,6 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="phyda-demo", help="folder for the figure and tables (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="train a prior on a store (jcm corpus or ERA5); resumes; torchrun-ready")
+    p.add_argument("--data", required=True, help="training store: corpus folder, Zarr, netCDF or GRIB")
+    p.add_argument("--preset", default="jcm-t31-v1", help="channel layout and grid (default: %(default)s)")
+    p.add_argument("--out", help="model folder (default: ~/.cache/xphyda/models/PRESET)")
+    p.add_argument("--steps", type=int, default=2000, help="total optimiser steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help="global batch size (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--physics-lambda", type=float, default=0.1, help="weight of the physics term")
+    p.add_argument("--no-physics", action="store_true", help="ablation: train without the physics term")
+    p.add_argument("--no-vre", action="store_true", help="ablation: condition on raw observations, no VRE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("models", help="list models and presets, or show a model card")
+    p.add_argument("name", nargs="?", help="model name or path: show its card")
+    p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("residual", help="physics residuals of a dataset (netCDF, Zarr or GRIB)")
     p.add_argument("file", help="input dataset")

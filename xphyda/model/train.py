@@ -289,7 +289,7 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
         if physics is not None and config.physics_lambda > 0:
             phys, per_law = physics(denoised, x)
             loss = loss + config.physics_lambda * (physics_weight(sigma, sigma_data=config.sigma_data) * phys).mean()
-            parts.update({f"physics_{k}": float(v.mean()) for k, v in per_law.items()})
+            parts.update({f"physics_{k}": float(v.detach().mean()) for k, v in per_law.items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)

@@ -60,12 +60,6 @@ def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch")
 
 
-def _roll(x, shift: int, axis: int):
-    if _is_torch(x):
-        return x.roll(shift, dims=axis)
-    return np.roll(x, shift, axis=axis)
-
-
 def _cat(parts, axis: int):
     if _is_torch(parts[0]):
         import torch
@@ -266,7 +260,10 @@ def _ddlambda(f, grid: SphereGrid, scale=1.0):
     grid.check_shape(f)
     if not grid.periodic:
         return _derivative(f, grid.lam, -1, scale)
-    diff = _roll(f, -1, -1) - _roll(f, 1, -1)
+    n = grid.shape[1]
+    at = lambda i, j: _take(f, slice(i, j), -1)  # noqa: E731
+    # f[i + 1] - f[i - 1] with wrap-around, without rolled copies of f
+    diff = _cat([at(1, 2) - at(n - 1, n), at(2, n) - at(0, n - 2), at(0, 1) - at(n - 2, n - 1)], -1)
     if grid.dlam is not None:
         return diff * _factor(np.asarray(scale) * (0.5 / grid.dlam), f)
     lam = grid.lam

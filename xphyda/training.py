@@ -1,0 +1,233 @@
+"""Train a PhyDA prior on a store: the Python side of ``phyda train``.
+
+This is the xarray front of :mod:`xphyda.model.train`: it opens the store with
+the data pipeline, fixes the channel layout of a preset, computes (or reloads)
+the normalisation statistics on the training years, builds the network and
+the physics term, runs the resumable training loop, and writes the model
+folder (``model.safetensors`` with the EMA weights, and ``card.json``).
+
+One process::
+
+    phyda train --preset jcm-t31-v1 --data /path/to/corpus --steps 20000
+
+Many GPUs or nodes (DistributedDataParallel; each process takes a shard of
+every batch)::
+
+    python -m torch.distributed.run --nproc_per_node=4 -m xphyda.cli train --preset era5-v1 --data ERA5_STORE
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from .errors import DataError, ModelError
+
+__all__ = ["train_prior", "channel_index", "preset_config"]
+
+
+def preset_config(preset: str) -> dict:
+    """The training set-up of a named preset (see :data:`xphyda.models.PRESETS`).
+
+    Examples
+    --------
+    >>> preset_config("era5-v1")["grid"]["nlat"]
+    128
+    """
+    from .models import PRESETS
+
+    if preset not in PRESETS:
+        raise ModelError(f"unknown preset {preset!r}; available presets: {sorted(PRESETS)}")
+    return PRESETS[preset]
+
+
+def channel_index(spec) -> dict[str, list[int]]:
+    """Channel indices per level variable, in level order: the layout the physics term needs.
+
+    Examples
+    --------
+    >>> from xphyda.data.pipeline import ChannelSpec
+    >>> channel_index(ChannelSpec(("u", "v"), (500, 850), ("sp",)))
+    {'u': [0, 1], 'v': [2, 3]}
+    """
+    n = len(spec.levels)
+    return {v: list(range(i * n, (i + 1) * n)) for i, v in enumerate(spec.level_variables)}
+
+
+def _groups(spec) -> list[list[int]]:
+    """Channels observed together in simulated observations: all levels of a variable; each surface field."""
+    index = channel_index(spec)
+    n_lev = len(spec.level_variables) * len(spec.levels)
+    return list(index.values()) + [[n_lev + k] for k in range(len(spec.surface_variables))]
+
+
+def _grid(cfg: dict, source_grid):
+    from .data.pipeline import model_grid
+
+    g = cfg.get("grid")
+    if g is None or source_grid is None:
+        return None
+    nlat, nlon = source_grid
+    if (nlat, nlon) == (g["nlat"], g["nlon"]):
+        return None  # the store is on the model grid already (e.g. the jcm corpus)
+    return model_grid(g["nlat"], g["nlon"], kind="equiangular")
+
+
+def _cache(data, cfg: dict, work: Path, progress: bool) -> Path:
+    """Write the model's channels once with one state per chunk (fast random access); reuse it after."""
+    from .data.pipeline import open_store, write_store
+
+    cache = work / "cache.zarr"
+    done = work / "cache.done"
+    if done.exists():
+        return cache
+    variables = list(cfg["variables"]) + list(cfg.get("surface", []))
+    ds = open_store(data, variables=variables, levels=cfg["levels_hpa"])
+    grid = _grid(cfg, (ds.sizes["latitude"], ds.sizes["longitude"]))
+    if grid is not None:
+        ds = open_store(data, variables=variables, levels=cfg["levels_hpa"], grid=grid)
+    if progress:
+        print(f"caching {len(ds.data_vars)} variables of {data} to {cache} (one state per chunk)")
+    write_store(ds, cache, time_chunk=1)
+    done.write_text("ok")
+    return cache
+
+
+def train_prior(
+    data,
+    *,
+    preset: str = "jcm-t31-v1",
+    out: str | os.PathLike | None = None,
+    steps: int = 2000,
+    batch_size: int = 8,
+    lr: float = 2e-4,
+    device: str = "auto",
+    physics_lambda: float = 0.1,
+    laws=("continuity", "hydrostatic", "geostrophic"),
+    use_vre: bool = True,
+    widths=(32, 64, 128),
+    vre_widths=(16, 32, 64),
+    features: int = 8,
+    seed: int = 0,
+    num_workers: int = 0,
+    cache: bool = True,
+    stats_max_times: int | None = 2000,
+    export: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume training) a prior and write the model folder ``out``.
+
+    Parameters
+    ----------
+    data : path or URL
+        A training store: the jcm corpus folder (``traj*.zarr``) or an ERA5
+        store in WeatherBench2 layout, netCDF or GRIB files.
+    preset : str
+        Channel layout and grid (``"jcm-t31-v1"`` or ``"era5-v1"``).
+    out : path, optional
+        Model folder (default: the user cache ``~/.cache/xphyda/models/<preset>``);
+        its ``work/`` subfolder holds the resumable state, the metrics log and
+        the statistics.
+    steps, batch_size, lr, seed : training loop settings (see :class:`~xphyda.model.train.TrainConfig`).
+    device : str
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    physics_lambda : float
+        Weight of the physics term (0 trains without it: the ablation).
+    laws : sequence of str
+        Physics laws in the term.
+    use_vre : bool
+        Condition through the virtual reconstruction encoder (``False``: the ablation).
+    widths, vre_widths, features : network sizes.
+    num_workers : int
+        DataLoader workers.
+    cache : bool
+        Copy the model's channels once to a store with one state per chunk.
+    stats_max_times : int, optional
+        States used for the normalisation statistics (evenly spaced).
+    export : bool
+        Write ``model.safetensors`` and ``card.json`` at the end.
+
+    Returns
+    -------
+    pathlib.Path
+        The model folder.
+    """
+    import numpy as np
+
+    from .data.pipeline import prepare
+    from .model.checkpoint import architecture_card, save_checkpoint
+    from .model.phyda import PhydaNet
+    from .model.physics_loss import PhysicsLoss
+    from .model.train import TrainConfig, train
+    from .models import user_cache
+
+    cfg = preset_config(preset)
+    out = Path(out) if out is not None else user_cache() / preset
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    rank = int(os.environ.get("RANK", 0))
+    source = _cache(data, cfg, work, progress and rank == 0) if cache and rank == 0 else data
+    if cache and rank != 0:
+        import time
+
+        while not (work / "cache.done").exists():
+            time.sleep(2)
+        source = work / "cache.zarr"
+    variables = list(cfg["variables"]) + list(cfg.get("surface", []))
+    td = prepare(source, variables=variables, levels=cfg["levels_hpa"], stats=work / "stats.json",
+                 max_times=stats_max_times)
+    spec, stats = td.spec, td.stats
+    dataset = td.dataset("train")
+    if len(dataset) < batch_size:
+        raise DataError(f"the training split of {data} has {len(dataset)} samples, fewer than a batch of {batch_size}")
+    coords = dataset._reader.coords() if hasattr(dataset, "_reader") else None
+    lat = np.asarray(coords["latitude"]) if coords else None
+    lon = np.asarray(coords["longitude"]) if coords else None
+    net = PhydaNet(spec.n_channels, use_vre=use_vre, features=features, widths=widths, vre_widths=vre_widths)
+    physics = None
+    if physics_lambda > 0:
+        physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),
+                              mean=stats.mean, std=stats.std, laws=laws)
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                         physics_lambda=physics_lambda, physics_laws=tuple(laws), num_workers=num_workers)
+    result = train(net, dataset, config=config, out_dir=work, physics=physics, lat=lat, groups=_groups(spec),
+                   progress=progress)
+    if not export or rank != 0:
+        return out
+    provenance = {}
+    try:
+        import xarray as xr
+
+        provenance = {k: str(v) for k, v in xr.open_zarr(source).attrs.items()} if Path(source).suffix == ".zarr" else {}
+    except Exception:  # provenance is informative only
+        provenance = {}
+    card = {
+        "name": out.name,
+        "description": cfg["description"],
+        "preset": preset,
+        "channels": spec.to_dict(),
+        "variables": list(spec.level_variables),
+        "surface_variables": list(spec.surface_variables),
+        "levels_hPa": list(spec.levels),
+        "units": list(spec.units),
+        "grid": {"latitude": lat.tolist(), "longitude": lon.tolist()},
+        "normalisation": stats.to_dict(),
+        "training": {
+            "data": str(data),
+            "data_attrs": provenance,
+            "split": td.split.to_dict() if td.split is not None else None,
+            "lead_hours": 24,
+            "config": asdict(config),
+            "steps_done": result["step"],
+            "last_metrics": result["metrics"],
+            "physics_laws": list(laws) if physics is not None else [],
+            "use_vre": use_vre,
+        },
+        "scores": {},
+        **architecture_card(net),
+    }
+    save_checkpoint(out, result["ema"], card, overwrite=True)
+    (work / "card_preview.json").write_text(json.dumps({k: card[k] for k in ("name", "training")}, indent=1, default=str))
+    return out
