@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU wheel of torch (an unpinned torch would pull a multi-GB CUDA build)
 	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,7 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
+docs: $(STAMP)
+	PYTHON=$(BIN)/python scripts/build_docs.sh
+
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
-.PHONY: install demo test test-slow
+.PHONY: install demo test test-slow docs

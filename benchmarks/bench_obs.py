@@ -38,13 +38,15 @@ def timeit(func, repeat: int) -> tuple[float, object]:
 
 
 def coarse(ds: xr.Dataset, nlat: int = 64, nlon: int = 128) -> xr.Dataset:
-    """``ds`` conservatively remapped to a regular grid without pole rows (WeatherBench-like 2.8125 degrees)."""
+    """``ds`` remapped conservatively to a regular grid without pole rows (2.8125 degrees, WeatherBench-like)."""
     lat = 90.0 - (np.arange(nlat) + 0.5) * 180.0 / nlat
     lon = np.arange(nlon) * 360.0 / nlon
-    target = xr.Dataset(coords={
-        "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
-        "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
-    })
+    target = xr.Dataset(
+        coords={
+            "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
+            "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+        }
+    )
     out = regrid(ds, target, method="conservative", backend="xphyda")
     return out.assign_coords({c: ds[c] for c in ds.coords if c not in ("latitude", "longitude")})
 
@@ -61,18 +63,33 @@ def bench_operator(repeat: int) -> None:
     lon = rng.uniform(-180, 180, n)
     pressure = rng.uniform(500e2, 850e2, n)
     for label, glat, glon, levels in (
-        ("64x128, 13 levels", 90 - (np.arange(64) + 0.5) * 180 / 64, np.arange(128) * 360 / 128,
-         np.array([50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]) * 100.0),
-        ("181x360 (ERA5 1 deg), 2 levels", np.linspace(90, -90, 181), np.arange(360.0), np.array([500e2, 850e2])),
+        (
+            "64x128, 13 levels",
+            90 - (np.arange(64) + 0.5) * 180 / 64,
+            np.arange(128) * 360 / 128,
+            np.array([50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]) * 100.0,
+        ),
+        (
+            "181x360 (ERA5 1 deg), 2 levels",
+            np.linspace(90, -90, 181),
+            np.arange(360.0),
+            np.array([500e2, 850e2]),
+        ),
     ):
-        t_build, op = timeit(lambda g=(glat, glon, levels): build_operator(lat, lon, g[0], g[1], pressure=pressure, levels=g[2]),
-                             repeat)
+        t_build, op = timeit(
+            lambda g=(glat, glon, levels): build_operator(
+                lat, lon, g[0], g[1], pressure=pressure, levels=g[2]
+            ),
+            repeat,
+        )
         x = rng.normal(size=op.matrix.shape[1])
         y = rng.normal(size=n)
         t_apply, _ = timeit(lambda h=op.matrix, x=x: h @ x, max(repeat, 20))
         t_adj, _ = timeit(lambda h=op.matrix, y=y: h.T @ y, max(repeat, 20))
-        print(f"H for {n:,} stations on {label}: build {t_build:.3f} s, H @ x {t_apply * 1e3:.2f} ms, "
-              f"H.T @ y {t_adj * 1e3:.2f} ms (nnz {op.matrix.nnz:,})")
+        print(
+            f"H for {n:,} stations on {label}: build {t_build:.3f} s, H @ x {t_apply * 1e3:.2f} ms, "
+            f"H.T @ y {t_adj * 1e3:.2f} ms (nnz {op.matrix.nnz:,})"
+        )
 
 
 def bench_oi(repeat: int) -> None:
@@ -85,8 +102,10 @@ def bench_oi(repeat: int) -> None:
         n_obs = int(sum(obs[v].notnull().sum() for v in ("t", "z")))
         t_oi, out = timeit(lambda obs=obs: assimilate(background, obs, method="oi", qc=None), repeat)
         gain = area_rmse(out.t, truth.t) / area_rmse(background.t, truth.t)
-        print(f"OI, {fraction:.0%} of 64x128 (t and z, 2 levels, {n_obs:,} observations): {t_oi:.2f} s "
-              f"(t analysis/background RMSE {gain:.2f})")
+        print(
+            f"OI, {fraction:.0%} of 64x128 (t and z, 2 levels, {n_obs:,} observations): {t_oi:.2f} s "
+            f"(t analysis/background RMSE {gain:.2f})"
+        )
 
 
 MASS = {"z": "mass", "msl": "mass"}  # geopotential and pressure: the mass fields
@@ -105,8 +124,11 @@ def calibrate(lengths_km) -> None:
     for v in ("t", "z"):
         shifted[v] = upper[v].roll(longitude=2, roll_coords=False)
     cases.append(("t/z displaced", upper, shifted))
-    networks = {"500 stations": {"n_stations": 500}, "2% of points": {"fraction": 0.02},
-                "2000 stations": {"n_stations": 2000}}
+    networks = {
+        "500 stations": {"n_stations": 500},
+        "2% of points": {"fraction": 0.02},
+        "2000 stations": {"n_stations": 2000},
+    }
     print("length scale (km):", " ".join(f"{x:>6g}" for x in lengths_km))
     table = []
     for cname, truth, background in cases:
@@ -116,15 +138,20 @@ def calibrate(lengths_km) -> None:
             for length in lengths_km:
                 out = assimilate(background, obs, method="oi", length_scale=length * 1e3)
                 for v in truth.data_vars:
-                    rows.setdefault(v, []).append(area_rmse(out[v], truth[v]) / area_rmse(background[v], truth[v]))
+                    rows.setdefault(v, []).append(
+                        area_rmse(out[v], truth[v]) / area_rmse(background[v], truth[v])
+                    )
             for v, r in rows.items():
                 table.append((MASS.get(v, "other"), r))
                 print(f"{cname:>16} {nname:>14} {v:>4}:", " ".join(f"{x:6.3f}" for x in r))
     for group in ("mass", "other", None):
         mean = np.mean([r for g, r in table if group in (None, g)], axis=0)
         label = f"mean ratio ({group or 'all'})"
-        print(f"{label:>41}:", " ".join(f"{x:6.3f}" for x in mean),
-              f"-> best {lengths_km[int(np.argmin(mean))]} km")
+        print(
+            f"{label:>41}:",
+            " ".join(f"{x:6.3f}" for x in mean),
+            f"-> best {lengths_km[int(np.argmin(mean))]} km",
+        )
 
 
 def main(argv=None) -> None:
@@ -133,8 +160,10 @@ def main(argv=None) -> None:
     parser.add_argument("--calibrate", action="store_true")
     args = parser.parse_args(argv)
     print("command: python " + " ".join(shlex.quote(a) for a in sys.argv))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python "
-          f"{platform.python_version()}, numpy {np.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python "
+        f"{platform.python_version()}, numpy {np.__version__}"
+    )
     if args.calibrate:
         calibrate([250, 400, 500, 600, 800, 1000, 1200])
         return

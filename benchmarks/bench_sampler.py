@@ -1,10 +1,12 @@
 """Timings of the torch model on this machine: U-Net forward and ensemble sampling.
 
 Run ``python benchmarks/bench_sampler.py`` (``--help`` for options).  Each figure
-is the median of ``--repeats`` runs after one warm-up; the machine may be shared,
-so the load average is printed with the results.
+is the median of ``--repeats`` runs after one warm-up, as wall-clock time and as
+this process's CPU time (``time.process_time``).  On a shared machine the wall
+time depends on the other jobs (the load average is printed); with
+``--threads 1`` the CPU time is the better estimate of an idle core's wall time.
 
-Setup: a U-Net with the default widths, 26 state + 4 conditioning channels on
+Setup: a U-Net with the default widths and random weights, 26 state + 4 conditioning channels on
 a 48 x 96 grid; observations are 5 % of the state values (random points of
 random channels) with error variance 0.1 in normalised units.
 """
@@ -21,14 +23,17 @@ import torch
 from xphyda.model import EDMDenoiser, ObsTerm, UNet, sample
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def median_time(fn, repeats: int, *, warmup: bool = True) -> tuple[float, float]:
+    """Median wall-clock and CPU seconds of ``fn()``."""
+    if warmup:
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def selection_term(shape, fraction: float, *, seed: int = 0) -> ObsTerm:
@@ -61,6 +66,9 @@ def main() -> None:
     torch.manual_seed(0)
     c, cc, nlat, nlon = 26, 4, 48, 96
     net = UNet(c, c, cond_channels=cc).eval()
+    with torch.no_grad():  # an untrained net has zero output layers (D = c_skip x): give it a real Jacobian
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn_like(p))
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     den = EDMDenoiser(net).eval()
@@ -68,11 +76,11 @@ def main() -> None:
     print(f"threads={args.threads} load={os.getloadavg()} params={nparam / 1e6:.2f} M widths={net.config['widths']}")
     x = torch.randn(8, c + cc, nlat, nlon).contiguous(memory_format=fmt)
     with torch.no_grad():
-        t = median_time(lambda: net(x, torch.zeros(8)), args.repeats)
-    print(f"forward batch 8, {c}+{cc} -> {c} channels, {nlat}x{nlon}: {t:.3f} s")
+        w, u = median_time(lambda: net(x, torch.zeros(8)), args.repeats)
+    print(f"forward batch 8, {c}+{cc} -> {c} channels, {nlat}x{nlon}: wall {w:.3f} s, cpu {u:.3f} s")
     xg = x.clone().requires_grad_(True)
-    t = median_time(lambda: torch.autograd.grad(net(xg, torch.zeros(8)).sum(), xg), args.repeats)
-    print(f"forward + input-gradient backward, batch 8: {t:.3f} s")
+    w, u = median_time(lambda: torch.autograd.grad(net(xg, torch.zeros(8)).sum(), xg), args.repeats)
+    print(f"forward + input-gradient backward, batch 8: wall {w:.3f} s, cpu {u:.3f} s")
     if args.skip_sampling:
         return
     term = selection_term((c, nlat, nlon), 0.05)
@@ -87,11 +95,13 @@ def main() -> None:
     }
     for name in args.methods.split(","):
         kw = runs[name]
-        t = median_time(
+        w, u = median_time(
             lambda: sample(den, shape=(c, nlat, nlon), cond=cond, members=args.members, steps=args.steps, **kw),
             args.sample_repeats,
+            warmup=False,
         )
-        print(f"sample {args.members} members, {args.steps} evaluations, guidance={name}: {t:.1f} s", flush=True)
+        print(f"sample {args.members} members x {args.steps} steps, guidance={name}: wall {w:.1f} s, cpu {u:.1f} s",
+              flush=True)  # fmt: skip
     print(f"load={os.getloadavg()}")
 
 

@@ -72,3 +72,34 @@ def test_api_page_documents_importable_modules():
     assert "xphyda.physics.residuals" in targets and "xphyda.model.train" in targets
     for name in targets:
         importlib.import_module(name)
+
+
+def test_griffe_extension_reads_numpydoc_like_sphinx():
+    """The docs' griffe extension: roles resolved like Sphinx, parameter groups split, choices kept."""
+    griffe = pytest.importorskip("griffe")
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        from numpydoc_compat import rewrite_parameters, rewrite_roles
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    pkg = griffe.load("xphyda", search_paths=[str(ROOT)])
+    func = pkg["physics.residuals.physics_residual"]
+    text = rewrite_roles(
+        "See :func:`available`, :class:`~xphyda.grid.Grid` and :func:`xarray.apply_ufunc`.\n"
+        "grid : :class:`~xphyda.grid.Grid`",
+        func,
+        pkg,
+    )
+    assert '<autoref identifier="xphyda.physics.residuals.available" optional>`available`</autoref>' in text
+    assert '<autoref identifier="xphyda.grid.Grid" optional>`Grid`</autoref>' in text
+    assert '<autoref identifier="xarray.apply_ufunc" optional>`xarray.apply_ufunc`</autoref>' in text
+    assert text.endswith("grid : Grid")  # a type is rendered as code: plain text there
+    doc = 'Parameters\n----------\na, b : float\n    Bounds.\nsolver : {"x", "y"}, optional\n    S.\n'
+    assert rewrite_parameters(doc).splitlines()[2:] == [
+        "a : float",
+        "    Bounds.",
+        "b : float",
+        "    Bounds.",
+        'solver : "x" | "y", optional',
+        "    S.",
+    ]

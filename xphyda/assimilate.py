@@ -68,7 +68,8 @@ def _metres(value, name: str) -> float:
             return float(q.m_as("m"))
         except Exception:  # noqa: BLE001 - pint raises several types for bad strings
             raise PhydaError(
-                f"length_scale {value!r} for {name!r} is not a distance; give metres or a string such as '500 km'"
+                f"length_scale {value!r} for {name!r} is not a distance; give metres or a string "
+                "such as '500 km'"
             ) from None
     try:
         out = float(value)
@@ -79,7 +80,9 @@ def _metres(value, name: str) -> float:
     return out
 
 
-def _sigma_b(target: Target, given, d: np.ndarray, cand: np.ndarray, wlev: np.ndarray) -> tuple[np.ndarray, str]:
+def _sigma_b(
+    target: Target, given, d: np.ndarray, cand: np.ndarray, wlev: np.ndarray
+) -> tuple[np.ndarray, str]:
     """Background-error standard deviation per level (SI) and how it was obtained."""
     from .baselines.oi import estimate_background_error
 
@@ -88,9 +91,12 @@ def _sigma_b(target: Target, given, d: np.ndarray, cand: np.ndarray, wlev: np.nd
         values = np.atleast_1d(np.asarray(given, dtype=object))
         if values.size not in (1, nlev):
             raise ObservationError(
-                f"background_error for {target.name!r} has {values.size} values; give one, or one per level ({nlev})"
+                f"background_error for {target.name!r} has {values.size} values; give one, or one "
+                f"per level ({nlev})"
             )
-        sigma = np.array([error_to_si(v, target.units, target.kind, name=target.name) for v in values], dtype=float)
+        sigma = np.array(
+            [error_to_si(v, target.units, target.kind, name=target.name) for v in values], dtype=float
+        )
         if np.any(~np.isfinite(sigma)) or np.any(sigma <= 0):
             raise ObservationError(f"background_error for {target.name!r} must be positive; got {given!r}")
         return np.broadcast_to(sigma, (nlev,)).copy(), "given"
@@ -105,7 +111,8 @@ def _sigma_b(target: Target, given, d: np.ndarray, cand: np.ndarray, wlev: np.nd
         if est is None:
             if target.kind is None:
                 raise ObservationError(
-                    f"too few observations of {target.name!r} to estimate its background error, and no default for "
+                    f"too few observations of {target.name!r} to estimate its background error, and "
+                    "no default for "
                     f"its units; pass background_error={{{target.name!r}: value}} in {target.units!r}"
                 )
             est, tag = DEFAULT_BACKGROUND_ERROR[target.kind], "default"
@@ -116,15 +123,25 @@ def _sigma_b(target: Target, given, d: np.ndarray, cand: np.ndarray, wlev: np.nd
     return sigma, "/".join(sorted(set(how)))
 
 
-def _run_oi(problem: ObsProblem, *, qc, length_scale=None, background_error=None, correlation=None,
-            vertical_length_scale=None, solver=None) -> tuple[dict[str, np.ndarray], str]:
+def _run_oi(
+    problem: ObsProblem,
+    *,
+    qc,
+    length_scale=None,
+    background_error=None,
+    correlation=None,
+    vertical_length_scale=None,
+    solver=None,
+) -> tuple[dict[str, np.ndarray], str]:
     from .baselines.oi import default_length_scale, oi_analysis
 
     kind = correlation or "gaspari-cohn"
     grid = problem.grid
     analyses, notes = {}, []
     for target in problem.targets.values():
-        length = _metres(_per_target(length_scale, target.name) or default_length_scale(target.kind), target.name)
+        length = _metres(
+            _per_target(length_scale, target.name) or default_length_scale(target.kind), target.name
+        )
         d = target.y - model_equivalent(target, target.background)
         cand = target.flags == FLAGS["used"]
         wlev = target.level_weights()
@@ -139,9 +156,18 @@ def _run_oi(problem: ObsProblem, *, qc, length_scale=None, background_error=None
             if rows.size == 0:
                 continue
             res = oi_analysis(
-                target.background[t], target.H[rows], target.y[rows], target.sigma_o[rows],
-                lat=grid.lat_values, lon=grid.lon_values, sigma_b=sigma_b, length_scale=length, kind=kind,
-                log_p=log_p, vertical_length_scale=vertical_length_scale, solver=solver or "auto",
+                target.background[t],
+                target.H[rows],
+                target.y[rows],
+                target.sigma_o[rows],
+                lat=grid.lat_values,
+                lon=grid.lon_values,
+                sigma_b=sigma_b,
+                length_scale=length,
+                kind=kind,
+                log_p=log_p,
+                vertical_length_scale=vertical_length_scale,
+                solver=solver or "auto",
             )
             xa[t] = res.analysis
         analyses[target.name] = xa
@@ -161,7 +187,9 @@ METHODS: dict[str, Method] = {
 
 
 # --------------------------------------------------------------------------- output
-def _analysis_dataset(background: xr.Dataset, problem: ObsProblem, analyses: dict[str, np.ndarray]) -> xr.Dataset:
+def _analysis_dataset(
+    background: xr.Dataset, problem: ObsProblem, analyses: dict[str, np.ndarray]
+) -> xr.Dataset:
     out = background.copy(deep=False)
     for name, xa in analyses.items():
         target = problem.targets[name]
@@ -178,19 +206,37 @@ def _analysis_dataset(background: xr.Dataset, problem: ObsProblem, analyses: dic
 def _history(background: xr.Dataset, problem: ObsProblem, method: str, note: str) -> str:
     from . import __version__
 
-    counts = ", ".join(f"{problem.count(f)} {f.replace('_', ' ')}" for f in FLAGS if f != "used" and problem.count(f))
+    counts = ", ".join(
+        f"{problem.count(f)} {f.replace('_', ' ')}" for f in FLAGS if f != "used" and problem.count(f)
+    )
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    line = (f"{stamp}: xphyda {__version__} assimilate(method={method!r}): {METHODS[method].description}; "
-            f"{problem.count('used')} of {problem.count()} observations used ({problem.kind})"
-            + (f", not used: {counts}" if counts else "") + f"; {note}")
+    line = (
+        f"{stamp}: xphyda {__version__} assimilate(method={method!r}): {METHODS[method].description}; "
+        f"{problem.count('used')} of {problem.count()} observations used ({problem.kind})"
+        + (f", not used: {counts}" if counts else "")
+        + f"; {note}"
+    )
     old = background.attrs.get("history")
     return f"{line}\n{old}" if old else line
 
 
-def assimilate(background: xr.Dataset, obs, *, method: str = "oi", variables=None, obs_error=None,
-               qc: float | None = 5.0, time_window=None, regrid="auto", min_coverage: float = 0.5,
-               length_scale=None, background_error=None, correlation: str | None = None,
-               vertical_length_scale: float | None = None, solver: str | None = None) -> xr.Dataset:
+def assimilate(
+    background: xr.Dataset,
+    obs,
+    *,
+    method: str = "oi",
+    variables=None,
+    obs_error=None,
+    qc: float | None = 5.0,
+    time_window=None,
+    regrid="auto",
+    min_coverage: float = 0.5,
+    length_scale=None,
+    background_error=None,
+    correlation: str | None = None,
+    vertical_length_scale: float | None = None,
+    solver: str | None = None,
+) -> xr.Dataset:
     """Analyse ``background`` with observations ``obs``; return the analysis and per-observation diagnostics.
 
     Parameters
@@ -216,10 +262,13 @@ def assimilate(background: xr.Dataset, obs, *, method: str = "oi", variables=Non
     time_window : str or timedelta, optional
         Largest distance of an observation from its background time (default:
         half the background's time step; any for a single time).
-    regrid : {"auto", "bilinear", "conservative"} or callable
-        How gridded observations are brought to the analysis grid
-        (xESMF when importable, :mod:`xphyda.obs.regrid` otherwise, or a
-        regridder object such as an ``xesmf.Regridder``).
+    regrid : {"auto", "bilinear", "conservative"}, callable or None
+        How gridded observations on another grid are used: ``"auto"`` remaps
+        products finer than the analysis grid conservatively and observes
+        coarser ones at their own grid points through ``H``; ``"bilinear"`` or
+        ``"conservative"`` always regrid (with xESMF when importable,
+        :mod:`xphyda.obs.regridding` otherwise); a regridder object (such as an
+        ``xesmf.Regridder``) is applied as is; ``None`` never regrids.
     min_coverage : float
         Fraction of a regridded value that must come from observed points.
     length_scale : float, str or dict, optional
@@ -254,17 +303,36 @@ def assimilate(background: xr.Dataset, obs, *, method: str = "oi", variables=Non
     if method not in METHODS:
         raise PhydaError(f"unknown assimilation method {method!r}; available: {sorted(METHODS)}")
     options = {
-        "length_scale": length_scale, "background_error": background_error, "correlation": correlation,
-        "vertical_length_scale": vertical_length_scale, "solver": solver,
+        "length_scale": length_scale,
+        "background_error": background_error,
+        "correlation": correlation,
+        "vertical_length_scale": vertical_length_scale,
+        "solver": solver,
     }
     options = {k: v for k, v in options.items() if v is not None}
     unused = sorted(set(options) - set(METHODS[method].options))
     if unused:
-        raise PhydaError(f"options {unused} are not used by method {method!r}; it takes {METHODS[method].options}")
-    if qc is not None and (isinstance(qc, bool) or not float(qc) > 0):
-        raise ObservationError(f"qc must be a positive number of standard deviations, or None to turn it off; got {qc!r}")
-    problem = build_problem(background, obs, variables=variables, obs_error=obs_error, time_window=time_window,
-                            regrid=regrid, min_coverage=min_coverage)
+        raise PhydaError(
+            f"options {unused} are not used by method {method!r}; it takes {METHODS[method].options}"
+        )
+    if qc is not None:
+        try:
+            ok = not isinstance(qc, bool) and float(qc) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ObservationError(
+                f"qc must be a positive number of standard deviations, or None to turn it off; got {qc!r}"
+            )
+    problem = build_problem(
+        background,
+        obs,
+        variables=variables,
+        obs_error=obs_error,
+        time_window=time_window,
+        regrid=regrid,
+        min_coverage=min_coverage,
+    )
     analyses, note = METHODS[method].run(problem, qc=qc, **options)
     out = _analysis_dataset(background, problem, analyses)
     out = xr.merge([out, diagnostics(problem, analyses, background)], join="exact", combine_attrs="override")

@@ -130,16 +130,29 @@ def train_prior(
         Model folder (default: the user cache ``~/.cache/xphyda/models/<preset>``);
         its ``work/`` subfolder holds the resumable state, the metrics log and
         the statistics.
-    steps, batch_size, lr, seed : training loop settings (see :class:`~xphyda.model.train.TrainConfig`).
+    steps : int
+        Total optimiser steps (a resumed run continues up to this number).
+    batch_size : int
+        Global batch size (split across processes under ``torchrun``).
+    lr : float
+        Peak learning rate (AdamW, linear warm-up).
     device : str
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     physics_lambda : float
         Weight of the physics term (0 trains without it: the ablation).
     laws : sequence of str
-        Physics laws in the term.
+        Physics laws in the term; laws whose variables the preset lacks (for
+        example continuity without ``w``) are dropped, and said so.
     use_vre : bool
         Condition through the virtual reconstruction encoder (``False``: the ablation).
-    widths, vre_widths, features : network sizes.
+    widths : sequence of int
+        U-Net widths of the denoiser.
+    vre_widths : sequence of int
+        U-Net widths of the VRE.
+    features : int
+        VRE latent channels.
+    seed : int
+        Seed of batches, noise and simulated observations.
     num_workers : int
         DataLoader workers.
     cache : bool
@@ -164,6 +177,13 @@ def train_prior(
     from .models import user_cache
 
     cfg = preset_config(preset)
+    from .model.physics_loss import _NEEDS
+
+    have = set(cfg["variables"])
+    dropped = [law for law in laws if not set(_NEEDS[law]) <= have]
+    laws = tuple(law for law in laws if law not in dropped)
+    if dropped and progress:
+        print(f"physics laws {dropped} dropped: preset {preset!r} lacks their variables")
     out = Path(out) if out is not None else user_cache() / preset
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)

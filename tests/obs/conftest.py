@@ -11,14 +11,16 @@ def coarse_target(nlat: int = 64, nlon: int = 128) -> xr.Dataset:
     """A regular global grid without pole rows (WeatherBench2-like), descending latitude."""
     lat = 90.0 - (np.arange(nlat) + 0.5) * 180.0 / nlat
     lon = np.arange(nlon) * 360.0 / nlon
-    return xr.Dataset(coords={
-        "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
-        "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
-    })
+    return xr.Dataset(
+        coords={
+            "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
+            "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+        }
+    )
 
 
 def coarsen(ds: xr.Dataset, nlat: int = 64, nlon: int = 128) -> xr.Dataset:
-    from xphyda.obs.regrid import regrid
+    from xphyda.obs.regridding import regrid
 
     out = regrid(ds, coarse_target(nlat, nlon), method="conservative", backend="xphyda")
     for v in out.data_vars:

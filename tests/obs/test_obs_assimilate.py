@@ -26,9 +26,14 @@ def test_single_observation_known_answer_through_the_front(coarse_era5):
     i, j = 20, 37
     lat, lon = float(bg.latitude[i]), float(bg.longitude[j])
     b = float(bg.t.isel(time=0, level=0, latitude=i, longitude=j))
-    obs = xr.Dataset({"t": ("station", [b + 2.0], {"units": "K"})},
-                     coords={"lat": ("station", [lat]), "lon": ("station", [lon - 360.0]),
-                             "pressure": ("station", [500.0], {"units": "hPa"})})
+    obs = xr.Dataset(
+        {"t": ("station", [b + 2.0], {"units": "K"})},
+        coords={
+            "lat": ("station", [lat]),
+            "lon": ("station", [lon - 360.0]),
+            "pressure": ("station", [500.0], {"units": "hPa"}),
+        },
+    )
     sb, so, L = 1.2, 0.9, 700e3
     out = assimilate(bg, obs, background_error={"t": sb}, obs_error={"t": so}, length_scale="700 km")
     inc = (out.t - bg.t).isel(time=0).astype(float)
@@ -61,19 +66,32 @@ def test_osse_masked_grid_and_time_shifted_surface(coarse_surface, rmse):
     assert obs.t2m.dims == out.t2m_flag.dims == ("time", "latitude", "longitude")
     for v in ("t2m", "u10", "v10", "msl"):
         for t in range(2):
-            assert rmse(out[v].isel(time=t), truth[v].isel(time=t)) < 0.9 * rmse(bg[v].isel(time=t), truth[v].isel(time=t))
+            assert rmse(out[v].isel(time=t), truth[v].isel(time=t)) < 0.9 * rmse(
+                bg[v].isel(time=t), truth[v].isel(time=t)
+            )
     assert int((out.t2m_flag == FLAGS["missing_value"]).sum()) == int(obs.t2m.isnull().sum())
 
 
-def test_gridded_observations_from_a_finer_grid(era5, coarse_era5, rmse):
+def test_gridded_observations_finer_and_coarser(era5, coarse_era5, rmse):
     truth = coarse_era5
     bg = displaced(truth)
-    product = era5[["t"]].where(abs(era5.latitude) <= 50)  # a 1-degree tropical product
-    sat = product.isel(latitude=slice(None, None, 3), longitude=slice(None, None, 3))
-    out = assimilate(bg, sat, obs_error={"t": 0.5})
+    product = era5[["t"]].where(abs(era5.latitude) <= 50)  # a 1-degree tropical product, NaN elsewhere
     tropics = {"latitude": slice(40, -40)}
-    assert rmse(out.t.sel(**tropics), truth.t.sel(**tropics)) < 0.5 * rmse(bg.t.sel(**tropics), truth.t.sel(**tropics))
-    assert out.t_flag.dims == ("time", "level", "latitude", "longitude")
+    before = rmse(bg.t.sel(**tropics), truth.t.sel(**tropics))
+    # finer than the analysis grid: superobservations, diagnostics on the analysis grid
+    fine = assimilate(bg, product, obs_error={"t": 0.5})
+    assert fine.t_flag.dims == ("time", "level", "latitude", "longitude")
+    assert rmse(fine.t.sel(**tropics), truth.t.sel(**tropics)) < 0.5 * before
+    assert bool((fine.t_flag.sel(latitude=slice(60, 90)) == FLAGS["missing_value"]).all())
+    # coarser (5 degrees): observed at its own points, diagnostics on its own grid
+    coarse = product.isel(latitude=slice(None, None, 5), longitude=slice(None, None, 5))
+    out = assimilate(bg, coarse, obs_error={"t": 0.5})
+    assert out.t_flag.dims == ("time", "level", "obs_latitude", "obs_longitude")
+    assert out.t_flag.shape == (1, 2, 37, 72)
+    assert rmse(out.t.sel(**tropics), truth.t.sel(**tropics)) < 0.8 * before
+    # or regridded on request
+    forced = assimilate(bg, coarse, obs_error={"t": 0.5}, regrid="bilinear")
+    assert forced.t_flag.dims == ("time", "level", "latitude", "longitude")
 
 
 def test_multivariable_multilevel_ecmwf(ecmwf):
@@ -81,7 +99,9 @@ def test_multivariable_multilevel_ecmwf(ecmwf):
     bg = ecmwf.isel(time=[0]).assign_coords(time=truth.time, valid_time=truth.valid_time)
     obs = simulate(truth, n_stations=150, seed=5)
     rng = np.random.default_rng(0)
-    p = rng.uniform(300.0, 1000.0, obs.sizes["station"])  # each station at its own pressure: log-p interpolation
+    p = rng.uniform(
+        300.0, 1000.0, obs.sizes["station"]
+    )  # each station at its own pressure: log-p interpolation
     single = obs.isel(isobaricInhPa=0, drop=True).assign_coords(pressure=("station", p, {"units": "hPa"}))
     for v in ("t", "u", "v", "z", "r"):
         single[v] = obs[v].isel(isobaricInhPa=0, drop=True)
@@ -89,7 +109,9 @@ def test_multivariable_multilevel_ecmwf(ecmwf):
     for v in ("t", "u", "v", "z", "r"):
         assert out[v].dtype == bg[v].dtype and out[v].attrs == bg[v].attrs
         used = out[f"{v}_flag"] == 0
-        assert float((out[f"{v}_residual"] ** 2).where(used).mean()) < float((out[f"{v}_innovation"] ** 2).where(used).mean())
+        assert float((out[f"{v}_residual"] ** 2).where(used).mean()) < float(
+            (out[f"{v}_innovation"] ** 2).where(used).mean()
+        )
     assert out.r_innovation.attrs["units"] == "%"
 
 
@@ -167,3 +189,18 @@ def test_dask_inputs_give_the_same_analysis(coarse_era5):
     eager = assimilate(bg, obs)
     lazy = assimilate(bg.chunk({"latitude": 32}), obs.chunk({"station": 40}))
     xr.testing.assert_allclose(eager.compute(), lazy.compute())
+
+
+@pytest.mark.parametrize("grid", ["era5", "coarse_era5"])
+def test_edge_stations_on_real_backgrounds(grid, request):
+    """Longitude 359.9 and -0.1, latitude +-89.9 (with and without pole rows), exactly on grid lines."""
+    bg = request.getfixturevalue(grid)
+    lat = [89.9, -89.9, 89.9, float(bg.latitude[10]), float(bg.latitude[20]), 0.0]
+    lon = [359.9, -0.1, 180.0, float(bg.longitude[5]), -179.0, 360.0 - 1e-9]
+    truth = bg.copy(deep=True)
+    truth["t"] = bg.t + 1.0
+    obs = simulate(truth, stations=list(zip(lat, lon)), noise=0.0, variables=["t"])
+    out = assimilate(bg, obs, background_error={"t": 1.0}, obs_error={"t": 0.5})
+    assert bool((out.t_flag == FLAGS["used"]).all())
+    np.testing.assert_allclose(out.t_innovation.values, 1.0, atol=1e-4)  # H(x + 1) = H x + 1 everywhere
+    assert bool((out.t_residual < out.t_innovation).all())

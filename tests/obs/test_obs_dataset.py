@@ -10,35 +10,57 @@ from xphyda.errors import ObservationError, PhydaError, UnitsError, VariableErro
 from xphyda.obs import DEFAULT_OBS_ERROR, build_problem, observation_kind
 
 
-def stations(values, *, name="t", units="K", dim="station", lat=(45.0, -30.0, 10.0), lon=(7.0, 300.0, -60.0),
-             pressure=(500.0, 850.0, 700.0), **attrs):
+def stations(
+    values,
+    *,
+    name="t",
+    units="K",
+    dim="station",
+    lat=(45.0, -30.0, 10.0),
+    lon=(7.0, 300.0, -60.0),
+    pressure=(500.0, 850.0, 700.0),
+    **attrs,
+):
     coords = {"lat": (dim, list(lat)), "lon": (dim, list(lon))}
     if pressure is not None:
         coords["pressure"] = (dim, list(pressure), {"units": "hPa"})
-    return xr.Dataset({name: (dim, np.asarray(values, dtype=float), {"units": units, **attrs})}, coords=coords)
+    return xr.Dataset(
+        {name: (dim, np.asarray(values, dtype=float), {"units": units, **attrs})}, coords=coords
+    )
 
 
 # --------------------------------------------------------------------------- kinds
 def test_kinds_are_read_from_the_structure(era5):
     assert observation_kind(stations([250.0, 270.0, 260.0], dim="index"), era5) == "points"
-    single = xr.Dataset({"t": ((), 250.0, {"units": "K"})}, coords={"lat": 10.0, "lon": 20.0, "pressure": ((), 500.0, {"units": "hPa"})})
+    single = xr.Dataset(
+        {"t": ((), 250.0, {"units": "K"})},
+        coords={"lat": 10.0, "lon": 20.0, "pressure": ((), 500.0, {"units": "hPa"})},
+    )
     assert observation_kind(single, era5) == "points"
     assert observation_kind(era5, era5) == "grid"
-    flipped = era5.assign_coords(longitude=((era5.longitude + 180) % 360) - 180).sortby("longitude").sortby("latitude")
+    flipped = (
+        era5.assign_coords(longitude=((era5.longitude + 180) % 360) - 180)
+        .sortby("longitude")
+        .sortby("latitude")
+    )
     assert observation_kind(flipped, era5) == "grid"
     assert observation_kind(era5.isel(latitude=slice(None, None, 2)), era5) == "gridded"
 
 
 def test_curvilinear_obs_are_explained(era5):
-    ds = xr.Dataset({"t": (("y", "x"), np.zeros((2, 2)), {"units": "K"})},
-                    coords={"lat": (("y", "x"), np.zeros((2, 2))), "lon": (("y", "x"), np.zeros((2, 2)))})
+    ds = xr.Dataset(
+        {"t": (("y", "x"), np.zeros((2, 2)), {"units": "K"})},
+        coords={"lat": (("y", "x"), np.zeros((2, 2))), "lon": (("y", "x"), np.zeros((2, 2)))},
+    )
     with pytest.raises((ObservationError, PhydaError), match="stack|1-D"):
         build_problem(era5, ds)
 
 
 def test_single_station_and_any_dimension_name(era5):
-    single = xr.Dataset({"t": ((), 250.0, {"units": "K"})},
-                        coords={"lat": 10.0, "lon": 20.0, "pressure": ((), 500.0, {"units": "hPa"})})
+    single = xr.Dataset(
+        {"t": ((), 250.0, {"units": "K"})},
+        coords={"lat": 10.0, "lon": 20.0, "pressure": ((), 500.0, {"units": "hPa"})},
+    )
     problem = build_problem(era5, single)
     assert problem.targets["t"].H.shape == (1, 2 * 181 * 360)
     problem = build_problem(era5, stations([250.0, 270.0, 260.0], dim="obs_index"))
@@ -46,9 +68,14 @@ def test_single_station_and_any_dimension_name(era5):
 
 
 def test_soundings_with_a_level_dimension(era5):
-    ds = xr.Dataset({"t": (("station", "plev"), [[250.0, 270.0, 280.0]], {"units": "K"})},
-                    coords={"lat": ("station", [50.0]), "lon": ("station", [10.0]),
-                            "plev": ("plev", [50000.0, 85000.0, 100000.0], {"units": "Pa"})})
+    ds = xr.Dataset(
+        {"t": (("station", "plev"), [[250.0, 270.0, 280.0]], {"units": "K"})},
+        coords={
+            "lat": ("station", [50.0]),
+            "lon": ("station", [10.0]),
+            "plev": ("plev", [50000.0, 85000.0, 100000.0], {"units": "Pa"}),
+        },
+    )
     t = build_problem(era5, ds).targets["t"]
     assert t.flags.tolist() == [0, 0, 2]  # 1000 hPa lies below the background's lowest level
 
@@ -58,7 +85,9 @@ def test_obs_without_coordinates(era5):
     ds = xr.Dataset({"t": ("station", [250.0], {"units": "K"})})
     with pytest.raises(ObservationError, match="latitude and longitude"):
         build_problem(era5, ds)
-    as_vars = xr.Dataset({"t": ("station", [250.0], {"units": "K"}), "lat": ("station", [1.0]), "lon": ("station", [1.0])})
+    as_vars = xr.Dataset(
+        {"t": ("station", [250.0], {"units": "K"}), "lat": ("station", [1.0]), "lon": ("station", [1.0])}
+    )
     with pytest.raises(ObservationError, match=r"set_coords"):
         build_problem(era5, as_vars)
 
@@ -80,7 +109,9 @@ def test_aliases_and_standard_names_find_the_variable(era5):
 
 def test_celsius_and_kelvin_give_the_same_problem(era5):
     k = build_problem(era5, stations([250.0, 270.0, 260.0])).targets["t"]
-    c = build_problem(era5, stations([250.0 - 273.15, 270.0 - 273.15, 260.0 - 273.15], units="degC")).targets["t"]
+    c = build_problem(era5, stations([250.0 - 273.15, 270.0 - 273.15, 260.0 - 273.15], units="degC")).targets[
+        "t"
+    ]
     np.testing.assert_allclose(c.y, k.y)
     np.testing.assert_allclose(c.sigma_o, k.sigma_o)
 
@@ -96,7 +127,9 @@ def test_a_speed_is_not_a_temperature(era5):
     with pytest.raises(UnitsError, match="'t'.*temperature"):
         build_problem(era5, stations([1.0, 2.0, 3.0], units="m s-1"))
     with pytest.raises(UnitsError, match="units"):
-        build_problem(era5, stations([1.0, 2.0, 3.0], units=None).pipe(lambda d: d.assign(t=d.t.assign_attrs(units=""))))
+        build_problem(
+            era5, stations([1.0, 2.0, 3.0], units=None).pipe(lambda d: d.assign(t=d.t.assign_attrs(units="")))
+        )
 
 
 def test_all_nan_and_outside(era5):
@@ -136,7 +169,9 @@ def test_observation_errors_argument_ancillary_default(era5):
     assert build_problem(era5, obs).targets["t"].sigma_o.tolist() == [DEFAULT_OBS_ERROR["temperature"]] * 3
     assert build_problem(era5, obs, obs_error={"t": 0.5}).targets["t"].sigma_o.tolist() == [0.5] * 3
     assert build_problem(era5, obs, obs_error="0.7 K").targets["t"].sigma_o.tolist() == [0.7] * 3
-    anc = obs.assign(t_err=("station", [0.3, 0.4, 0.5], {"standard_name": "air_temperature standard_error", "units": "K"}))
+    anc = obs.assign(
+        t_err=("station", [0.3, 0.4, 0.5], {"standard_name": "air_temperature standard_error", "units": "K"})
+    )
     anc["t"].attrs["ancillary_variables"] = "t_err"
     problem = build_problem(era5, anc)
     assert problem.targets["t"].sigma_o.tolist() == [0.3, 0.4, 0.5]

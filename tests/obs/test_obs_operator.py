@@ -109,8 +109,9 @@ def test_vertical_linear_in_log_pressure():
     assert inside.tolist() == [True] * 5 + [False] * 3
     f = 7.0 + 3.0 * np.log(levels)
     np.testing.assert_allclose(((1 - t) * f[k0] + t * f[k1])[:5], 7.0 + 3.0 * np.log(p[:5]))
-    H = build_operator(np.full(p.size, 10.0), np.full(p.size, 20.0), ERA5_LAT, ERA5_LON,
-                       pressure=p, levels=levels).matrix
+    H = build_operator(
+        np.full(p.size, 10.0), np.full(p.size, 20.0), ERA5_LAT, ERA5_LON, pressure=p, levels=levels
+    ).matrix
     assert H[2].nnz == 1  # exactly on a level: one level, one node
     assert H[5].nnz == 0 and H[6].nnz == 0
 

@@ -28,8 +28,22 @@ def test_duplicates_keep_the_first():
     lon = [20.0, -340.0, 20.0, 0.0, 123.0, 20.0]
     p = [500e2, 500e2, 500e2, 500e2, 500e2, 850e2]
     assert duplicates(lat, lon, p, None, [True] * 6).tolist() == [False, True, True, False, True, False]
-    assert duplicates(lat, lon, p, [0, 0, 1, 0, 0, 0], [True] * 6).tolist() == [False, True, False, False, True, False]
-    assert duplicates(lat, lon, p, None, [False, True, True, True, True, True]).tolist() == [False, False, True, False, True, False]
+    assert duplicates(lat, lon, p, [0, 0, 1, 0, 0, 0], [True] * 6).tolist() == [
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert duplicates(lat, lon, p, None, [False, True, True, True, True, True]).tolist() == [
+        False,
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]
 
 
 def test_match_times_without_window():
@@ -41,9 +55,11 @@ def test_match_times_without_window():
 def test_every_observation_gets_a_flag(era5):
     obs = xr.Dataset(
         {"t": ("station", [250.0, np.nan, 250.0, 255.0, 255.0, 400.0], {"units": "K"})},
-        coords={"lat": ("station", [45.0, 45.0, 45.0, 10.0, 10.0, -20.0]),
-                "lon": ("station", [7.0, 8.0, 9.0, 20.0, 20.0, 30.0]),
-                "pressure": ("station", [500.0, 500.0, 100.0, 850.0, 850.0, 850.0], {"units": "hPa"})},
+        coords={
+            "lat": ("station", [45.0, 45.0, 45.0, 10.0, 10.0, -20.0]),
+            "lon": ("station", [7.0, 8.0, 9.0, 20.0, 20.0, 30.0]),
+            "pressure": ("station", [500.0, 500.0, 100.0, 850.0, 850.0, 850.0], {"units": "hPa"}),
+        },
     )
     problem = build_problem(era5, obs)
     assert problem.targets["t"].flags.tolist() == [0, 1, 2, 0, 4, 0]  # the gross error waits for the method
@@ -57,7 +73,9 @@ def test_simulate_fraction_is_exact_and_seeded(coarse_era5):
     assert not a.t.equals(c.t)
     seen = a.t.notnull()
     assert int(seen.isel(level=0).sum()) == round(0.1 * 64 * 128)
-    xr.testing.assert_equal(seen.isel(level=0), a.z.notnull().isel(level=0))  # columns: all variables and levels
+    xr.testing.assert_equal(
+        seen.isel(level=0), a.z.notnull().isel(level=0)
+    )  # columns: all variables and levels
     noise = (a.t - coarse_era5.t).where(seen)
     assert float(noise.std()) == pytest.approx(1.0, rel=0.1)
     assert a.t.attrs["units"] == "K" and a.t_error.attrs["standard_name"] == "air_temperature standard_error"
@@ -67,14 +85,24 @@ def test_simulate_stations(coarse_era5):
     obs = simulate(coarse_era5, n_stations=4000, noise=0.0, seed=0)
     assert obs.t.dims == ("time", "level", "station") and "t_error" not in obs
     assert abs(float(np.sin(np.deg2rad(obs.lat)).mean())) < 0.03  # uniform on the sphere
-    op = build_operator(obs.lat.values, obs.lon.values, coarse_era5.latitude.values, coarse_era5.longitude.values)
+    op = build_operator(
+        obs.lat.values, obs.lon.values, coarse_era5.latitude.values, coarse_era5.longitude.values
+    )
     expected = op.matrix @ coarse_era5.t.isel(time=0, level=1).values.astype(float).ravel()
     np.testing.assert_allclose(obs.t.isel(time=0, level=1).values, expected, rtol=1e-6)
 
 
 def test_simulate_given_stations_keep_their_ids(coarse_era5):
-    net = xr.Dataset(coords={"lat": ("site", [51.5, -33.9]), "lon": ("site", [-0.1, 151.2]), "wmo": ("site", [3772, 94767])})
-    obs = simulate(coarse_era5, stations=net, noise={"t": 0.5, "z": "5 m"}, variables=["t", "z"], obs_dim="site")
+    net = xr.Dataset(
+        coords={
+            "lat": ("site", [51.5, -33.9]),
+            "lon": ("site", [-0.1, 151.2]),
+            "wmo": ("site", [3772, 94767]),
+        }
+    )
+    obs = simulate(
+        coarse_era5, stations=net, noise={"t": 0.5, "z": "5 m"}, variables=["t", "z"], obs_dim="site"
+    )
     assert obs.wmo.values.tolist() == [3772, 94767]
     assert float(obs.z_error) == pytest.approx(5 * 9.80665)
     pairs = simulate(coarse_era5, stations=[(51.5, -0.1), (-33.9, 151.2)], noise=0.0)

@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from xphyda.errors import ObservationError
-from xphyda.obs.regrid import (
+from xphyda.obs.regridding import (
     apply_weights,
     bilinear_weights,
     conservative_weights,
@@ -20,12 +20,19 @@ from xphyda.obs.regrid import (
 def coarse_target(nlat: int = 64, nlon: int = 128) -> xr.Dataset:
     lat = 90.0 - (np.arange(nlat) + 0.5) * 180.0 / nlat
     lon = np.arange(nlon) * 360.0 / nlon
-    return xr.Dataset(coords={"latitude": ("latitude", lat, {"units": "degrees_north"}),
-                              "longitude": ("longitude", lon, {"units": "degrees_east"})})
+    return xr.Dataset(
+        coords={
+            "latitude": ("latitude", lat, {"units": "degrees_north"}),
+            "longitude": ("longitude", lon, {"units": "degrees_east"}),
+        }
+    )
 
 
 def areas(lat, lon):
-    return np.abs(np.diff(np.sin(np.deg2rad(lat_edges(lat)))))[:, None] * np.deg2rad(np.diff(lon_edges(lon)))[None, :]
+    return (
+        np.abs(np.diff(np.sin(np.deg2rad(lat_edges(lat)))))[:, None]
+        * np.deg2rad(np.diff(lon_edges(lon)))[None, :]
+    )
 
 
 def harmonic(lat, lon):
@@ -34,7 +41,10 @@ def harmonic(lat, lon):
 
 
 def test_cell_areas_cover_the_sphere():
-    for lat, lon in ((np.linspace(90, -90, 181), np.arange(360.0)), (coarse_target().latitude.values, coarse_target().longitude.values)):
+    for lat, lon in (
+        (np.linspace(90, -90, 181), np.arange(360.0)),
+        (coarse_target().latitude.values, coarse_target().longitude.values),
+    ):
         assert areas(lat, lon).sum() == pytest.approx(4 * np.pi, rel=1e-12)
 
 
@@ -74,7 +84,9 @@ def test_bilinear_accuracy_and_exact_on_coincident_nodes():
 @pytest.mark.parametrize("method", ["conservative", "bilinear"])
 def test_gaps_neither_spread_nor_get_filled(era5, method):
     src = era5.t.isel(time=0, level=0, drop=True)
-    gappy = src.where(~((src.latitude > 20) & (src.latitude < 40) & (src.longitude > 100) & (src.longitude < 140)))
+    gappy = src.where(
+        ~((src.latitude > 20) & (src.latitude < 40) & (src.longitude > 100) & (src.longitude < 140))
+    )
     target = coarse_target()
     full = regrid(src, target, method=method, backend="xphyda")
     out = regrid(gappy, target, method=method, backend="xphyda")
@@ -93,7 +105,11 @@ def test_gaps_neither_spread_nor_get_filled(era5, method):
 
 def test_conventions_and_orientation_do_not_matter(era5):
     src = era5.t.isel(time=0, level=1, drop=True)
-    flipped = src.assign_coords(longitude=((src.longitude + 180) % 360) - 180).sortby("longitude").sortby("latitude")
+    flipped = (
+        src.assign_coords(longitude=((src.longitude + 180) % 360) - 180)
+        .sortby("longitude")
+        .sortby("latitude")
+    )
     target = coarse_target()
     a = regrid(src, target, method="conservative", backend="xphyda")
     b = regrid(flipped, target, method="conservative", backend="xphyda")

@@ -176,7 +176,8 @@ def _corr_matrix(xa: np.ndarray, xb: np.ndarray, length: float, kind: str):
         return sp.csr_matrix((vals, (d["i"], d["j"])), shape=(xa.shape[0], xb.shape[0]))
     if xa.shape[0] * xb.shape[0] > _DENSE_MAX**2:
         raise PhydaError(
-            f"a {kind!r} correlation between {xa.shape[0]} and {xb.shape[0]} points needs a dense matrix too large "
+            f"a {kind!r} correlation between {xa.shape[0]} and {xb.shape[0]} points needs a dense "
+            "matrix too large "
             "for memory; use the compactly supported correlation='gaspari-cohn' or fewer observations"
         )
     sq = (xa**2).sum(1)[:, None] + (xb**2).sum(1)[None, :] - 2.0 * xa @ xb.T
@@ -227,7 +228,9 @@ def _vertical(nlev: int, sigma_b, log_p, vertical_length_scale) -> np.ndarray:
     """``D C_v D`` between levels: ``(nlev, nlev)``."""
     sigma = np.broadcast_to(np.asarray(sigma_b, dtype=np.float64), (nlev,)).copy()
     if np.any(~np.isfinite(sigma)) or np.any(sigma <= 0):
-        raise ObservationError(f"background-error standard deviations must be positive and finite; got {sigma}")
+        raise ObservationError(
+            f"background-error standard deviations must be positive and finite; got {sigma}"
+        )
     if vertical_length_scale is None or nlev == 1:
         cv = np.eye(nlev)
     else:
@@ -254,10 +257,25 @@ class OIResult:
     """Conjugate-gradient iterations (0 for Cholesky)."""
 
 
-def oi_analysis(background, H, y, sigma_o, *, lat, lon, sigma_b, length_scale: float,
-                kind: str = "gaspari-cohn", log_p=None, vertical_length_scale: float | None = None,
-                solver: str = "auto", exact_max: int = 2000, rtol: float = 1e-8,
-                radius: float = EARTH_RADIUS, chunk: int = 16384) -> OIResult:
+def oi_analysis(
+    background,
+    H,
+    y,
+    sigma_o,
+    *,
+    lat,
+    lon,
+    sigma_b,
+    length_scale: float,
+    kind: str = "gaspari-cohn",
+    log_p=None,
+    vertical_length_scale: float | None = None,
+    solver: str = "auto",
+    exact_max: int = 2000,
+    rtol: float = 1e-8,
+    radius: float = EARTH_RADIUS,
+    chunk: int = 16384,
+) -> OIResult:
     """Analyse one variable with optimal interpolation (3D-Var in observation space).
 
     Parameters
@@ -308,14 +326,20 @@ def oi_analysis(background, H, y, sigma_o, *, lat, lon, sigma_b, length_scale: f
     nlev = 1 if xb.ndim == 2 else xb.shape[0]
     nh = lat.size * lon.size
     if xb.shape[-2:] != (lat.size, lon.size):
-        raise ObservationError(f"background shape {xb.shape} does not match the grid ({lat.size}, {lon.size})")
+        raise ObservationError(
+            f"background shape {xb.shape} does not match the grid ({lat.size}, {lon.size})"
+        )
     H = sp.csr_matrix(H)
     y = np.asarray(y, dtype=np.float64).ravel()
     so = np.broadcast_to(np.asarray(sigma_o, dtype=np.float64), y.shape)
     if H.shape != (y.size, xb.size):
-        raise ObservationError(f"H has shape {H.shape}; expected ({y.size}, {xb.size}) for {y.size} observations")
+        raise ObservationError(
+            f"H has shape {H.shape}; expected ({y.size}, {xb.size}) for {y.size} observations"
+        )
     if np.any(~np.isfinite(y)) or np.any(~np.isfinite(so)) or np.any(so <= 0):
-        raise ObservationError("observations must be finite with positive finite errors; flag the others out first")
+        raise ObservationError(
+            "observations must be finite with positive finite errors; flag the others out first"
+        )
     if solver not in ("auto", "cholesky", "cg"):
         raise PhydaError(f"solver must be 'auto', 'cholesky' or 'cg'; got {solver!r}")
     length = _check_length(length_scale)
@@ -334,7 +358,7 @@ def oi_analysis(background, H, y, sigma_o, *, lat, lon, sigma_b, length_scale: f
     xu = radius * unit_vectors(lat[ii], lon[jj])
     cuu = _corr_matrix(xu, xu, length, kind)
     bsub = sp.kron(sp.csr_matrix(bv), sp.csr_matrix(cuu), format="csr")
-    hbh = (Hsub @ bsub @ Hsub.T)
+    hbh = Hsub @ bsub @ Hsub.T
     d = y - H @ xb.ravel()
 
     method = solver if solver != "auto" else ("cholesky" if y.size <= exact_max else "cg")

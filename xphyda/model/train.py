@@ -174,6 +174,8 @@ def _resolve_device(device: str) -> torch.device:
             return torch.device("cuda", local if world > 1 else 0)
         return torch.device("cpu")
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and world > 1:
+        dev = torch.device("cuda", local)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError("device 'cuda' was requested but torch sees no GPU; use device='auto' or 'cpu'")
     return dev

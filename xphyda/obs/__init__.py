@@ -9,8 +9,8 @@ from .dataset import KINDS, observation_kind
 from .operator import Operator, build_operator, to_torch
 from .problem import ObsProblem, build_problem
 from .qc import FLAGS
-from .regrid import regrid
-from .simulate import simulate
+from .regridding import regrid
+from .synthetic import simulate
 from .uncertainty import DEFAULT_BACKGROUND_ERROR, DEFAULT_OBS_ERROR
 
 __all__ = [

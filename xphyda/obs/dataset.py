@@ -10,7 +10,13 @@ The kind is read from the structure, never from a flag:
     coordinate (per observation, or a time dimension).
 ``"gridded"``
     Data on another 1-D latitude-longitude grid (a satellite product, another
-    model): regridded to the analysis grid first (:func:`xphyda.obs.regrid.regrid`).
+    model).  By default (``regrid="auto"``) a product finer than the analysis
+    grid is remapped conservatively to it (superobservations, one per analysis
+    cell), and a coarser one is observed where it is: each of its grid points is
+    a point observation, interpolated from the state by ``H``, so no
+    pseudo-observations are invented between its points.  ``regrid="bilinear"``,
+    ``"conservative"`` or a regridder object always regrid
+    (:func:`xphyda.obs.regridding.regrid`); ``regrid=None`` never does.
 ``"grid"``
     Data on the analysis grid itself (either latitude order, either longitude
     convention) with NaN where unobserved: the masked setting.
@@ -46,7 +52,14 @@ from ..grid import VARIABLES, Grid, discover_grid, find_coord
 from ..units import parse_units, registry
 from .uncertainty import observation_error, scale_to_si
 
-__all__ = ["KINDS", "ObsVariable", "match_variable", "observation_kind", "observation_variables", "variable_kind"]
+__all__ = [
+    "KINDS",
+    "ObsVariable",
+    "match_variable",
+    "observation_kind",
+    "observation_variables",
+    "variable_kind",
+]
 
 KINDS = ("points", "gridded", "grid")
 """The three kinds of observation Dataset."""
@@ -86,7 +99,9 @@ def _coord(obs, key: str) -> str:
     except CoordinateError as exc:
         hint = ""
         if isinstance(obs, xr.Dataset):
-            like = [str(v) for v in obs.data_vars if str(v).lower() in ("lat", "latitude", "lon", "longitude")]
+            like = [
+                str(v) for v in obs.data_vars if str(v).lower() in ("lat", "latitude", "lon", "longitude")
+            ]
             if like:
                 hint = f" The data variables {like} look like coordinates: obs = obs.set_coords({like})."
         raise ObservationError(
@@ -100,7 +115,9 @@ def _same_grid(a: Grid, b: Grid) -> bool:
     if a.shape != b.shape:
         return False
     lat_ok = np.allclose(np.sort(a.lat_values), np.sort(b.lat_values), atol=1e-6)
-    lon_ok = np.allclose(np.sort(np.mod(a.lon_values, 360.0)), np.sort(np.mod(b.lon_values, 360.0)), atol=1e-6)
+    lon_ok = np.allclose(
+        np.sort(np.mod(a.lon_values, 360.0)), np.sort(np.mod(b.lon_values, 360.0)), atol=1e-6
+    )
     return bool(lat_ok and lon_ok)
 
 
@@ -122,8 +139,10 @@ def observation_kind(obs, background) -> str:
         bg = background if isinstance(background, Grid) else discover_grid(background)
         return "grid" if _same_grid(discover_grid(obs), bg) else "gridded"
     raise ObservationError(
-        f"observation coordinates {lat!r} {la.dims} and {lon!r} {lo.dims} are neither per observation nor a 1-D "
-        "lat-lon grid. For a curvilinear grid give the data as points: obs.stack(obs=[...the two grid dims...])"
+        f"observation coordinates {lat!r} {la.dims} and {lon!r} {lo.dims} are neither per "
+        "observation nor a 1-D "
+        "lat-lon grid. For a curvilinear grid give the data as points: obs.stack(obs=[...the two "
+        "grid dims...])"
     )
 
 
@@ -134,7 +153,11 @@ def on_analysis_grid(obs: xr.Dataset, grid: Grid) -> xr.Dataset:
     diff = np.abs(np.mod(src.lon_values[None, :] - grid.lon_values[:, None] + 180.0, 360.0) - 180.0)
     ilon = diff.argmin(axis=1)
     out = obs.isel({src.lat: ilat, src.lon: ilon}).drop_vars([src.lat, src.lon])
-    out = out.rename({src.lat: grid.lat, src.lon: grid.lon}) if (src.lat, src.lon) != (grid.lat, grid.lon) else out
+    out = (
+        out.rename({src.lat: grid.lat, src.lon: grid.lon})
+        if (src.lat, src.lon) != (grid.lat, grid.lon)
+        else out
+    )
     return out.assign_coords({grid.lat: grid.lat_values, grid.lon: grid.lon_values})
 
 
@@ -207,16 +230,24 @@ def _candidates(obs: xr.Dataset, variables: Sequence[str] | None) -> list[str]:
                 f"{sorted(map(str, obs.data_vars))}"
             )
         return list(variables)
-    return [str(v) for v, da in obs.data_vars.items()
-            if np.issubdtype(da.dtype, np.number) and not _is_ancillary(str(v), obs)]
+    return [
+        str(v)
+        for v, da in obs.data_vars.items()
+        if np.issubdtype(da.dtype, np.number) and not _is_ancillary(str(v), obs)
+    ]
 
 
 # --------------------------------------------------------------------------- flattening
 def _pressure_name(obs) -> str | None:
     try:
         return find_coord(obs, "level", required=False)
-    except (GridError, CoordinateError):
+    except GridError:  # a height or model-level coordinate (station elevation...): no pressure
         return None
+    except CoordinateError as exc:
+        raise ObservationError(
+            f"the observations' pressure is ambiguous: {exc}. Fix: keep one pressure coordinate per "
+            "observation (obs.drop_vars(...)) or rename the other"
+        ) from None
 
 
 def _pressure_pa(coord: xr.DataArray, name: str) -> np.ndarray:
@@ -226,7 +257,9 @@ def _pressure_pa(coord: xr.DataArray, name: str) -> np.ndarray:
     unit = parse_units(units, name=name)
     ureg = registry()
     if ureg.Quantity(1, unit).dimensionality != ureg.Quantity(1, "Pa").dimensionality:
-        raise UnitsError(f"observation pressure {name!r} has units {units!r}; expected a pressure such as 'hPa'")
+        raise UnitsError(
+            f"observation pressure {name!r} has units {units!r}; expected a pressure such as 'hPa'"
+        )
     return ureg.Quantity(np.asarray(coord.values, dtype=np.float64), unit).m_as("Pa")
 
 
@@ -234,15 +267,18 @@ def _broadcast(da: xr.DataArray, coord: str) -> np.ndarray:
     return np.asarray(da[coord].broadcast_like(da).transpose(*da.dims).values).ravel()
 
 
-def _flatten(name: str, da: xr.DataArray, obs: xr.Dataset, background: xr.Dataset, *, lat: str, lon: str,
-             obs_error) -> ObsVariable:
+def _flatten(
+    name: str, da: xr.DataArray, obs: xr.Dataset, background: xr.Dataset, *, lat: str, lon: str, obs_error
+) -> ObsVariable:
     target = match_variable(name, da, background)
     kind = variable_kind(target, background[target])
     units = da.attrs.get("units")
     try:
         scale, offset = scale_to_si(units, kind, name=name)
     except UnitsError as exc:
-        raise UnitsError(f"observation {name!r} cannot be compared with background {target!r}: {exc}") from None
+        raise UnitsError(
+            f"observation {name!r} cannot be compared with background {target!r}: {exc}"
+        ) from None
     if kind is None:  # unknown kind: the background's units must have the same dimensionality
         scale_to_si(background[target].attrs.get("units"), None, name=target)
         ureg = registry()
@@ -262,16 +298,31 @@ def _flatten(name: str, da: xr.DataArray, obs: xr.Dataset, background: xr.Datase
     tname = find_coord(da, "time", required=False)
     time = _broadcast(da, tname) if tname is not None else None
     return ObsVariable(
-        name=name, target=target, kind=kind, template=da,
-        values=(raw * scale + offset).ravel(), sigma=sigma.ravel(),
-        lat=np.asarray(_broadcast(da, lat), dtype=np.float64), lon=np.asarray(_broadcast(da, lon), dtype=np.float64),
-        pressure=pressure, time=time, error_source=source,
+        name=name,
+        target=target,
+        kind=kind,
+        template=da,
+        values=(raw * scale + offset).ravel(),
+        sigma=sigma.ravel(),
+        lat=np.asarray(_broadcast(da, lat), dtype=np.float64),
+        lon=np.asarray(_broadcast(da, lon), dtype=np.float64),
+        pressure=pressure,
+        time=time,
+        error_source=source,
     )
 
 
-def observation_variables(background: xr.Dataset, obs, *, grid: Grid | None = None, variables=None,
-                          obs_error=None, regrid="auto", min_coverage: float = 0.5,
-                          regrid_backend: str = "auto") -> tuple[str, list[ObsVariable]]:
+def observation_variables(
+    background: xr.Dataset,
+    obs,
+    *,
+    grid: Grid | None = None,
+    variables=None,
+    obs_error=None,
+    regrid="auto",
+    min_coverage: float = 0.5,
+    regrid_backend: str = "auto",
+) -> tuple[str, list[ObsVariable]]:
     """Detect the kind of ``obs``, bring it to the analysis grid if gridded, and flatten each variable.
 
     Returns
@@ -288,26 +339,42 @@ def observation_variables(background: xr.Dataset, obs, *, grid: Grid | None = No
     """
     if isinstance(obs, xr.DataArray):
         if obs.name is None:
-            raise ObservationError("an observation DataArray needs a name (the variable it observes): obs.rename('t')")
+            raise ObservationError(
+                "an observation DataArray needs a name (the variable it observes): obs.rename('t')"
+            )
         obs = obs.to_dataset()
     if not isinstance(obs, xr.Dataset):
-        raise ObservationError(f"observations must be an xarray Dataset or DataArray; got {type(obs).__name__}")
+        raise ObservationError(
+            f"observations must be an xarray Dataset or DataArray; got {type(obs).__name__}"
+        )
     grid = grid or discover_grid(background)
     kind = observation_kind(obs, grid)
     names = _candidates(obs, variables)
     if not names:
         raise ObservationError(
-            f"the observations hold no observed variable (data variables: {sorted(map(str, obs.data_vars))}); "
+            "the observations hold no observed variable (data variables: "
+            f"{sorted(map(str, obs.data_vars))}); "
             "observations are numeric data variables named like the background's"
         )
     for n in names:  # fail on unknown variables before any regridding work
         match_variable(n, obs[n], background)
     if kind == "gridded":
-        from .regrid import regrid as _regrid
+        from .regridding import finer
+        from .regridding import regrid as _regrid
 
-        keep = set(names) | {a for n in names for a in str(obs[n].attrs.get("ancillary_variables", "")).split()}
-        obs = _regrid(obs[[v for v in obs.data_vars if v in keep]], grid, method=regrid, min_coverage=min_coverage,
-                      backend=regrid_backend)
+        if regrid == "auto":  # superobservations from finer products; coarser ones observed where they are
+            regrid = "conservative" if finer(discover_grid(obs), grid) else None
+        if regrid is not None:
+            keep = set(names) | {
+                a for n in names for a in str(obs[n].attrs.get("ancillary_variables", "")).split()
+            }
+            obs = _regrid(
+                obs[[v for v in obs.data_vars if v in keep]],
+                grid,
+                method=regrid,
+                min_coverage=min_coverage,
+                backend=regrid_backend,
+            )
     elif kind == "grid":
         obs = on_analysis_grid(obs, grid)
     lat, lon = _coord(obs, "latitude"), _coord(obs, "longitude")
@@ -316,7 +383,8 @@ def observation_variables(background: xr.Dataset, obs, *, grid: Grid | None = No
         da = obs[n]
         if da.size == 0 or not bool(np.isfinite(np.asarray(da.values, dtype=np.float64)).any()):
             raise ObservationError(
-                f"observation variable {n!r} is all NaN{' after regridding' if kind == 'gridded' else ''}: nothing "
+                f"observation variable {n!r} is all "
+                f"NaN{' after regridding' if kind == 'gridded' else ''}: nothing "
                 f"is observed. Fix: drop it (obs.drop_vars({n!r}) or variables=[...])"
                 + ("; check that the observation grid overlaps the background's" if kind == "gridded" else "")
             )

@@ -49,10 +49,19 @@ def _clashes(da: xr.DataArray, background: xr.Dataset) -> dict[str, str]:
             continue
         if name in background.coords and name in da.coords:
             a, b = da[name], background[name]
-            if a.dims == b.dims and a.shape == b.shape and np.array_equal(np.asarray(a.values), np.asarray(b.values)):
+            if (
+                a.dims == b.dims
+                and a.shape == b.shape
+                and np.array_equal(np.asarray(a.values), np.asarray(b.values))
+            ):
                 continue
-        elif (name in background.dims and name in da.dims and name not in da.coords
-              and name not in background.coords and da.sizes[name] == background.sizes[name]):
+        elif (
+            name in background.dims
+            and name in da.dims
+            and name not in da.coords
+            and name not in background.coords
+            and da.sizes[name] == background.sizes[name]
+        ):
             continue
         renames[name] = f"obs_{name}"
     return renames
@@ -75,20 +84,36 @@ def diagnostics(problem: ObsProblem, analysis: dict[str, np.ndarray], background
         hb = model_equivalent(target, target.background)
         ha = model_equivalent(target, analysis.get(target.name, target.background))
         fields = {
-            "innovation": (target.from_si(target.y - hb, difference=True), "observation minus background (O - B)"),
-            "residual": (target.from_si(target.y - ha, difference=True), "observation minus analysis (O - A)"),
-            "obs_error": (target.from_si(target.sigma_o, difference=True), "observation-error standard deviation used"),
+            "innovation": (
+                target.from_si(target.y - hb, difference=True),
+                "observation minus background (O - B)",
+            ),
+            "residual": (
+                target.from_si(target.y - ha, difference=True),
+                "observation minus analysis (O - A)",
+            ),
+            "obs_error": (
+                target.from_si(target.sigma_o, difference=True),
+                "observation-error standard deviation used",
+            ),
         }
         for var, sl in target.pieces:
             tpl = var.template
             coords = {k: v for k, v in tpl.coords.items()}
             renames = _clashes(tpl, background)
             sn = tpl.attrs.get("standard_name") or background[target.name].attrs.get("standard_name")
-            flag = xr.DataArray(target.flags[sl].reshape(tpl.shape), dims=tpl.dims, coords=coords,
-                                attrs=flag_attributes(var.name, sn))
+            flag = xr.DataArray(
+                target.flags[sl].reshape(tpl.shape),
+                dims=tpl.dims,
+                coords=coords,
+                attrs=flag_attributes(var.name, sn),
+            )
             out[f"{var.name}_flag"] = flag.rename(renames)
             for suffix, (values, long_name) in fields.items():
-                attrs = {"long_name": f"{long_name} of {var.name}, observing {target.name}", "units": target.units}
+                attrs = {
+                    "long_name": f"{long_name} of {var.name}, observing {target.name}",
+                    "units": target.units,
+                }
                 da = xr.DataArray(values[sl].reshape(tpl.shape), dims=tpl.dims, coords=coords, attrs=attrs)
                 out[f"{var.name}_{suffix}"] = da.rename(renames)
     return xr.Dataset(out)

@@ -87,7 +87,9 @@ def _lon_brackets(lon: np.ndarray, grid_lon: np.ndarray, sphere: SphereGrid):
     return j0, j1, np.where(inside, t, 0.0), inside
 
 
-def horizontal_weights(lat, lon, grid_lat, grid_lon, *, periodic: bool | None = None, global_lat: bool | None = None):
+def horizontal_weights(
+    lat, lon, grid_lat, grid_lon, *, periodic: bool | None = None, global_lat: bool | None = None
+):
     """Bilinear weights of observations at ``(lat, lon)`` on a lat-lon grid, as COO triplets.
 
     Parameters
@@ -111,7 +113,8 @@ def horizontal_weights(lat, lon, grid_lat, grid_lon, *, periodic: bool | None = 
 
     Examples
     --------
-    >>> rows, cols, w, inside = horizontal_weights([0.0], [90.0], [10.0, 0.0, -10.0], [0.0, 90.0, 180.0, 270.0])
+    >>> grid_lat, grid_lon = [10.0, 0.0, -10.0], [0.0, 90.0, 180.0, 270.0]
+    >>> rows, cols, w, inside = horizontal_weights([0.0], [90.0], grid_lat, grid_lon)
     >>> [int(c) for c, x in zip(cols, w) if x > 0], inside.tolist()
     ([5], [True])
     """
@@ -150,7 +153,11 @@ def horizontal_weights(lat, lon, grid_lat, grid_lon, *, periodic: bool | None = 
     r0, r1 = row(k0[idx]), row(k0[idx] + 1)
     a, b = t_lat[idx], t_lon[idx]
     rows = [np.repeat(idx, 4)]
-    cols = [np.stack([r0 * nlon + j0[idx], r0 * nlon + j1[idx], r1 * nlon + j0[idx], r1 * nlon + j1[idx]], 1).ravel()]
+    cols = [
+        np.stack(
+            [r0 * nlon + j0[idx], r0 * nlon + j1[idx], r1 * nlon + j0[idx], r1 * nlon + j1[idx]], 1
+        ).ravel()
+    ]
     wts = [np.stack([(1 - a) * (1 - b), (1 - a) * b, a * (1 - b), a * b], 1).ravel()]
 
     pidx = np.flatnonzero(inside & polar)
@@ -161,8 +168,10 @@ def horizontal_weights(lat, lon, grid_lat, grid_lon, *, periodic: bool | None = 
         r = np.where(north[pidx], row(nlat - 1), row(0))
         b = t_lon[pidx]
         rows += [np.repeat(pidx, 2), np.repeat(pidx, nlon)]
-        cols += [np.stack([r * nlon + j0[pidx], r * nlon + j1[pidx]], 1).ravel(),
-                 (r[:, None] * nlon + np.arange(nlon)[None, :]).ravel()]
+        cols += [
+            np.stack([r * nlon + j0[pidx], r * nlon + j1[pidx]], 1).ravel(),
+            (r[:, None] * nlon + np.arange(nlon)[None, :]).ravel(),
+        ]
         wts += [np.stack([(1 - s) * (1 - b), (1 - s) * b], 1).ravel(), np.repeat(s / nlon, nlon)]
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(wts), inside
 
@@ -213,8 +222,17 @@ def vertical_weights(pressure, levels):
 
 
 # --------------------------------------------------------------------------- operator
-def build_operator(lat, lon, grid_lat, grid_lon, *, pressure=None, levels=None,
-                   periodic: bool | None = None, global_lat: bool | None = None) -> Operator:
+def build_operator(
+    lat,
+    lon,
+    grid_lat,
+    grid_lon,
+    *,
+    pressure=None,
+    levels=None,
+    periodic: bool | None = None,
+    global_lat: bool | None = None,
+) -> Operator:
     """Build the sparse observation operator for point observations.
 
     Parameters
@@ -249,7 +267,9 @@ def build_operator(lat, lon, grid_lat, grid_lon, *, pressure=None, levels=None,
     >>> op.matrix.shape, op.matrix.nnz
     ((1, 24), 2)
     """
-    rows, cols, wts, inside = horizontal_weights(lat, lon, grid_lat, grid_lon, periodic=periodic, global_lat=global_lat)
+    rows, cols, wts, inside = horizontal_weights(
+        lat, lon, grid_lat, grid_lon, periodic=periodic, global_lat=global_lat
+    )
     n_obs = inside.size
     nh = np.asarray(grid_lat).size * np.asarray(grid_lon).size
     nlev = 1 if levels is None else np.asarray(levels).size
@@ -261,7 +281,9 @@ def build_operator(lat, lon, grid_lat, grid_lon, *, pressure=None, levels=None,
             )
         k0, k1, t, inside_v = vertical_weights(pressure, levels)
         if k0.size != n_obs:
-            raise ObservationError(f"{k0.size} pressures given for {n_obs} observations; give one per observation")
+            raise ObservationError(
+                f"{k0.size} pressures given for {n_obs} observations; give one per observation"
+            )
         inside = inside & inside_v
         keep = inside[rows]
         rows, cols, wts = rows[keep], cols[keep], wts[keep]
@@ -321,13 +343,17 @@ class TorchOperator:
         coo = sp.coo_matrix(m)
         index = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.int64)
         values = torch.as_tensor(coo.data, dtype=dtype)
-        return torch.sparse_coo_tensor(index, values, size=m.shape, device=device, check_invariants=True).coalesce()
+        return torch.sparse_coo_tensor(
+            index, values, size=m.shape, device=device, check_invariants=True
+        ).coalesce()
 
     def _run(self, x, a, b, n_in: int):
         squeeze = x.ndim == 1
         x2 = x[None] if squeeze else x
         if x2.ndim != 2 or x2.shape[-1] != n_in:
-            raise ObservationError(f"expected a tensor of shape (batch, {n_in}) or ({n_in},); got {tuple(x.shape)}")
+            raise ObservationError(
+                f"expected a tensor of shape (batch, {n_in}) or ({n_in},); got {tuple(x.shape)}"
+            )
         out = _apply_function().apply(x2.to(a.dtype), a, b)
         return out[0] if squeeze else out
 

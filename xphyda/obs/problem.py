@@ -69,7 +69,10 @@ class Target:
     def level_weights(self) -> np.ndarray:
         """``(n_obs, nlev)``: how much of each observation's weight falls on each level."""
         nh = self.background.shape[2] * self.background.shape[3]
-        ind = sp.csr_matrix((np.ones(self.nlev * nh), (np.arange(self.nlev * nh), np.repeat(np.arange(self.nlev), nh))))
+        ind = sp.csr_matrix(
+            (np.ones(self.nlev * nh), (np.arange(self.nlev * nh), np.repeat(np.arange(self.nlev), nh))),
+            shape=(self.nlev * nh, self.nlev),
+        )
         return np.asarray((self.H @ ind).todense())
 
     def from_si(self, values: np.ndarray, *, difference: bool = False) -> np.ndarray:
@@ -89,7 +92,9 @@ class ObsProblem:
 
     def count(self, flag: str | None = None) -> int:
         """Number of observations (with ``flag``, if given)."""
-        return int(sum((t.flags == FLAGS[flag]).sum() if flag else t.flags.size for t in self.targets.values()))
+        return int(
+            sum((t.flags == FLAGS[flag]).sum() if flag else t.flags.size for t in self.targets.values())
+        )
 
 
 def _state(background: xr.Dataset, name: str, grid: Grid):
@@ -99,10 +104,14 @@ def _state(background: xr.Dataset, name: str, grid: Grid):
     if grid.lat not in da.dims or grid.lon not in da.dims:
         raise GridError(f"background variable {name!r} is not on the horizontal grid; its dims are {da.dims}")
     if extra:
-        hint = (f"select a member (background.isel({grid.member}=0)) or the ensemble mean"
-                if grid.member in extra else f"select along {extra} first (background.isel(...))")
+        hint = (
+            f"select a member (background.isel({grid.member}=0)) or the ensemble mean"
+            if grid.member in extra
+            else f"select along {extra} first (background.isel(...))"
+        )
         raise GridError(
-            f"background variable {name!r} has dimensions {extra} that an analysis does not know how to treat; {hint}"
+            f"background variable {name!r} has dimensions {extra} that an analysis does not know "
+            f"how to treat; {hint}"
         )
     order = [d for d in (grid.time, grid.level, grid.lat, grid.lon) if d is not None and d in da.dims]
     kind = variable_kind(name, da)
@@ -112,7 +121,8 @@ def _state(background: xr.Dataset, name: str, grid: Grid):
     shape = (
         da.sizes[grid.time] if grid.time in da.dims else 1,
         da.sizes[grid.level] if grid.level in da.dims else 1,
-        grid.shape[0], grid.shape[1],
+        grid.shape[0],
+        grid.shape[1],
     )
     return kind, units, scale, offset, tuple(order), values.reshape(shape)
 
@@ -124,10 +134,14 @@ def _time_window(times: np.ndarray, window) -> np.timedelta64 | None:
         try:
             return np.timedelta64(pd.Timedelta(window).value, "ns")
         except (ValueError, TypeError):
-            raise ObservationError(f"time_window {window!r} is not a duration; give e.g. '3h' or numpy.timedelta64(3, 'h')") from None
+            raise ObservationError(
+                f"time_window {window!r} is not a duration; give e.g. '3h' or numpy.timedelta64(3, 'h')"
+            ) from None
     if times.size < 2:
         return None
-    return np.timedelta64(int(np.min(np.diff(np.sort(times.astype("datetime64[ns]")).astype(np.int64))) // 2), "ns")
+    return np.timedelta64(
+        int(np.min(np.diff(np.sort(times.astype("datetime64[ns]")).astype(np.int64))) // 2), "ns"
+    )
 
 
 def _target(background, grid, name, pieces: list[ObsVariable], times, window) -> Target:
@@ -143,8 +157,10 @@ def _target(background, grid, name, pieces: list[ObsVariable], times, window) ->
             if levels.size > 1:
                 which = [p.name for p in pieces if p.pressure is None]
                 raise ObservationError(
-                    f"observations {which} have no pressure, but background {name!r} has {levels.size} levels. "
-                    "Fix: give each observation a pressure, obs.assign_coords(pressure=('station', values)) with "
+                    f"observations {which} have no pressure, but background {name!r} has "
+                    f"{levels.size} levels. "
+                    "Fix: give each observation a pressure, obs.assign_coords(pressure=('station', "
+                    "values)) with "
                     "units 'hPa', or a pressure-level dimension"
                 )
             pressure = np.full(n, levels[0])
@@ -153,8 +169,14 @@ def _target(background, grid, name, pieces: list[ObsVariable], times, window) ->
     lat = np.concatenate([p.lat for p in pieces])
     lon = np.concatenate([p.lon for p in pieces])
     sel = np.flatnonzero(flags == 0)
-    op = build_operator(lat[sel], lon[sel], grid.lat_values, grid.lon_values,
-                        pressure=None if pressure is None else pressure[sel], levels=levels)
+    op = build_operator(
+        lat[sel],
+        lon[sel],
+        grid.lat_values,
+        grid.lon_values,
+        pressure=None if pressure is None else pressure[sel],
+        levels=levels,
+    )
     pick = sp.csr_matrix((np.ones(sel.size), (sel, np.arange(sel.size))), shape=(n, sel.size))
     H = (pick @ op.matrix).tocsr()
     inside = np.zeros(n, dtype=bool)
@@ -180,21 +202,42 @@ def _target(background, grid, name, pieces: list[ObsVariable], times, window) ->
     flags[dup] = FLAGS["duplicate"]
     offsets = np.cumsum([0] + [p.size for p in pieces])
     return Target(
-        name=name, kind=kind, units=units, scale=scale, offset=offset, dims=dims, background=xb,
-        levels_pa=levels, H=H, y=y, sigma_o=np.concatenate([p.sigma for p in pieces]),
-        time_index=time_index, flags=flags,
+        name=name,
+        kind=kind,
+        units=units,
+        scale=scale,
+        offset=offset,
+        dims=dims,
+        background=xb,
+        levels_pa=levels,
+        H=H,
+        y=y,
+        sigma_o=np.concatenate([p.sigma for p in pieces]),
+        time_index=time_index,
+        flags=flags,
         pieces=[(p, slice(int(a), int(b))) for p, a, b in zip(pieces, offsets[:-1], offsets[1:])],
     )
 
 
 def _extent(grid: Grid) -> str:
     lo = grid.sphere().lon
-    return (f"latitude {grid.lat_values.min():g} to {grid.lat_values.max():g}, "
-            f"longitude {lo[0]:g} to {lo[-1]:g}" + (" (global)" if grid.periodic else ""))
+    return (
+        f"latitude {grid.lat_values.min():g} to {grid.lat_values.max():g}, "
+        f"longitude {lo[0]:g} to {lo[-1]:g}" + (" (global)" if grid.periodic else "")
+    )
 
 
-def build_problem(background: xr.Dataset, obs, *, variables=None, obs_error=None, time_window=None,
-                  regrid="auto", min_coverage: float = 0.5, regrid_backend: str = "auto") -> ObsProblem:
+def build_problem(
+    background: xr.Dataset,
+    obs,
+    *,
+    variables=None,
+    obs_error=None,
+    time_window=None,
+    regrid="auto",
+    min_coverage: float = 0.5,
+    regrid_backend: str = "auto",
+) -> ObsProblem:
     """Turn ``obs`` into per-variable arrays against ``background`` (see the module notes).
 
     Parameters
@@ -211,10 +254,13 @@ def build_problem(background: xr.Dataset, obs, *, variables=None, obs_error=None
         Largest distance between an observation and its background time
         (default: half the smallest spacing of the background times; any
         distance for a single time).
-    regrid : {"auto", "bilinear", "conservative"} or callable
-        How gridded observations reach the analysis grid.
+    regrid : {"auto", "bilinear", "conservative"}, callable or None
+        How gridded observations on another grid are used: ``"auto"`` remaps
+        finer products conservatively and observes coarser ones at their own
+        points; ``None`` always observes them at their points (see
+        :mod:`xphyda.obs.dataset`).
     min_coverage : float
-        See :func:`xphyda.obs.regrid.regrid`.
+        See :func:`xphyda.obs.regridding.regrid`.
     regrid_backend : {"auto", "xesmf", "xphyda"}
 
     Returns
@@ -229,8 +275,16 @@ def build_problem(background: xr.Dataset, obs, *, variables=None, obs_error=None
     if not isinstance(background, xr.Dataset):
         raise ObservationError(f"the background must be an xarray Dataset; got {type(background).__name__}")
     grid = discover_grid(background)
-    kind, obsvars = observation_variables(background, obs, grid=grid, variables=variables, obs_error=obs_error,
-                                          regrid=regrid, min_coverage=min_coverage, regrid_backend=regrid_backend)
+    kind, obsvars = observation_variables(
+        background,
+        obs,
+        grid=grid,
+        variables=variables,
+        obs_error=obs_error,
+        regrid=regrid,
+        min_coverage=min_coverage,
+        regrid_backend=regrid_backend,
+    )
     times = None
     if grid.time is not None:
         times = np.atleast_1d(np.asarray(background[grid.time].values))
@@ -240,14 +294,20 @@ def build_problem(background: xr.Dataset, obs, *, variables=None, obs_error=None
     by_target: dict[str, list[ObsVariable]] = {}
     for v in obsvars:
         by_target.setdefault(v.target, []).append(v)
-    targets = {name: _target(background, grid, name, pieces, times, window) for name, pieces in by_target.items()}
+    targets = {
+        name: _target(background, grid, name, pieces, times, window) for name, pieces in by_target.items()
+    }
     problem = ObsProblem(grid=grid, kind=kind, times=times, targets=targets, variables=obsvars)
     if problem.count("used") == 0:
         counts = {f: problem.count(f) for f in FLAGS if problem.count(f)}
         raise ObservationError(
             f"none of the {problem.count()} observations can be used: {counts}. The background covers "
-            f"{_extent(grid)}" + (f" and levels {grid.level_pa.min() / 100:g}-{grid.level_pa.max() / 100:g} hPa"
-                                  if grid.level_pa is not None else "")
+            f"{_extent(grid)}"
+            + (
+                f" and levels {grid.level_pa.min() / 100:g}-{grid.level_pa.max() / 100:g} hPa"
+                if grid.level_pa is not None
+                else ""
+            )
             + "; check the observations' coordinates, units of pressure, and times"
         )
     return problem

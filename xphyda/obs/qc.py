@@ -118,5 +118,9 @@ def match_times(obs_times, background_times, *, window) -> tuple[np.ndarray, np.
     diff[~valid] = np.inf
     index = np.argmin(diff, axis=1)
     best = diff[np.arange(ot.size), index]
-    ok = valid & (np.isfinite(best) if window is None else best <= np.float64(np.timedelta64(window, "ns").astype(np.int64)))
+    ok = valid & (
+        np.isfinite(best)
+        if window is None
+        else best <= np.float64(np.timedelta64(window, "ns").astype(np.int64))
+    )
     return index, ok

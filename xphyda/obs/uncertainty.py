@@ -90,19 +90,27 @@ def error_to_si(value, units_text, kind: str | None, *, name: str) -> float:
             q = ureg.Quantity(value) if isinstance(value, str) else value
         except Exception:  # noqa: BLE001 - pint raises several types for bad strings
             raise UnitsError(
-                f"observation error {value!r} for {name!r} cannot be parsed; give a number in the variable's units "
+                f"observation error {value!r} for {name!r} cannot be parsed; give a number in the "
+                "variable's units "
                 "or a string such as '0.5 K'"
             ) from None
         units_text, value = str(q.units), float(q.magnitude)
-        if kind is not None and kind != "geopotential" and not _same_dimensionality(q.units, QUANTITIES[kind][0]):
+        if (
+            kind is not None
+            and kind != "geopotential"
+            and not _same_dimensionality(q.units, QUANTITIES[kind][0])
+        ):
             raise UnitsError(
-                f"observation error {q} for {name!r} has the wrong dimensionality for a {kind.replace('_', ' ')}; "
+                f"observation error {q} for {name!r} has the wrong dimensionality for a "
+                f"{kind.replace('_', ' ')}; "
                 f"give it in units such as {QUANTITIES[kind][0]!r}"
             )
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ObservationError(f"observation error for {name!r} must be a number or a quantity; got {value!r}") from None
+        raise ObservationError(
+            f"observation error for {name!r} must be a number or a quantity; got {value!r}"
+        ) from None
     return number * scale_to_si(units_text, kind, name=name)[0]
 
 
@@ -111,7 +119,8 @@ def _positive(values: np.ndarray, observed: np.ndarray, name: str, source: str) 
     if bad.any():
         found = np.unique(values[bad])[:5]
         raise ObservationError(
-            f"observation errors of {name!r} from {source} must be positive and finite where {name!r} is observed; "
+            f"observation errors of {name!r} from {source} must be positive and finite where "
+            f"{name!r} is observed; "
             f"found {found.tolist()} at {int(bad.sum())} observations. Fix: give positive standard deviations"
         )
     return values
@@ -124,9 +133,10 @@ def _ancillary(da: xr.DataArray, obs: xr.Dataset, name: str) -> xr.DataArray | N
     return None
 
 
-def observation_error(da: xr.DataArray, obs: xr.Dataset, *, name: str, target: str, kind: str | None,
-                      obs_error=None) -> tuple[np.ndarray, str]:
-    """Observation-error standard deviations of ``da`` in SI, broadcast to its shape, and where they came from.
+def observation_error(
+    da: xr.DataArray, obs: xr.Dataset, *, name: str, target: str, kind: str | None, obs_error=None
+) -> tuple[np.ndarray, str]:
+    """Observation-error standard deviations of ``da`` in SI (broadcast to its shape) and their source.
 
     Parameters
     ----------
@@ -160,10 +170,13 @@ def observation_error(da: xr.DataArray, obs: xr.Dataset, *, name: str, target: s
     if anc is not None:
         scale = scale_to_si(anc.attrs.get("units", units), kind, name=str(anc.name))[0]
         values = np.asarray(anc.broadcast_like(da).transpose(*da.dims).values, dtype=np.float64) * scale
-        return _positive(values, observed, name, f"ancillary variable {anc.name!r}"), f"ancillary variable {anc.name}"
+        return _positive(
+            values, observed, name, f"ancillary variable {anc.name!r}"
+        ), f"ancillary variable {anc.name}"
     if kind is None:
         raise ObservationError(
             f"no observation error for {name!r}: it is not a known kind of quantity, has no CF ancillary "
-            f"standard_error variable, and so has no default. Fix: pass obs_error={{{name!r}: value}} in its units"
+            "standard_error variable, and so has no default. Fix: pass "
+            f"obs_error={{{name!r}: value}} in its units"
         )
     return np.full(da.shape, DEFAULT_OBS_ERROR[kind]), "default"

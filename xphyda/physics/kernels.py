@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .constants import constants
-from .operators import SphereGrid, _check_levels, _like, divergence, gradient, layer_difference, layer_mean
+from .operators import SphereGrid, _add_, _check_levels, _like, _scale_, divergence, gradient, layer_difference, layer_mean
 
 __all__ = ["virtual_temperature", "continuity", "hydrostatic", "ageostrophic", "geostrophic", "GEOSTROPHIC_BAND"]
 
@@ -66,7 +66,8 @@ def continuity(u, v, w, p, grid: SphereGrid, *, axis: int = -3):
     p = _check_levels(p, u, axis)
     d = divergence(u, v, grid)
     dp = _layer_view(np.diff(p), u.ndim, axis)
-    return layer_difference(w, axis=axis) / _like(dp, w) + layer_mean(d, axis=axis)
+    tendency = _scale_(layer_difference(w, axis=axis), _like(1.0 / dp, w))
+    return _add_(tendency, layer_mean(d, axis=axis))
 
 
 def hydrostatic(phi, t, p, *, q=None, axis: int = -3):
@@ -111,11 +112,13 @@ def ageostrophic(u, v, phi, grid: SphereGrid, *, band: float = GEOSTROPHIC_BAND)
     inv_f = np.where(valid[:, 0], 1.0 / np.where(valid[:, 0], f, 1.0), 0.0)[:, None]
     dphidx, dphidy = gradient(phi, grid)
     inv_f = _like(inv_f, phi)
-    return u + dphidy * inv_f, v - dphidx * inv_f, valid
+    du = _add_(_scale_(dphidy, inv_f), u)  # u - u_g = u + (dPhi/dy) / f
+    dv = _add_(_scale_(dphidx, -inv_f), v)  # v - v_g = v - (dPhi/dx) / f
+    return du, dv, valid
 
 
 def geostrophic(u, v, phi, grid: SphereGrid, *, band: float = GEOSTROPHIC_BAND):
     """Magnitude of the ageostrophic wind ``|V - V_g|`` (m s-1); NaN where ``|lat| < band``."""
     du, dv, valid = ageostrophic(u, v, phi, grid, band=band)
     nan = np.where(valid, 0.0, np.nan)
-    return _sqrt(du**2 + dv**2) + _like(nan, du)
+    return _sqrt(_add_(du * du, dv * dv)) + _like(nan, du)

@@ -223,6 +223,35 @@ def _factor(scale, f):
     return float(scale) if np.ndim(scale) == 0 else _like(np.asarray(scale), f)
 
 
+# In-place updates of *fresh* temporaries (results of arithmetic or concatenation, never
+# views of an input): one allocation fewer per step, which is most of the cost on large
+# grids.  Both are safe for torch autograd, since neither multiplying by a constant nor
+# adding needs the overwritten value for the backward pass.
+def _in_place_ok(x, y) -> bool:
+    shape = getattr(y, "shape", ())
+    if tuple(np.broadcast_shapes(tuple(x.shape), tuple(shape))) != tuple(x.shape):
+        return False  # the result is larger than x
+    if _is_torch(x):
+        return x.dtype == getattr(y, "dtype", x.dtype) or not hasattr(y, "dtype")
+    return np.result_type(x, y) == x.dtype  # e.g. integer input is promoted instead
+
+
+def _scale_(x, k):
+    """``x *= k`` for a fresh ``x`` and a constant ``k`` (number or metric array); returns ``x``."""
+    if not _in_place_ok(x, k):
+        return x * k
+    x *= k
+    return x
+
+
+def _add_(x, y):
+    """``x += y`` for a fresh ``x``; returns ``x`` (or ``x + y`` when that is larger or wider)."""
+    if not _in_place_ok(x, y):
+        return x + y
+    x += y
+    return x
+
+
 def _derivative(f, x: np.ndarray, axis: int, scale=1.0):
     """``scale * df/dx`` along ``axis``: second order, centred inside and one-sided at both ends.
 
@@ -238,10 +267,10 @@ def _derivative(f, x: np.ndarray, axis: int, scale=1.0):
 
     h = np.diff(x)
     if np.all(np.abs(h - h.mean()) <= 1e-4 * np.abs(h.mean())):  # even spacing: one number
-        k = _factor(np.asarray(scale) * (0.5 / h.mean()), f)
-        first = (4.0 * at(1, 2) - 3.0 * at(0, 1) - at(2, 3)) * k
-        last = (3.0 * at(n - 1, n) - 4.0 * at(n - 2, n - 1) + at(n - 3, n - 2)) * k
-        return _cat([first, (at(2, n) - at(0, n - 2)) * k, last], axis)
+        first = 4.0 * at(1, 2) - 3.0 * at(0, 1) - at(2, 3)
+        last = 3.0 * at(n - 1, n) - 4.0 * at(n - 2, n - 1) + at(n - 3, n - 2)
+        out = _cat([first, at(2, n) - at(0, n - 2), last], axis)
+        return _scale_(out, _factor(np.asarray(scale) * (0.5 / h.mean()), f))
     h0, h1 = h[:-1], h[1:]
     weights = (-h1 / (h0 * (h0 + h1)), (h1 - h0) / (h0 * h1), h0 / (h1 * (h0 + h1)))
     inner = sum(_like(_axis_view(w, f.ndim, axis), f) * at(i, n - 2 + i) for i, w in enumerate(weights))
@@ -252,7 +281,7 @@ def _derivative(f, x: np.ndarray, axis: int, scale=1.0):
         return sum(float(w) * at(i, i + 1) for w, i in zip(ws, (i0, i1, i2)))
 
     out = _cat([one_sided(0, 1, 2), inner, one_sided(n - 1, n - 2, n - 3)], axis)
-    return out if np.ndim(scale) == 0 and float(scale) == 1.0 else out * _factor(scale, f)
+    return out if np.ndim(scale) == 0 and float(scale) == 1.0 else _scale_(out, _factor(scale, f))
 
 
 def _ddlambda(f, grid: SphereGrid, scale=1.0):
@@ -265,12 +294,12 @@ def _ddlambda(f, grid: SphereGrid, scale=1.0):
     # f[i + 1] - f[i - 1] with wrap-around, without rolled copies of f
     diff = _cat([at(1, 2) - at(n - 1, n), at(2, n) - at(0, n - 2), at(0, 1) - at(n - 2, n - 1)], -1)
     if grid.dlam is not None:
-        return diff * _factor(np.asarray(scale) * (0.5 / grid.dlam), f)
+        return _scale_(diff, _factor(np.asarray(scale) * (0.5 / grid.dlam), f))
     lam = grid.lam
     span = np.roll(lam, -1) - np.roll(lam, 1)
     span[0] += 2 * np.pi
     span[-1] += 2 * np.pi
-    return diff * _factor(np.asarray(scale) / span, f)
+    return _scale_(diff, _factor(np.asarray(scale) / span, f))
 
 
 def ddlambda(f, grid: SphereGrid):
@@ -326,14 +355,14 @@ def _meridional_flux_divergence(g, grid: SphereGrid):
     """
     grid.check_shape(g)
     n = grid.shape[0]
-    flux = (_take(g, slice(1, n), -2) + _take(g, slice(0, n - 1), -2)) * _like(0.5 * grid.cos_edge[1:-1, None], g)
+    flux = _scale_(_take(g, slice(1, n), -2) + _take(g, slice(0, n - 1), -2), _like(0.5 * grid.cos_edge[1:-1, None], g))
     first, last = _take(flux, slice(0, 1), -2), -_take(flux, slice(n - 2, n - 1), -2)
     if not grid.global_lat:
         row = lambda i: _take(g, slice(i, i + 1), -2)  # noqa: E731
         first = first - (1.5 * row(0) - 0.5 * row(1)) * float(grid.cos_edge[0])
         last = last + (1.5 * row(n - 1) - 0.5 * row(n - 2)) * float(grid.cos_edge[-1])
     inner = _take(flux, slice(1, n - 1), -2) - _take(flux, slice(0, n - 2), -2)
-    return _cat([first, inner, last], -2) * _like(1.0 / (grid.radius * grid.dsin[:, None]), g)
+    return _scale_(_cat([first, inner, last], -2), _like(1.0 / (grid.radius * grid.dsin[:, None]), g))
 
 
 def divergence(u, v, grid: SphereGrid):
@@ -352,7 +381,7 @@ def divergence(u, v, grid: SphereGrid):
     grid.check_shape(u, "u")
     grid.check_shape(v, "v")
     zonal = _ddlambda(u, grid, 1.0 / (grid.radius * grid.coscell[:, None]))
-    return zonal + _meridional_flux_divergence(v, grid)
+    return _add_(zonal, _meridional_flux_divergence(v, grid))
 
 
 def vorticity(u, v, grid: SphereGrid):
@@ -371,7 +400,7 @@ def vorticity(u, v, grid: SphereGrid):
     grid.check_shape(u, "u")
     grid.check_shape(v, "v")
     zonal = _ddlambda(v, grid, 1.0 / (grid.radius * grid.coscell[:, None]))
-    return zonal - _meridional_flux_divergence(u, grid)
+    return _add_(zonal, _scale_(_meridional_flux_divergence(u, grid), -1.0))
 
 
 # --------------------------------------------------------------------------- vertical
@@ -414,7 +443,7 @@ def layer_difference(f, *, axis: int = -3):
 def layer_mean(f, *, axis: int = -3):
     """``(f[k] + f[k + 1]) / 2`` along ``axis``: one value per layer between adjacent levels."""
     n = f.shape[axis]
-    return 0.5 * (_take(f, slice(1, n), axis) + _take(f, slice(0, n - 1), axis))
+    return _scale_(_take(f, slice(1, n), axis) + _take(f, slice(0, n - 1), axis), 0.5)
 
 
 def omega_from_continuity(u, v, lat, lon, plev_pa, *, axis: int = -3, radius: float = EARTH_RADIUS):

@@ -434,7 +434,8 @@ def residual_summary(ds: xr.Dataset, names=None, **kwargs) -> xr.Dataset:
         rms = _area_rms(res, grid)
         scale = _area_rms(_natural_scale(name, ds, res, grid, overrides, kwargs.get("radius")), grid)
         rms.attrs = {"units": res.attrs["units"], "long_name": f"area-weighted RMS of the {res.attrs['long_name']}"}
-        rel = (rms / scale).assign_attrs(units="1", long_name=f"RMS {name} residual / {RESIDUALS[name].scale}")
+        rel = rms / scale
+        rel.attrs = {"units": "1", "long_name": f"RMS {name} residual / {RESIDUALS[name].scale}"}
         out[f"{name}_rms"] = rms
         out[f"{name}_relative"] = rel
     if not out:

@@ -44,7 +44,15 @@ from ..grid import Grid, discover_grid
 from ..physics.operators import SphereGrid
 from .operator import build_operator
 
-__all__ = ["METHODS", "apply_weights", "bilinear_weights", "conservative_weights", "lat_edges", "lon_edges", "regrid"]
+__all__ = [
+    "METHODS",
+    "apply_weights",
+    "bilinear_weights",
+    "conservative_weights",
+    "lat_edges",
+    "lon_edges",
+    "regrid",
+]
 
 METHODS = ("auto", "bilinear", "conservative")
 """Regridding methods by name (a callable regridder is also accepted by :func:`regrid`)."""
@@ -55,7 +63,9 @@ def lat_edges(lat, *, global_lat: bool | None = None) -> np.ndarray:
     """Cell edges (``n + 1``, degrees, in the order of ``lat``), as in :class:`SphereGrid`."""
     sphere = SphereGrid(lat, np.arange(3.0) * 120.0, global_lat=global_lat)
     la = sphere.lat
-    edges = np.concatenate([[la[0] - 0.5 * (la[1] - la[0])], 0.5 * (la[1:] + la[:-1]), [la[-1] + 0.5 * (la[-1] - la[-2])]])
+    edges = np.concatenate(
+        [[la[0] - 0.5 * (la[1] - la[0])], 0.5 * (la[1:] + la[:-1]), [la[-1] + 0.5 * (la[-1] - la[-2])]]
+    )
     if sphere.global_lat:
         edges[0], edges[-1] = np.sign(la[0]) * 90.0, np.sign(la[-1]) * 90.0
     return np.clip(edges, -90.0, 90.0)
@@ -86,7 +96,9 @@ def _overlap_1d(dst: np.ndarray, src: np.ndarray, period: float | None) -> np.nd
         shifts = (-period, 0.0, period)
     out = np.zeros((a.size, c.size))
     for s in shifts:
-        out += np.maximum(0.0, np.minimum(b[:, None], d[None, :] + s) - np.maximum(a[:, None], c[None, :] + s))
+        out += np.maximum(
+            0.0, np.minimum(b[:, None], d[None, :] + s) - np.maximum(a[:, None], c[None, :] + s)
+        )
     return out
 
 
@@ -105,7 +117,9 @@ def conservative_weights(src_lat, src_lon, dst_lat, dst_lon) -> sp.csr_matrix:
 
 def bilinear_weights(src_lat, src_lon, dst_lat, dst_lon) -> sp.csr_matrix:
     """Bilinear weights ``(n_dst, n_src)``: rows of target points outside the source grid are empty."""
-    la, lo = np.meshgrid(np.asarray(dst_lat, dtype=np.float64), np.asarray(dst_lon, dtype=np.float64), indexing="ij")
+    la, lo = np.meshgrid(
+        np.asarray(dst_lat, dtype=np.float64), np.asarray(dst_lon, dtype=np.float64), indexing="ij"
+    )
     return build_operator(la.ravel(), lo.ravel(), src_lat, src_lon).matrix
 
 
@@ -151,9 +165,14 @@ def _target_grid(target) -> Grid:
     return target if isinstance(target, Grid) else discover_grid(target)
 
 
+def finer(src: Grid, dst: Grid) -> bool:
+    """Whether grid ``src`` is finer than ``dst`` (smaller mean spacing)."""
+    return _spacing(src) < _spacing(dst)
+
+
 def _choose(method, src: Grid, dst: Grid) -> str:
     if method == "auto":
-        return "conservative" if _spacing(src) < _spacing(dst) else "bilinear"
+        return "conservative" if finer(src, dst) else "bilinear"
     if method not in METHODS:
         raise ObservationError(
             f"unknown regridding method {method!r}; choose one of {METHODS} or pass a regridder object "
@@ -169,12 +188,14 @@ def _with_target_coords(out: xr.DataArray, dst: Grid, target) -> xr.DataArray:
     return out.assign_coords(coords)
 
 
-def _regrid_array(da: xr.DataArray, src: Grid, dst: Grid, target, method: str, min_coverage: float,
-                  backend: str) -> xr.DataArray:
+def _regrid_array(
+    da: xr.DataArray, src: Grid, dst: Grid, target, method: str, min_coverage: float, backend: str
+) -> xr.DataArray:
     xe = _xesmf() if backend in ("auto", "xesmf") else None
     if backend == "xesmf" and xe is None:
         raise ObservationError(
-            "backend='xesmf' was requested but xESMF is not importable; it needs ESMF, which only conda provides: "
+            "backend='xesmf' was requested but xESMF is not importable; it needs ESMF, which only "
+            "conda provides: "
             "`conda install -c conda-forge xesmf` (or use backend='xphyda')"
         )
     if xe is not None:
@@ -186,12 +207,17 @@ def _regrid_array(da: xr.DataArray, src: Grid, dst: Grid, target, method: str, m
     nd = dst.shape
 
     def kernel(a):
-        return apply_weights(weights, a.reshape(a.shape[:-2] + (-1,)), min_coverage=min_coverage).reshape(a.shape[:-2] + nd)
+        return apply_weights(weights, a.reshape(a.shape[:-2] + (-1,)), min_coverage=min_coverage).reshape(
+            a.shape[:-2] + nd
+        )
 
     out = xr.apply_ufunc(
-        kernel, da,
-        input_core_dims=[[src.lat, src.lon]], output_core_dims=[["__lat__", "__lon__"]],
-        dask="parallelized", output_dtypes=[np.float64],
+        kernel,
+        da,
+        input_core_dims=[[src.lat, src.lon]],
+        output_core_dims=[["__lat__", "__lon__"]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
         dask_gufunc_kwargs={"output_sizes": {"__lat__": nd[0], "__lon__": nd[1]}},
         keep_attrs=True,
     )
@@ -201,34 +227,51 @@ def _regrid_array(da: xr.DataArray, src: Grid, dst: Grid, target, method: str, m
 
 def _regrid_xesmf(xe, da, src: Grid, dst: Grid, target, method: str, min_coverage: float) -> xr.DataArray:
     def grid_ds(g: Grid):
-        return xr.Dataset(coords={
-            "lat": ("lat", g.lat_values), "lon": ("lon", g.lon_values),
-            "lat_b": ("lat_b", lat_edges(g.lat_values)), "lon_b": ("lon_b", lon_edges(g.lon_values)),
-        })
+        return xr.Dataset(
+            coords={
+                "lat": ("lat", g.lat_values),
+                "lon": ("lon", g.lon_values),
+                "lat_b": ("lat_b", lat_edges(g.lat_values)),
+                "lon_b": ("lon_b", lon_edges(g.lon_values)),
+            }
+        )
 
     regridder = xe.Regridder(grid_ds(src), grid_ds(dst), method, periodic=bool(src.periodic))
     tmp = da.drop_vars([src.lat, src.lon]).rename({src.lat: "lat", src.lon: "lon"})
     out = regridder(tmp, skipna=True, na_thres=1.0 - min_coverage, keep_attrs=True)
-    out = out.drop_vars([c for c in ("lat", "lon") if c in out.coords]).rename({"lat": dst.lat, "lon": dst.lon})
+    out = out.drop_vars([c for c in ("lat", "lon") if c in out.coords]).rename(
+        {"lat": dst.lat, "lon": dst.lon}
+    )
     return _with_target_coords(out, dst, target)
 
 
 def _apply_user(regridder: Callable, da: xr.DataArray, dst: Grid, name: str) -> xr.DataArray:
     out = regridder(da)
     if not isinstance(out, xr.DataArray):
-        raise ObservationError(f"the regridder returned {type(out).__name__} for {name!r}; it must return a DataArray")
+        raise ObservationError(
+            f"the regridder returned {type(out).__name__} for {name!r}; it must return a DataArray"
+        )
     try:
         got = discover_grid(out)
     except PhydaError as exc:
-        raise ObservationError(f"the regridder's output for {name!r} has no usable lat-lon grid: {exc}") from None
-    same = got.shape == dst.shape and np.allclose(got.lat_values, dst.lat_values) and np.allclose(
-        np.mod(got.lon_values, 360.0), np.mod(dst.lon_values, 360.0))
+        raise ObservationError(
+            f"the regridder's output for {name!r} has no usable lat-lon grid: {exc}"
+        ) from None
+    same = (
+        got.shape == dst.shape
+        and np.allclose(got.lat_values, dst.lat_values)
+        and np.allclose(np.mod(got.lon_values, 360.0), np.mod(dst.lon_values, 360.0))
+    )
     if not same:
         raise ObservationError(
-            f"the regridder's output for {name!r} is on a {got.shape} grid that is not the analysis grid {dst.shape}; "
-            "build the regridder with the background as its target (for example xesmf.Regridder(obs, background, ...))"
+            f"the regridder's output for {name!r} is on a {got.shape} grid that is not the analysis "
+            f"grid {dst.shape}; "
+            "build the regridder with the background as its target (for example "
+            "xesmf.Regridder(obs, background, ...))"
         )
-    return out.rename({got.lat: dst.lat, got.lon: dst.lon}) if (got.lat, got.lon) != (dst.lat, dst.lon) else out
+    return (
+        out.rename({got.lat: dst.lat, got.lon: dst.lon}) if (got.lat, got.lon) != (dst.lat, dst.lon) else out
+    )
 
 
 def regrid(obs, target, *, method="auto", min_coverage: float = 0.5, backend: str = "auto"):

@@ -31,13 +31,18 @@ __all__ = ["simulate"]
 
 def _variables(truth: xr.Dataset, grid: Grid, variables) -> list[str]:
     if variables is None:
-        names = [str(v) for v, da in truth.data_vars.items()
-                 if grid.lat in da.dims and grid.lon in da.dims and np.issubdtype(da.dtype, np.number)]
+        names = [
+            str(v)
+            for v, da in truth.data_vars.items()
+            if grid.lat in da.dims and grid.lon in da.dims and np.issubdtype(da.dtype, np.number)
+        ]
     else:
         names = [variables] if isinstance(variables, str) else list(variables)
         missing = [v for v in names if v not in truth.data_vars]
         if missing:
-            raise VariableError(f"variables {missing} are not in the truth; it has {sorted(map(str, truth.data_vars))}")
+            raise VariableError(
+                f"variables {missing} are not in the truth; it has {sorted(map(str, truth.data_vars))}"
+            )
     if not names:
         raise VariableError("the truth has no data variable on its latitude-longitude grid to observe")
     return names
@@ -50,7 +55,9 @@ def _noise(name: str, da: xr.DataArray, noise) -> float:
     units = da.attrs.get("units")
     if given is None:
         if kind is None:
-            raise ObservationError(f"no default observation error for {name!r}; pass noise={{{name!r}: value}}")
+            raise ObservationError(
+                f"no default observation error for {name!r}; pass noise={{{name!r}: value}}"
+            )
         return DEFAULT_OBS_ERROR[kind] / scale_to_si(units, kind, name=name)[0]
     value = error_to_si(given, units, kind, name=name) / scale_to_si(units, kind, name=name)[0]
     if not np.isfinite(value) or value < 0:
@@ -71,24 +78,40 @@ def _station_coords(stations, n_stations, rng) -> tuple[np.ndarray, np.ndarray, 
         la, lo = stations[g_lat], stations[g_lon]
         if la.ndim != 1 or la.dims != lo.dims:
             raise ObservationError("stations must have latitude and longitude along one station dimension")
-        extra = {str(k): (la.dims[0], np.asarray(v.values), v.attrs) for k, v in stations.coords.items()
-                 if v.dims == la.dims and k not in (g_lat, g_lon)}
+        extra = {
+            str(k): (la.dims[0], np.asarray(v.values), v.attrs)
+            for k, v in stations.coords.items()
+            if v.dims == la.dims and k not in (g_lat, g_lon)
+        }
         return np.asarray(la.values, dtype=float), np.asarray(lo.values, dtype=float), extra
     if isinstance(stations, Mapping):
-        lat, lon = stations.get("lat", stations.get("latitude")), stations.get("lon", stations.get("longitude"))
+        lat, lon = (
+            stations.get("lat", stations.get("latitude")),
+            stations.get("lon", stations.get("longitude")),
+        )
     else:
         arr = np.asarray(stations, dtype=float)
         if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ObservationError(f"stations must be (lat, lon) pairs, a mapping or a Dataset; got shape {arr.shape}")
+            raise ObservationError(
+                f"stations must be (lat, lon) pairs, a mapping or a Dataset; got shape {arr.shape}"
+            )
         lat, lon = arr[:, 0], arr[:, 1]
     if lat is None or lon is None:
         raise ObservationError("stations as a mapping need 'lat' and 'lon' entries")
     return np.asarray(lat, dtype=float).ravel(), np.asarray(lon, dtype=float).ravel(), {}
 
 
-def simulate(truth: xr.Dataset, *, fraction: float | None = None, n_stations: int | None = None,
-             stations=None, noise=None, variables: Sequence[str] | None = None, seed: int = 0,
-             obs_dim: str = "station") -> xr.Dataset:
+def simulate(
+    truth: xr.Dataset,
+    *,
+    fraction: float | None = None,
+    n_stations: int | None = None,
+    stations=None,
+    noise=None,
+    variables: Sequence[str] | None = None,
+    seed: int = 0,
+    obs_dim: str = "station",
+) -> xr.Dataset:
     """Draw synthetic observations from ``truth``, with Gaussian noise.
 
     Give exactly one of ``fraction``, ``n_stations`` or ``stations``.
@@ -126,9 +149,15 @@ def simulate(truth: xr.Dataset, *, fraction: float | None = None, n_stations: in
     ObservationError
         For contradictory or invalid choices.
     """
-    chosen = [k for k, v in (("fraction", fraction), ("n_stations", n_stations), ("stations", stations)) if v is not None]
+    chosen = [
+        k
+        for k, v in (("fraction", fraction), ("n_stations", n_stations), ("stations", stations))
+        if v is not None
+    ]
     if len(chosen) != 1:
-        raise ObservationError(f"give exactly one of fraction, n_stations or stations; got {chosen or 'none'}")
+        raise ObservationError(
+            f"give exactly one of fraction, n_stations or stations; got {chosen or 'none'}"
+        )
     grid = discover_grid(truth)
     names = _variables(truth, grid, variables)
     rng = np.random.default_rng(seed)
@@ -145,14 +174,21 @@ def simulate(truth: xr.Dataset, *, fraction: float | None = None, n_stations: in
         horizontal = {grid.lat: truth[grid.lat], grid.lon: truth[grid.lon]}
         observed = xr.DataArray(mask[0].reshape(grid.shape), dims=[grid.lat, grid.lon], coords=horizontal)
         if grid.time in truth.dims:
-            observed = xr.DataArray(mask.reshape((nt,) + grid.shape), dims=[grid.time, grid.lat, grid.lon],
-                                    coords={grid.time: truth[grid.time], **horizontal})
+            observed = xr.DataArray(
+                mask.reshape((nt,) + grid.shape),
+                dims=[grid.time, grid.lat, grid.lon],
+                coords={grid.time: truth[grid.time], **horizontal},
+            )
         for name in names:
             da = truth[name]
             sd = _noise(name, da, noise)
             values = np.asarray(da.values, dtype=np.float64)
             noisy = values + rng.normal(0.0, 1.0, values.shape) * sd
-            seen = observed if grid.time in da.dims or grid.time not in observed.dims else observed.isel({grid.time: 0})
+            seen = (
+                observed
+                if grid.time in da.dims or grid.time not in observed.dims
+                else observed.isel({grid.time: 0})
+            )
             out[name] = da.copy(data=noisy.astype(da.dtype)).where(seen)
     else:
         lat, lon, extra = _station_coords(stations, n_stations, rng)
@@ -166,7 +202,9 @@ def simulate(truth: xr.Dataset, *, fraction: float | None = None, n_stations: in
             values = np.asarray(op.matrix @ flat.T).T.reshape(arr.shape[:-2] + (lat.size,))
             values = np.where(op.inside, values + rng.normal(0.0, 1.0, values.shape) * sd, np.nan)
             coords = {d: da[d] for d in rest if d in da.coords}
-            out[name] = xr.DataArray(values.astype(da.dtype), dims=rest + [obs_dim], coords=coords, attrs=dict(da.attrs))
+            out[name] = xr.DataArray(
+                values.astype(da.dtype), dims=rest + [obs_dim], coords=coords, attrs=dict(da.attrs)
+            )
         station_coords = {
             "lat": (obs_dim, lat, {"standard_name": "latitude", "units": "degrees_north"}),
             "lon": (obs_dim, lon, {"standard_name": "longitude", "units": "degrees_east"}),
@@ -180,14 +218,22 @@ def simulate(truth: xr.Dataset, *, fraction: float | None = None, n_stations: in
         ds[name].attrs = dict(truth[name].attrs)
         if sd > 0:
             sn = truth[name].attrs.get("standard_name")
-            ds[f"{name}_error"] = xr.DataArray(sd, attrs={
-                "long_name": f"standard deviation of the noise added to {name}",
-                "units": truth[name].attrs.get("units", ""),
-                **({"standard_name": f"{sn} standard_error"} if sn else {}),
-            })
+            ds[f"{name}_error"] = xr.DataArray(
+                sd,
+                attrs={
+                    "long_name": f"standard deviation of the noise added to {name}",
+                    "units": truth[name].attrs.get("units", ""),
+                    **({"standard_name": f"{sn} standard_error"} if sn else {}),
+                },
+            )
             ds[name].attrs["ancillary_variables"] = f"{name}_error"
-    how = (f"fraction={fraction}" if fraction is not None else f"n_stations={n_stations}" if n_stations is not None
-           else f"{lat.size} given stations")
+    how = (
+        f"fraction={fraction}"
+        if fraction is not None
+        else f"n_stations={n_stations}"
+        if n_stations is not None
+        else f"{lat.size} given stations"
+    )
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     ds.attrs = {
         "title": "synthetic observations drawn from a truth state (xphyda.obs.simulate)",
