@@ -73,7 +73,9 @@ def main() -> None:
     net = net.to(memory_format=fmt)
     den = EDMDenoiser(net).eval()
     nparam = sum(p.numel() for p in net.parameters())
-    print(f"threads={args.threads} load={os.getloadavg()} params={nparam / 1e6:.2f} M widths={net.config['widths']}")
+    print(
+        f"threads={args.threads} load={os.getloadavg()} params={nparam / 1e6:.2f} M widths={net.config['widths']}"
+    )
     x = torch.randn(8, c + cc, nlat, nlon).contiguous(memory_format=fmt)
     with torch.no_grad():
         w, u = median_time(lambda: net(x, torch.zeros(8)), args.repeats)
@@ -86,17 +88,19 @@ def main() -> None:
     term = selection_term((c, nlat, nlon), 0.05)
     cond = torch.randn(cc, nlat, nlon)
     runs = {
-        "none": dict(guidance=None),
-        "diag": dict(terms=[term], guidance="diag"),
-        "diag-fwd": dict(terms=[term], guidance="diag-fwd"),
-        "mmps1": dict(terms=[term], guidance="mmps", cg_iters=1),
-        "mmps3": dict(terms=[term], guidance="mmps", cg_iters=3),
-        "dps": dict(terms=[term], guidance="dps"),
+        "none": {"guidance": None},
+        "diag": {"terms": [term], "guidance": "diag"},
+        "diag-fwd": {"terms": [term], "guidance": "diag-fwd"},
+        "mmps1": {"terms": [term], "guidance": "mmps", "cg_iters": 1},
+        "mmps3": {"terms": [term], "guidance": "mmps", "cg_iters": 3},
+        "dps": {"terms": [term], "guidance": "dps"},
     }
     for name in args.methods.split(","):
         kw = runs[name]
         w, u = median_time(
-            lambda: sample(den, shape=(c, nlat, nlon), cond=cond, members=args.members, steps=args.steps, **kw),
+            lambda kw=kw: sample(
+                den, shape=(c, nlat, nlon), cond=cond, members=args.members, steps=args.steps, **kw
+            ),
             args.sample_repeats,
             warmup=False,
         )

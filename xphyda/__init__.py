@@ -7,7 +7,7 @@ DataArrays.  Neither torch nor xESMF is imported here.
 from __future__ import annotations
 
 from . import accessor as _accessor  # noqa: F401  (registers ds.phyda)
-from . import tutorial
+from . import metrics, obs, tutorial
 from .errors import (
     CoordinateError,
     DataError,
@@ -24,6 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "metrics",
+    "obs",
     "tutorial",
     "PhydaError",
     "CoordinateError",

@@ -47,6 +47,22 @@ class PhydaDatasetAccessor:
 
         return physics_residual(self._obj, name, **kwargs)
 
+    def assimilate(self, obs, *, method: str = "oi", **options) -> xr.Dataset:
+        """Analyse this background with observations; see :func:`xphyda.assimilate.assimilate`.
+
+        Examples
+        --------
+        >>> import xphyda
+        >>> truth = xphyda.tutorial.open_dataset("era5-z-t")
+        >>> obs = xphyda.obs.simulate(truth, n_stations=200, seed=0)
+        >>> analysis = truth.phyda.assimilate(obs, method="oi")
+        >>> "t_flag" in analysis
+        True
+        """
+        from .assimilate import assimilate
+
+        return assimilate(self._obj, obs, method=method, **options)
+
     def residual_summary(self, names=None, **kwargs) -> xr.Dataset:
         """Area-weighted RMS residuals per level; see :func:`xphyda.physics.residual_summary`."""
         from .physics import residual_summary

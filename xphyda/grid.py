@@ -457,8 +457,9 @@ def find_variable(ds: xr.Dataset, key: str, override: str | None = None, *, requ
     for k in keys:
         alias = VARIABLES[k]
         by_sn = [str(n) for n, v in ds.data_vars.items() if v.attrs.get("standard_name") in alias.standard_names]
-        if len(by_sn) > 1:  # e.g. t and t2m are both air_temperature: the name settles it
-            by_sn = [n for n in by_sn if n in alias.names] or by_sn
+        # t2m is also air_temperature: a variable named as another key's alias is not this key's
+        others = {n for k2, a in VARIABLES.items() if k2 not in keys for n in a.names}
+        by_sn = [n for n in by_sn if n not in others or n in alias.names]
         if len(by_sn) > 1:
             raise VariableError(
                 f"found {len(by_sn)} variables with standard_name {alias.standard_names[0]!r}: {by_sn}; "

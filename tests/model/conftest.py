@@ -32,7 +32,9 @@ def prior_moments(shape=SHAPE, *, length: float = 1.5, chan_corr: float = 0.6, n
     k_chan = k_chan * std[:, None] * std[None, :]
     cov = torch.kron(k_chan, torch.kron(k_lat, k_lon))
     cov = cov + nugget * torch.eye(c * h * w, dtype=torch.float64)
-    mean = 0.3 * torch.sin(torch.arange(c * h * w, dtype=torch.float64) * 2 * math.pi / (h * w)).reshape(shape)
+    mean = 0.3 * torch.sin(torch.arange(c * h * w, dtype=torch.float64) * 2 * math.pi / (h * w)).reshape(
+        shape
+    )
     return mean, cov
 
 
@@ -47,7 +49,11 @@ def selection(shape, m: int, *, seed: int = 1):
         return x.flatten(1)[:, idx]
 
     def HT(u):
-        return torch.zeros(u.shape[0], d, dtype=u.dtype, device=u.device).index_add(1, idx, u).reshape(-1, *shape)
+        return (
+            torch.zeros(u.shape[0], d, dtype=u.dtype, device=u.device)
+            .index_add(1, idx, u)
+            .reshape(-1, *shape)
+        )
 
     return mat, H, HT
 
@@ -75,7 +81,9 @@ def observed(gaussian_prior):
     mat, H, HT = selection(SHAPE, 12)
     r = torch.full((12,), 0.05, dtype=torch.float64)
     g = torch.Generator().manual_seed(7)
-    truth = mean.flatten() + torch.linalg.cholesky(cov) @ torch.randn(cov.shape[0], generator=g, dtype=torch.float64)
+    truth = mean.flatten() + torch.linalg.cholesky(cov) @ torch.randn(
+        cov.shape[0], generator=g, dtype=torch.float64
+    )
     y = mat @ truth + r.sqrt() * torch.randn(12, generator=g, dtype=torch.float64)
     post_mean, post_cov = posterior_moments(mean, cov, mat, r, y)
     term = ObsTerm(y.float(), H, HT, r.float())

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from xphyda.errors import ModelError
-from xphyda.model import EDMDenoiser, UNet, architecture_card, build_from_card, load_checkpoint, load_model, save_checkpoint
+from xphyda.model import (
+    EDMDenoiser,
+    UNet,
+    architecture_card,
+    build_from_card,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -32,7 +32,9 @@ def test_heun_and_euler_run(gaussian_prior, oracle):
     mean, cov, den = gaussian_prior
     heun = oracle.z_scores(sample(den, shape=SHAPE, members=500, steps=16, solver="heun"), mean, cov)
     euler = oracle.z_scores(sample(den, shape=SHAPE, members=500, steps=32, solver="euler"), mean, cov)
-    assert heun["var_ratio"] > 1.0 > euler["var_ratio"]  # Heun over-, Euler under-disperses at ~32 evaluations
+    assert (
+        heun["var_ratio"] > 1.0 > euler["var_ratio"]
+    )  # Heun over-, Euler under-disperses at ~32 evaluations
 
 
 def test_member_is_independent_of_ensemble_size_and_batch(gaussian_prior):
@@ -92,6 +94,7 @@ def test_shapes_dtype_device_and_progress(gaussian_prior, capsys):
         (dict(shape=(4, 8)), "channels, lat, lon"),
         (dict(members=0), "members"),
         (dict(solver="rk4"), "unknown solver"),
+        (dict(guidance="ddrm"), "unknown guidance"),
         (dict(batch_size=-1), "batch_size"),
         (dict(dtype=torch.bfloat16), "float32"),
         (dict(cond=torch.zeros(3, 1, 4, 8), members=2), "cond has 3 rows"),

@@ -23,7 +23,9 @@ def test_edm_sigmas_grid():
     assert edm_sigmas(1).tolist() == [80.0, 0.0]
 
 
-@pytest.mark.parametrize("kw", [dict(steps=0), dict(steps=2.5), dict(sigma_min=0.0), dict(sigma_min=90.0), dict(rho=0)])
+@pytest.mark.parametrize(
+    "kw", [dict(steps=0), dict(steps=2.5), dict(sigma_min=0.0), dict(sigma_min=90.0), dict(rho=0)]
+)
 def test_edm_sigmas_rejects(kw):
     args = dict(steps=8, sigma_min=0.002, sigma_max=80.0, rho=7.0) | kw
     with pytest.raises(ModelError):
@@ -31,7 +33,9 @@ def test_edm_sigmas_rejects(kw):
 
 
 def test_evaluations():
-    assert evaluations(32) == 32 and evaluations(16, solver="heun") == 31 and evaluations(5, solver="euler") == 5
+    assert (
+        evaluations(32) == 32 and evaluations(16, solver="heun") == 31 and evaluations(5, solver="euler") == 5
+    )
     with pytest.raises(ModelError, match="unknown solver"):
         evaluations(4, solver="rk4")
 
@@ -103,7 +107,9 @@ def test_denoising_loss_of_trivial_denoiser_is_one():
 
 def test_resolve_device_and_dtype():
     assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto") == (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    assert resolve_device("auto") == (
+        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    )
     with pytest.raises(ModelError, match="not a torch device"):
         resolve_device("gpu0")
     if not torch.cuda.is_available():

@@ -20,12 +20,12 @@ from .schedule import edm_sigmas, evaluations, loss_weight, training_sigmas
 from .unet import UNet, sphere_pad
 
 __all__ = [
-    "architecture_card",
     "EDMDenoiser",
     "GaussianDenoiser",
     "GuidedDenoiser",
     "ObsTerm",
     "UNet",
+    "architecture_card",
     "build_from_card",
     "denoising_loss",
     "edm_sigmas",

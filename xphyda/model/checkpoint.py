@@ -21,8 +21,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -31,13 +32,22 @@ from .device import resolve_device, resolve_dtype
 from .precond import EDMDenoiser
 from .unet import UNet
 
-__all__ = ["save_checkpoint", "load_checkpoint", "build_from_card", "load_model", "architecture_card"]
+__all__ = ["architecture_card", "build_from_card", "load_checkpoint", "load_model", "save_checkpoint"]
 
 FORMAT = "xphyda-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
-RESERVED = ("format", "format_version", "sha256", "weights", "xphyda_version", "torch_version", "created", "state_dicts")
+RESERVED = (
+    "format",
+    "format_version",
+    "sha256",
+    "weights",
+    "xphyda_version",
+    "torch_version",
+    "created",
+    "state_dicts",
+)
 _ARCHITECTURES = {"UNet": "xphyda.model.unet", "PhydaNet": "xphyda.model.phyda"}
 """Network classes a card may name, and their modules (imported when needed)."""
 
@@ -93,7 +103,9 @@ def architecture_card(model: torch.nn.Module) -> dict[str, Any]:
     net = model.net if isinstance(model, EDMDenoiser) else model
     name = type(net).__name__
     if name not in _ARCHITECTURES or not isinstance(getattr(net, "config", None), dict):
-        raise ModelError(f"cannot describe a {name}; expected one of {sorted(_ARCHITECTURES)} or an EDMDenoiser")
+        raise ModelError(
+            f"cannot describe a {name}; expected one of {sorted(_ARCHITECTURES)} or an EDMDenoiser"
+        )
     card: dict[str, Any] = {"architecture": {"class": name, **net.config}}
     if isinstance(model, EDMDenoiser):
         card["preconditioning"] = {"kind": "edm", "sigma_data": model.sigma_data}
@@ -155,7 +167,9 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     weights, card_path = directory / WEIGHTS, directory / CARD
     if not overwrite and (weights.exists() or card_path.exists()):
-        raise ModelError(f"{directory} already holds a checkpoint; pass overwrite=True or choose another directory")
+        raise ModelError(
+            f"{directory} already holds a checkpoint; pass overwrite=True or choose another directory"
+        )
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -168,7 +182,9 @@ def save_checkpoint(
     try:
         text = json.dumps({**meta, **dict(card)}, default=_json_default, indent=2, allow_nan=False)
     except (TypeError, ValueError) as err:
-        raise ModelError(f"the model card is not JSON serialisable ({err}); convert that entry to numbers or text") from err
+        raise ModelError(
+            f"the model card is not JSON serialisable ({err}); convert that entry to numbers or text"
+        ) from err
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".safetensors.tmp")
     os.close(fd)
     try:
@@ -224,7 +240,9 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     try:
         card = json.loads((directory / CARD).read_text())
     except json.JSONDecodeError as err:
-        raise ModelError(f"{directory / CARD} is not valid JSON ({err}); restore it from the original checkpoint") from err
+        raise ModelError(
+            f"{directory / CARD} is not valid JSON ({err}); restore it from the original checkpoint"
+        ) from err
     if card.get("format") != FORMAT:
         raise ModelError(f"{directory / CARD} has format {card.get('format')!r}, expected {FORMAT!r}")
     if int(card.get("format_version", 0)) > FORMAT_VERSION:

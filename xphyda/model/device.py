@@ -76,7 +76,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def resolve_dtype(dtype: str | torch.dtype | None = None, *, device: torch.device | str = "cpu") -> torch.dtype:
+def resolve_dtype(
+    dtype: str | torch.dtype | None = None, *, device: torch.device | str = "cpu"
+) -> torch.dtype:
     """Check a floating-point type for the model on ``device``.
 
     Parameters

@@ -30,7 +30,8 @@ The methods differ in ``Sigma``:
     (finite-difference) version of the same lift.
 ``"dps"`` (Chung et al. 2022, arXiv 2209.14687)
     ``D_y = D - zeta sigma^2 grad_{x_t} ||y - H D||_{R^-1}``: the normalised
-    likelihood gradient, one backward pass, ``zeta`` tuned by hand.
+    likelihood gradient, one backward pass; ``zeta = 1`` was the best of 0.3,
+    1 and 3 on the Gaussian oracle, but the right value is problem dependent.
 
 Measured choice: ``"mmps"`` with ``cg_iters=3`` is the default.
 
@@ -41,7 +42,7 @@ Measured choice: ``"mmps"`` with ``cg_iters=3`` is the default.
   mmps ``cg_iters=3`` 0.09 / 1.00; ``cg_iters=1`` 0.23 / 0.99; diag-fwd
   0.32 / 1.16; dps (``zeta=1``) 0.42 / 1.23; diag 0.95 / 1.81 (the prior
   itself: 2.3 / 7.5).
-* Cost, U-Net of 1.5 M parameters, 8 members on 48 x 96 with 26 + 4
+* Cost, U-Net of 1.5 M parameters (random weights), 8 members on 48 x 96 with 26 + 4
   channels, 32 steps, one CPU thread, CPU seconds (``benchmarks/bench_sampler.py``):
   unguided 7.0, diag 7.4, diag-fwd 13.4, dps 17.5, mmps ``cg_iters=1`` 19.6,
   mmps ``cg_iters=3`` 36.0.
@@ -55,15 +56,15 @@ wide away from the observations.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
 
 import torch
 
 from ..errors import ModelError, ObservationError
 from .precond import as_sigma
 
-__all__ = ["ObsTerm", "GuidedDenoiser", "METHODS", "check_term", "conjugate_gradient"]
+__all__ = ["METHODS", "GuidedDenoiser", "ObsTerm", "check_term", "conjugate_gradient"]
 
 METHODS = ("mmps", "diag", "diag-fwd", "dps")
 
@@ -107,16 +108,22 @@ class ObsTerm:
     def __post_init__(self):
         y, r = torch.as_tensor(self.y), torch.as_tensor(self.r)
         if not (callable(self.H) and callable(self.HT)):
-            raise ObservationError(f"{self.name}: H and HT must be callables mapping states to observations and back")
+            raise ObservationError(
+                f"{self.name}: H and HT must be callables mapping states to observations and back"
+            )
         if y.ndim not in (1, 2) or y.shape[-1] == 0:
-            raise ObservationError(f"{self.name}: y has shape {tuple(y.shape)}, expected (m,) or (members, m)")
+            raise ObservationError(
+                f"{self.name}: y has shape {tuple(y.shape)}, expected (m,) or (members, m)"
+            )
         if r.shape != (y.shape[-1],):
             raise ObservationError(
                 f"{self.name}: r has shape {tuple(r.shape)} but y has {y.shape[-1]} observations; "
                 "expected one error variance per observation, shape (m,)"
             )
         if not bool(torch.isfinite(y).all()):
-            raise ObservationError(f"{self.name}: y contains NaN or infinite values; drop them (and the rows of H)")
+            raise ObservationError(
+                f"{self.name}: y contains NaN or infinite values; drop them (and the rows of H)"
+            )
         if not bool((r > 0).all()) or not bool(torch.isfinite(r).all()):
             raise ObservationError(
                 f"{self.name}: error variances r must be positive and finite, found min(r)={float(r.min()):.3g}; "
@@ -130,11 +137,11 @@ class ObsTerm:
         """Number of observations."""
         return int(self.y.shape[-1])
 
-    def to(self, *, device: torch.device | str, dtype: torch.dtype) -> "ObsTerm":
+    def to(self, *, device: torch.device | str, dtype: torch.dtype) -> ObsTerm:
         """The same term with ``y`` and ``r`` on ``device`` in ``dtype``."""
         return replace(self, y=self.y.to(device=device, dtype=dtype), r=self.r.to(device=device, dtype=dtype))
 
-    def take(self, index: torch.Tensor | slice, *, members: int) -> "ObsTerm":
+    def take(self, index: torch.Tensor | slice, *, members: int) -> ObsTerm:
         """The rows of a per-member ``y`` for ``index``; a shared ``y`` is returned as is."""
         if self.y.ndim == 1 or self.y.shape[0] == 1:
             return self
@@ -146,7 +153,9 @@ class ObsTerm:
         return replace(self, y=self.y[index])
 
 
-def check_term(term: ObsTerm, shape: Sequence[int], *, dtype=torch.float32, device="cpu", rtol: float = 1e-3) -> None:
+def check_term(
+    term: ObsTerm, shape: Sequence[int], *, dtype=torch.float32, device="cpu", rtol: float = 1e-3
+) -> None:
     """Probe ``term.H`` and ``term.HT`` on a random state of ``shape`` ``(C, H, W)``.
 
     Checks the output shapes and the adjoint identity ``<H x, u> = <x, HT u>``.
@@ -237,7 +246,10 @@ def conjugate_gradient(
         rs_new = (res * res).sum(-1, keepdim=True)
         if bool((rs_new.sqrt() <= stop).all()):
             break
-        p = res + torch.where(rs > 0, rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs)) * p
+        p = (
+            res
+            + torch.where(rs > 0, rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs)) * p
+        )
         rs = rs_new
     return u, lift
 
@@ -288,7 +300,9 @@ class GuidedDenoiser:
         if method not in METHODS:
             raise ModelError(f"unknown guidance {method!r}; expected one of {METHODS}")
         if not terms:
-            raise ObservationError("guidance needs at least one ObsTerm; pass guidance=None for unguided sampling")
+            raise ObservationError(
+                "guidance needs at least one ObsTerm; pass guidance=None for unguided sampling"
+            )
         self.denoiser, self.terms, self.method = denoiser, list(terms), method
         self.cg_iters = int(cg_iters if cg_iters is not None else (3 if method == "mmps" else 10))
         if self.cg_iters < 1:

@@ -140,7 +140,9 @@ class GaussianDenoiser(nn.Module):
             raise ModelError("cov is not symmetric; pass (cov + cov.T) / 2")
         lam, vec = torch.linalg.eigh(cov)
         if float(lam.min()) < -1e-8 * float(lam.max()):
-            raise ModelError(f"cov is not positive semi-definite (smallest eigenvalue {float(lam.min()):.3g})")
+            raise ModelError(
+                f"cov is not positive semi-definite (smallest eigenvalue {float(lam.min()):.3g})"
+            )
         self.register_buffer("mean", mean.to(torch.float64))
         self.register_buffer("eigval", lam.clamp_min(0))
         self.register_buffer("eigvec", vec)

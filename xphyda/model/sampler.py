@@ -28,19 +28,20 @@ floating-point differences between devices).
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ModelError, ObservationError
 from .device import resolve_device, resolve_dtype
-from .guidance import GuidedDenoiser, ObsTerm, check_term
+from .guidance import METHODS, GuidedDenoiser, ObsTerm, check_term
 from .schedule import edm_sigmas
 
-__all__ = ["sample", "member_generator", "SOLVERS"]
+__all__ = ["SOLVERS", "member_generator", "sample"]
 
 SOLVERS = ("dpmpp_2m", "heun", "euler")
 _RANDOM_LAYERS = (torch.nn.Dropout, torch.nn.modules.batchnorm._BatchNorm)
@@ -60,7 +61,9 @@ def member_generator(seed: int, member: int) -> torch.Generator:
     True
     """
     if int(seed) != seed or seed < 0 or int(member) != member or member < 0:
-        raise ModelError(f"seed and member must be non-negative integers, got seed={seed!r}, member={member!r}")
+        raise ModelError(
+            f"seed and member must be non-negative integers, got seed={seed!r}, member={member!r}"
+        )
     state = np.random.SeedSequence([int(seed), int(member)]).generate_state(2, dtype=np.uint32)
     return torch.Generator(device="cpu").manual_seed(int(state[0]) << 32 | int(state[1]))
 
@@ -81,17 +84,23 @@ class _Noise:
         return z.to(device)
 
 
-def _per_member(t: torch.Tensor | None, index: range, members: int, *, what: str, ndim: int) -> torch.Tensor | None:
+def _per_member(
+    t: torch.Tensor | None, index: range, members: int, *, what: str, ndim: int
+) -> torch.Tensor | None:
     if t is None:
         return None
     if t.ndim == ndim - 1:
         t = t.unsqueeze(0)
     if t.ndim != ndim:
-        raise ModelError(f"{what} has {t.ndim} dimensions, expected {ndim - 1} (shared) or {ndim} (per member)")
+        raise ModelError(
+            f"{what} has {t.ndim} dimensions, expected {ndim - 1} (shared) or {ndim} (per member)"
+        )
     if t.shape[0] == 1:
         return t.expand(len(index), *t.shape[1:])
     if t.shape[0] != members:
-        raise ModelError(f"{what} has {t.shape[0]} rows but {members} members are sampled; pass 1 or {members}")
+        raise ModelError(
+            f"{what} has {t.shape[0]} rows but {members} members are sampled; pass 1 or {members}"
+        )
     return t[index.start : index.stop]
 
 
@@ -181,6 +190,8 @@ def sample(
         raise ModelError(f"members must be a positive integer, got {members!r}")
     if solver not in SOLVERS:
         raise ModelError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
+    if guidance is not None and guidance not in METHODS:
+        raise ModelError(f"unknown guidance {guidance!r}; expected one of {METHODS} or None")
     batch = int(batch_size or members)
     if batch < 1:
         raise ModelError(f"batch_size must be positive, got {batch_size}")
@@ -237,7 +248,7 @@ def sample(
 def _solve(den, x, sigmas, cond, *, solver, bar):
     """Integrate from ``sigmas[0]`` to ``sigmas[-1] = 0``."""
     prev = None  # (denoised, log-step) of the previous dpmpp_2m step
-    for a, b in zip(sigmas[:-1], sigmas[1:]):
+    for a, b in itertools.pairwise(sigmas):
         d = den(x, a, cond)
         if b == 0:  # every solver ends on the denoised state
             x = d

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import ModelError
 
-__all__ = ["edm_sigmas", "training_sigmas", "loss_weight", "evaluations"]
+__all__ = ["edm_sigmas", "evaluations", "loss_weight", "training_sigmas"]
 
 
 def edm_sigmas(

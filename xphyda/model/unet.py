@@ -26,7 +26,8 @@ speed on a batch of 48 x 96 fields.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,10 @@ def sphere_pad(x: torch.Tensor, p: int, *, periodic: bool = True, poles: bool = 
     out[..., p : p + nlat, p : p + nlon] = x
     if poles:
         half = nlon // 2
-        for rows, src in ((slice(0, p), x[..., :p, :]), (slice(nlat + p, nlat + 2 * p), x[..., nlat - p :, :])):
+        for rows, src in (
+            (slice(0, p), x[..., :p, :]),
+            (slice(nlat + p, nlat + 2 * p), x[..., nlat - p :, :]),
+        ):
             src = src.flip(-2)
             out[..., rows, p : p + nlon - half] = src[..., half:]
             out[..., rows, p + nlon - half : p + nlon] = src[..., :half]
@@ -209,16 +213,29 @@ class UNet(nn.Module):
         if poles and not periodic:
             raise ModelError("poles=True describes a global grid, which is periodic; pass periodic=True")
         emb_dim = int(emb_dim or 4 * widths[0])
-        self.config: dict[str, Any] = dict(
-            in_channels=int(in_channels), out_channels=int(out_channels), cond_channels=int(cond_channels),
-            widths=widths, blocks=int(blocks), emb_dim=emb_dim, attention=bool(attention), heads=int(heads),
-            groups=int(groups), dropout=float(dropout), periodic=bool(periodic), poles=bool(poles),
-        )  # fmt: skip
-        pad = dict(periodic=periodic, poles=poles)
+        self.config: dict[str, Any] = {
+            "in_channels": int(in_channels),
+            "out_channels": int(out_channels),
+            "cond_channels": int(cond_channels),
+            "widths": widths,
+            "blocks": int(blocks),
+            "emb_dim": emb_dim,
+            "attention": bool(attention),
+            "heads": int(heads),
+            "groups": int(groups),
+            "dropout": float(dropout),
+            "periodic": bool(periodic),
+            "poles": bool(poles),
+        }
+        pad = {"periodic": periodic, "poles": poles}
         block = dict(groups=groups, dropout=dropout, **pad)
         half = emb_dim // 2
-        self.register_buffer("freqs", 2 * math.pi * torch.logspace(-1, math.log10(64.0), half), persistent=False)
-        self.embed = nn.Sequential(nn.Linear(2 * half, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim), nn.SiLU())
+        self.register_buffer(
+            "freqs", 2 * math.pi * torch.logspace(-1, math.log10(64.0), half), persistent=False
+        )
+        self.embed = nn.Sequential(
+            nn.Linear(2 * half, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim), nn.SiLU()
+        )
         self.stem = _SphereConv(in_channels + cond_channels, widths[0], 3, **pad)
         self.down = nn.ModuleList()
         ch = widths[0]

@@ -170,7 +170,7 @@ class SphereGrid:
         dphi = np.diff(edges)
         set_ = object.__setattr__
         set_(self, "lat", lat)
-        set_(self, "lon", np.rad2deg(lon))
+        set_(self, "lon", np.asarray(self.lon, dtype=np.float64).ravel() + np.rad2deg(lon - np.deg2rad(np.asarray(self.lon, dtype=np.float64).ravel())).round(9))
         set_(self, "periodic", periodic)
         set_(self, "global_lat", global_lat)
         set_(self, "phi", phi)
