@@ -182,6 +182,12 @@ METHODS: dict[str, Method] = {
         ("length_scale", "background_error", "correlation", "vertical_length_scale", "solver"),
         "optimal interpolation / 3D-Var (xphyda.baselines.oi)",
     ),
+    # the diffusion model works on the whole state, not per observed variable: see xphyda.diffusion
+    "phyda": Method(
+        None,
+        ("model", "members", "steps", "seed", "device", "guidance", "progress"),
+        "PhyDA diffusion prior with observation guidance (xphyda.diffusion)",
+    ),
 }
 """Analysis methods by name."""
 
@@ -236,6 +242,13 @@ def assimilate(
     correlation: str | None = None,
     vertical_length_scale: float | None = None,
     solver: str | None = None,
+    model=None,
+    members: int | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    guidance: str | None = None,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Analyse ``background`` with observations ``obs``; return the analysis and per-observation diagnostics.
 
@@ -247,8 +260,9 @@ def assimilate(
     obs : xarray.Dataset or xarray.DataArray
         Point, gridded, or on-the-grid observations (:mod:`xphyda.obs.dataset`),
         variables named like the background's, NaN where not observed.
-    method : {"oi"}
-        Analysis method (:data:`METHODS`).
+    method : {"oi", "phyda"}
+        Analysis method (:data:`METHODS`): optimal interpolation, or the PhyDA
+        diffusion prior (:func:`xphyda.diffusion.assimilate_phyda`).
     variables : list of str, optional
         Observation variables to use (default: all).
     obs_error : number, str, pint.Quantity or dict, optional
@@ -287,6 +301,20 @@ def assimilate(
         OI: Gaspari-Cohn length scale in ``ln p`` between levels (default: levels independent).
     solver : {"auto", "cholesky", "cg"}, optional
         OI: exact (Cholesky) up to 2,000 observations per variable and time, conjugate gradients above.
+    model : str or path, optional
+        PhyDA: model name or folder (default: the bundled model, :data:`xphyda.models.DEFAULT_MODEL`).
+    members : int, optional
+        PhyDA: ensemble size (default 8); a ``member`` dimension is added when above 1.
+    steps : int, optional
+        PhyDA: sampling steps (default 16; network evaluations per member).
+    seed : int, optional
+        PhyDA: member ``k`` depends only on ``(seed, k)``.
+    device : str, optional
+        PhyDA: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    guidance : {"mmps", "diag", "diag-fwd", "dps"}, optional
+        PhyDA: observation guidance (:mod:`xphyda.model.guidance`).
+    progress : bool, optional
+        PhyDA: progress bar over the sampling steps.
 
     Returns
     -------
@@ -303,6 +331,13 @@ def assimilate(
     if method not in METHODS:
         raise PhydaError(f"unknown assimilation method {method!r}; available: {sorted(METHODS)}")
     options = {
+        "model": model,
+        "members": members,
+        "steps": steps,
+        "seed": seed,
+        "device": device,
+        "guidance": guidance,
+        "progress": progress,
         "length_scale": length_scale,
         "background_error": background_error,
         "correlation": correlation,
@@ -324,6 +359,12 @@ def assimilate(
             raise ObservationError(
                 f"qc must be a positive number of standard deviations, or None to turn it off; got {qc!r}"
             )
+    if method == "phyda":
+        from .diffusion import assimilate_phyda
+
+        kwargs = dict(variables=variables, obs_error=obs_error, time_window=time_window, regrid=regrid,
+                      min_coverage=min_coverage)
+        return assimilate_phyda(background, obs, problem_kwargs=kwargs, qc=qc, **options)
     problem = build_problem(
         background,
         obs,

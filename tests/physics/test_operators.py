@@ -335,3 +335,30 @@ def test_float32_stays_float32(analytic):
     u, v, _, _ = analytic.harmonic_wind(lat, lon)
     d = divergence(u.astype(np.float32), v.astype(np.float32), SphereGrid(lat, lon))
     assert d.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["pole33x64", "reg32x64", "gauss48x96"])
+def test_kernels_never_write_to_their_inputs(analytic, name):
+    """The operators update only their own temporaries in place: read-only inputs work."""
+    lat, lon = analytic.grid_coords(name)
+    g = SphereGrid(lat, lon)
+    u, v, w, _ = analytic.divergent_column(lat, lon)
+    geo, t = analytic.isothermal(lat, lon)
+    q = np.full(t.shape, 0.005)
+    for x in (u, v, w, geo, t, q):
+        x.flags.writeable = False
+    divergence(u, v, g), vorticity(u, v, g), gradient(geo, g), ddp(u, P_LEVELS)
+    kernels.continuity(u, v, w, P_LEVELS, g)
+    kernels.hydrostatic(geo, t, P_LEVELS, q=q)
+    kernels.hydrostatic(geo, t, P_LEVELS)
+    kernels.geostrophic(u, v, geo, g)
+    omega_from_continuity(u, v, lat, lon, P_LEVELS)
+    regional = SphereGrid(lat[2:-2], lon[:20])
+    divergence(u[:, 2:-2, :20], v[:, 2:-2, :20], regional), gradient(geo[:, 2:-2, :20], regional)
+
+
+def test_integer_input_is_promoted():
+    g = SphereGrid(np.linspace(90, -90, 7), np.arange(8) * 45.0)
+    u = np.arange(56).reshape(7, 8)
+    assert divergence(u, u, g).dtype == np.float64
+    assert gradient(u, g)[0].dtype == np.float64

@@ -563,7 +563,7 @@ def _complete_chunks(path: Path, states_per_chunk: int) -> int:
         for _, a in arrays:
             if a.shape[0] != keep:
                 a.resize((keep,) + tuple(a.shape[1:]))
-        zarr.consolidate_metadata(str(path))
+        _consolidate(path)
     return done
 
 
@@ -669,12 +669,22 @@ def _run_trajectory(store: Path, k: int, *, seed: int, spinup_chunks: int, data_
     return path
 
 
+def _consolidate(path: Path) -> None:
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        zarr.consolidate_metadata(str(path))
+
+
 def _mark_complete(path: Path) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="r+")
     group.attrs.update({"complete": "true"})
-    zarr.consolidate_metadata(str(path))
+    _consolidate(path)
 
 
 def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajectories: int = 2,

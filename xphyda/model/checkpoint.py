@@ -250,7 +250,10 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
             f"checkpoint format version {card['format_version']} is newer than this xphyda reads ({FORMAT_VERSION}); "
             "upgrade xphyda"
         )
-    weights = directory / card.get("weights", WEIGHTS)
+    name = str(card.get("weights", WEIGHTS))
+    if Path(name).name != name or not name.endswith(".safetensors"):
+        raise ModelError(f"the card names weights {name!r}; expected a .safetensors file beside card.json")
+    weights = directory / name
     found = _sha256(weights)
     if found != card.get("sha256"):
         raise ModelError(

@@ -42,7 +42,7 @@ def virtual_temperature(t, q=None):
     if q is None:
         return t
     eps = constants().epsilon
-    return t * (1.0 + q * (1.0 - eps) / eps)
+    return t * _add_(q * ((1.0 - eps) / eps), 1.0)
 
 
 def continuity(u, v, w, p, grid: SphereGrid, *, axis: int = -3):
@@ -94,9 +94,9 @@ def hydrostatic(phi, t, p, *, q=None, axis: int = -3):
     p = _check_levels(p, phi, axis)
     up = np.sign(p[:-1] - p[1:])  # +1 where level k + 1 is above level k
     log_ratio = _layer_view(np.abs(np.log(p[:-1] / p[1:])), phi.ndim, axis)
-    tv_mean = layer_mean(virtual_temperature(t, q), axis=axis)
-    thickness = layer_difference(phi, axis=axis) * _like(_layer_view(up / c.g, phi.ndim, axis), phi)
-    return thickness - (c.Rd / c.g) * tv_mean * _like(log_ratio, tv_mean)
+    thickness = _scale_(layer_difference(phi, axis=axis), _like(_layer_view(up / c.g, phi.ndim, axis), phi))
+    hypsometric = _scale_(layer_mean(virtual_temperature(t, q), axis=axis), _like(-c.Rd / c.g * log_ratio, phi))
+    return _add_(thickness, hypsometric)
 
 
 def ageostrophic(u, v, phi, grid: SphereGrid, *, band: float = GEOSTROPHIC_BAND):

@@ -1,0 +1,405 @@
+"""The xarray front of the diffusion model: ``assimilate(..., method="phyda")`` and ``encode``.
+
+A model works on its own grid and channels (its card says which).  This
+module maps a user's Dataset to them and back:
+
+* **background -> model**: each model channel ``(variable, level)`` is taken
+  from the background when it has that variable at that pressure level
+  (regridded to the model grid: conservative when coarsening, bilinear
+  otherwise); channels it lacks are marked unavailable and the prior fills them;
+* **observations -> model**: the observation operator built on the user's grid
+  (:func:`xphyda.obs.build_problem`: points, gridded or on-grid observations,
+  with quality control) is composed with the bilinear map from the model grid
+  to the user's grid, so ``H_model = H_user P``;
+* **model -> user grid**: the analysis increment (analysis minus the
+  background on the model grid) is interpolated to the user's grid and added
+  to the user's background, so scales finer than the model's are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import xarray as xr
+
+from .errors import ModelError, ObservationError
+from .grid import VARIABLES, Grid, discover_grid, find_variable
+
+__all__ = ["assimilate_phyda", "encode", "load"]
+
+
+# --------------------------------------------------------------------------- model loading
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A network with its card, and the arrays the front needs (SI normalisation, grid)."""
+
+    net: object
+    card: dict
+    path: Path
+    names: tuple[str, ...]
+    variables: tuple[tuple[str, float | None], ...]  # (key, level hPa or None) per channel
+    mean: np.ndarray
+    std: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        return len(self.names)
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str, mtime: float, device: str) -> LoadedModel:
+    from .data.channels import ChannelSpec
+    from .model.checkpoint import load_model
+
+    net, card = load_model(path, device=device)
+    spec = ChannelSpec.from_dict(card["channels"])
+    stats = card["normalisation"]["channels"]
+    mean = np.array([stats[n]["mean"] for n in spec.names])
+    std = np.array([stats[n]["std"] for n in spec.names])
+    return LoadedModel(
+        net, card, Path(path), tuple(spec.names), tuple(spec.channel(i) for i in range(spec.n_channels)),
+        mean, std, np.asarray(card["grid"]["latitude"], float), np.asarray(card["grid"]["longitude"], float),
+    )
+
+
+def load(model=None, *, device: str = "auto") -> LoadedModel:
+    """Load a model by name or path (default: the bundled model); cached per file and device."""
+    from .model.device import resolve_device
+    from .models import find
+
+    path = find(model)
+    dev = str(resolve_device(device))
+    return _load_cached(str(path), (path / "model.safetensors").stat().st_mtime, dev)
+
+
+# --------------------------------------------------------------------------- grids
+def _bilinear(src_lat, src_lon, dst_lat, dst_lon) -> sp.csr_matrix:
+    """Sparse bilinear map from a source grid to every point of a destination grid (periodic, pole-aware)."""
+    from .obs.operator import build_operator
+
+    la, lo = np.meshgrid(np.asarray(dst_lat, float), np.asarray(dst_lon, float), indexing="ij")
+    op = build_operator(la.ravel(), lo.ravel() % 360.0, np.asarray(src_lat, float), np.asarray(src_lon, float) % 360.0)
+    return op.matrix
+
+
+def _to_model_grid(src_lat, src_lon, dst_lat, dst_lon) -> sp.csr_matrix:
+    """Conservative when the model grid is coarser than the source, bilinear otherwise."""
+    from .obs.regridding import conservative_weights
+
+    coarser = abs(np.diff(dst_lat)).mean() > 1.5 * abs(np.diff(src_lat)).mean()
+    if coarser:
+        return sp.csr_matrix(conservative_weights(src_lat, src_lon, dst_lat, dst_lon))
+    return _bilinear(src_lat, src_lon, dst_lat, dst_lon)
+
+
+def _level_index(grid: Grid, level_hpa: float | None) -> int | None:
+    if level_hpa is None or grid.level_pa is None:
+        return None
+    hit = np.flatnonzero(np.isclose(grid.level_pa, level_hpa * 100.0))
+    return int(hit[0]) if hit.size else None
+
+
+@dataclass
+class _Mapping:
+    """Where each model channel lives in the user's background (or that it does not)."""
+
+    grid: Grid
+    source: list  # per channel: (variable name, level index or None) or None when unavailable
+    kinds: list
+
+
+def _map_background(background: xr.Dataset, model: LoadedModel, overrides: dict) -> _Mapping:
+    grid = discover_grid(background)
+    source, kinds = [], []
+    for key, level in model.variables:
+        name = find_variable(background, key, overrides.get(key), required=False)
+        kinds.append(VARIABLES[key].kind)
+        if name is None:
+            source.append(None)
+            continue
+        da = background[name]
+        if level is None:
+            source.append((name, None) if grid.level is None or grid.level not in da.dims else None)
+            continue
+        k = _level_index(grid, level) if grid.level in da.dims else None
+        source.append((name, k) if k is not None else None)
+    if not any(s is not None for s in source):
+        raise ModelError(
+            f"the background has none of the model's channels {list(model.names)}: it has variables "
+            f"{sorted(map(str, background.data_vars))} on levels "
+            f"{None if grid.level_pa is None else (grid.level_pa / 100).tolist()} hPa. "
+            "Fix: pass a background with some of them, or rename variables by keyword (e.g. t='air')"
+        )
+    return _Mapping(grid, source, kinds)
+
+
+def _field_si(background: xr.Dataset, name: str, k: int | None, grid: Grid, kind: str, time) -> np.ndarray:
+    from .units import to_si
+
+    da = background[name]
+    if grid.time is not None and grid.time in da.dims:
+        da = da.isel({grid.time: time})
+    if k is not None:
+        da = da.isel({grid.level: k})
+    return np.asarray(to_si(da, kind, name=name).transpose(grid.lat, grid.lon).values, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- the analysis
+def _model_inputs(background, model, mapping, time, w_in):
+    nh = model.lat.size * model.lon.size
+    xb = np.zeros((model.channels, nh))
+    avail = np.zeros(model.channels, bool)
+    for c, src in enumerate(mapping.source):
+        if src is None:
+            continue
+        f = _field_si(background, src[0], src[1], mapping.grid, mapping.kinds[c], time)
+        xb[c] = w_in @ f.ravel()
+        avail[c] = True
+    return xb, avail
+
+
+def _obs_operator(problem, model, mapping, p_out, time):
+    """Rows of ``H_model`` (normalised-free, SI) and ``y``, ``sigma_o`` of the used observations at ``time``."""
+    from .obs.qc import FLAGS
+
+    nh_m = model.lat.size * model.lon.size
+    nh_u = mapping.grid.shape[0] * mapping.grid.shape[1]
+    blocks, ys, sig, used = [], [], [], {}
+    for name, target in problem.targets.items():
+        rows = np.flatnonzero((target.time_index == time) & (target.flags == FLAGS["used"]))
+        # columns of the target's state on the user's grid: (level, lat, lon)
+        chans = []
+        for k in range(target.nlev):
+            hit = [c for c, s in enumerate(mapping.source) if s is not None and s[0] == name and (s[1] == k or s[1] is None)]
+            chans.append(hit[0] if hit else None)
+        if rows.size == 0:
+            continue
+        H = target.H[rows]
+        keep = np.ones(rows.size, bool)
+        for k, c in enumerate(chans):  # an observation touching a level the model lacks cannot be used
+            if c is None:
+                keep &= np.asarray(abs(H[:, k * nh_u:(k + 1) * nh_u]).sum(1)).ravel() == 0
+        if not keep.any():
+            continue
+        rows, H = rows[keep], H[keep]
+        per_channel = [None] * model.channels
+        for k, c in enumerate(chans):
+            if c is not None:
+                sub = H[:, k * nh_u:(k + 1) * nh_u] @ p_out  # (n, nh_m)
+                per_channel[c] = sub if per_channel[c] is None else per_channel[c] + sub
+        blocks.append(sp.hstack([b if b is not None else sp.csr_matrix((rows.size, nh_m)) for b in per_channel]))
+        ys.append(target.y[rows])
+        sig.append(target.sigma_o[rows])
+        used[name] = rows
+    if not blocks:
+        return None, None, None, used
+    return sp.vstack(blocks).tocsr(), np.concatenate(ys), np.concatenate(sig), used
+
+
+def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device, guidance, progress):
+    import torch
+
+    from .model.guidance import ObsTerm
+    from .model.sampler import sample
+    from .obs.operator import to_torch
+
+    c, (nlat, nlon) = model.channels, (model.lat.size, model.lon.size)
+    nh = nlat * nlon
+    mean_vec = np.repeat(model.mean, nh)
+    std_vec = np.repeat(model.std, nh)
+    dev = next(model.net.parameters()).device
+    xb_n = ((xb - model.mean[:, None]) / model.std[:, None]) * avail[:, None]
+    bg = torch.as_tensor(xb_n.reshape(1, c, nlat, nlon), dtype=torch.float32, device=dev)
+    bmask = torch.as_tensor(avail.astype(np.float32).reshape(1, c, 1, 1), device=dev)
+    terms = []
+    if H is not None:
+        Hn = H @ sp.diags(std_vec)
+        d = y - H @ mean_vec
+        den = np.asarray(abs(H).T @ np.ones(H.shape[0])).ravel()
+        num = H.T @ d
+        with np.errstate(invalid="ignore", divide="ignore"):
+            grid_obs = np.where(den > 0.25, num / np.maximum(den, 1e-12) / std_vec, 0.0)
+        mask = (den > 0.25).astype(np.float32)
+        op = to_torch(Hn, device=dev)
+        shape = (c, nlat, nlon)
+        terms.append(ObsTerm(
+            torch.as_tensor(d, dtype=torch.float32),
+            lambda x: op(x.reshape(x.shape[0], -1)),
+            lambda u: op.adjoint(u).reshape(u.shape[0], *shape),
+            torch.as_tensor(sigma_o**2, dtype=torch.float32),
+        ))
+    else:
+        grid_obs = np.zeros(c * nh)
+        mask = np.zeros(c * nh, np.float32)
+    yg = torch.as_tensor(grid_obs.reshape(1, c, nlat, nlon), dtype=torch.float32, device=dev)
+    mg = torch.as_tensor(mask.reshape(1, c, nlat, nlon), device=dev)
+    with torch.no_grad():
+        cond, recon = model.net.condition(bg, yg, mg, bmask)
+    ens = sample(model.net.denoiser, shape=(c, nlat, nlon), terms=terms, cond=cond[0], members=members,
+                 steps=steps, seed=seed, device=dev, guidance=guidance if terms else None, progress=progress)
+    out = ens.detach().cpu().double().numpy().reshape(members, c, nh)
+    rec = None if recon is None else recon.detach().cpu().double().numpy().reshape(c, nh)
+    to_si = lambda a: a * model.std[:, None] + model.mean[:, None]  # noqa: E731
+    return np.stack([to_si(m) for m in out]), (None if rec is None else to_si(rec))
+
+
+def _background_check(problem, qc: float | None) -> None:
+    """Flag observations far from the background, as the OI path does (sigma_b from the innovations)."""
+    from .assimilate import _sigma_b
+    from .obs.diagnostics import model_equivalent
+    from .obs.qc import FLAGS, background_check
+
+    if qc is None:
+        return
+    for target in problem.targets.values():
+        d = target.y - model_equivalent(target, target.background)
+        cand = target.flags == FLAGS["used"]
+        wlev = target.level_weights()
+        sigma_b, _ = _sigma_b(target, None, d, cand, wlev)
+        reject = cand & background_check(np.where(cand, d, 0.0), target.sigma_o, wlev @ sigma_b, k=qc)
+        target.flags[reject] = FLAGS["rejected_by_background_check"]
+
+
+def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 8, steps: int = 16,
+                     seed: int = 0, device: str = "auto", guidance: str = "mmps", progress: bool = False,
+                     qc: float | None = 5.0, problem_kwargs: dict | None = None, **overrides) -> xr.Dataset:
+    """Ensemble analysis with the PhyDA diffusion prior; see :func:`xphyda.assimilate.assimilate`.
+
+    Returns the background's variables on its own grid (with a ``member``
+    dimension when ``members > 1``), the per-observation diagnostics (of the
+    ensemble mean), and provenance in ``history``.
+    """
+    from .assimilate import _history
+    from .obs.diagnostics import diagnostics
+    from .obs.problem import build_problem
+
+    if members < 1 or steps < 1:
+        raise ModelError(f"members and steps must be at least 1, got members={members}, steps={steps}")
+    lm = load(model, device=device)
+    mapping = _map_background(background, lm, overrides)
+    grid = mapping.grid
+    problem = build_problem(background, obs, **(problem_kwargs or {}))
+    _background_check(problem, qc)
+    w_in = _to_model_grid(grid.lat_values, grid.lon_values, lm.lat, lm.lon)
+    p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
+    times = range(background.sizes[grid.time]) if grid.time in background.dims else [None]
+    increments = {}  # (name, level index) -> list over time of (members, nlat_u*nlon_u)
+    analyses_si = {n: t.background.copy() for n, t in problem.targets.items()}
+    for ti, t in enumerate(times):
+        xb, avail = _model_inputs(background, lm, mapping, t, w_in)
+        H, y, sig, _ = _obs_operator(problem, lm, mapping, p_out, ti)
+        ens, _ = _run_model(lm, xb, avail, H, y, sig, members=members, steps=steps, seed=seed + 7919 * ti,
+                            device=device, guidance=guidance, progress=progress)
+        for c, src in enumerate(mapping.source):
+            if src is None:
+                continue
+            inc = (ens[:, c] - xb[c]) @ p_out.T  # (members, nh_user)
+            increments.setdefault(src, []).append(inc)
+            if src[0] in analyses_si:
+                k = 0 if src[1] is None else src[1]
+                analyses_si[src[0]][ti, k] += inc.mean(0).reshape(grid.shape)
+    out = _assemble(background, mapping, increments, members, times)
+    diag = diagnostics(problem, analyses_si, background)
+    out = xr.merge([out, diag], join="exact", combine_attrs="override")
+    out.attrs = dict(background.attrs)
+    note = (f"model {lm.path.name} ({lm.card.get('description', '')}); {members} members, {steps} steps, "
+            f"guidance {guidance}, seed {seed}; channels filled by the prior: "
+            f"{[n for n, s in zip(lm.names, mapping.source) if s is None]}")
+    out.attrs["history"] = _history(background, problem, "phyda", note)
+    return out
+
+
+def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
+    from .units import si_scale, parse_units
+
+    grid = mapping.grid
+    out = background.copy(deep=False)
+    for name in {src[0] for src in increments}:
+        da = background[name]
+        kind = next(mapping.kinds[c] for c, s in enumerate(mapping.source) if s is not None and s[0] == name)
+        scale, _ = si_scale(parse_units(da.attrs.get("units"), name=name), kind)
+        order = [d for d in (grid.time, grid.level, grid.lat, grid.lon) if d is not None and d in da.dims]
+        base = da.transpose(*order)
+        inc = np.zeros((members,) + base.shape)
+        for (n, k), per_time in increments.items():
+            if n != name:
+                continue
+            for ti, v in enumerate(per_time):
+                idx = [slice(None)]
+                if grid.time in order:
+                    idx.append(ti)
+                if grid.level in order:
+                    idx.append(k)
+                inc[tuple(idx)] = v.reshape((members,) + grid.shape) / scale
+        values = base.values[None] + inc
+        new = xr.DataArray(values.astype(da.dtype, copy=False), dims=("member",) + base.dims,
+                           coords=base.coords, attrs=dict(da.attrs))
+        new = new.transpose("member", *da.dims)
+        out[name] = new if members > 1 else new.isel(member=0, drop=True)
+    if members > 1:
+        out = out.assign_coords(member=("member", np.arange(members), {"long_name": "ensemble member"}))
+    return out
+
+
+def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto", **overrides) -> xr.Dataset:
+    """The VRE's dense reconstruction (and latent features) on the model grid.
+
+    Returns a Dataset on the model's grid with one variable per model channel
+    (``z500``, ``t850``, ... in SI units) and ``features`` (``feature``, lat,
+    lon) holding the VRE's latent channels (dimensionless).
+    """
+    import torch
+
+    from .obs.problem import build_problem
+
+    lm = load(model, device=device)
+    if lm.net.vre is None:
+        raise ModelError(f"model {lm.path.name!r} was trained without a VRE; encode needs one")
+    mapping = _map_background(background, lm, overrides)
+    grid = mapping.grid
+    w_in = _to_model_grid(grid.lat_values, grid.lon_values, lm.lat, lm.lon)
+    xb, avail = _model_inputs(background, lm, mapping, 0 if grid.time in background.dims else None, w_in)
+    c, nlat, nlon = lm.channels, lm.lat.size, lm.lon.size
+    nh = nlat * nlon
+    yg = np.zeros((c, nh))
+    mg = np.zeros((c, nh), np.float32)
+    if obs is not None:
+        problem = build_problem(background, obs)
+        p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
+        H, y, _, _ = _obs_operator(problem, lm, mapping, p_out, 0)
+        if H is not None:
+            mean_vec, std_vec = np.repeat(lm.mean, nh), np.repeat(lm.std, nh)
+            den = np.asarray(abs(H).T @ np.ones(H.shape[0])).ravel()
+            num = H.T @ (y - H @ mean_vec)
+            ok = den > 0.25
+            yg = np.where(ok, num / np.maximum(den, 1e-12) / std_vec, 0.0).reshape(c, nh)
+            mg = ok.astype(np.float32).reshape(c, nh)
+    dev = next(lm.net.parameters()).device
+    t = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(1, c, nlat, nlon), device=dev)  # noqa: E731
+    xb_n = ((xb - lm.mean[:, None]) / lm.std[:, None]) * avail[:, None]
+    with torch.no_grad():
+        rec, feats = lm.net.vre(t(xb_n), torch.as_tensor(avail.astype(np.float32).reshape(1, c, 1, 1), device=dev),
+                                t(yg), t(mg))
+    rec = rec[0].cpu().double().numpy() * lm.std[:, None, None] + lm.mean[:, None, None]
+    coords = {"latitude": ("latitude", lm.lat, {"units": "degrees_north", "standard_name": "latitude"}),
+              "longitude": ("longitude", lm.lon, {"units": "degrees_east", "standard_name": "longitude"})}
+    from .data.channels import ChannelSpec
+
+    spec = ChannelSpec.from_dict(lm.card["channels"])
+    data = {n: (("latitude", "longitude"), rec[i], {"units": spec.units[i], "long_name": f"VRE reconstruction of {n}"})
+            for i, n in enumerate(lm.names)}
+    data["features"] = (("feature", "latitude", "longitude"), feats[0].cpu().numpy(),
+                        {"units": "1", "long_name": "VRE latent features (conditioning of the denoiser)"})
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return xr.Dataset(data, coords=coords, attrs={
+        "title": "xphyda virtual reconstruction", "model": lm.path.name,
+        "history": f"{stamp}: xphyda encode with model {lm.path.name}; background channels available: "
+                   f"{int(avail.sum())} of {c}; observations: {'yes' if obs is not None else 'none'}",
+    })
