@@ -63,6 +63,12 @@ class PhydaDatasetAccessor:
 
         return assimilate(self._obj, obs, method=method, **options)
 
+    def encode(self, obs=None, *, model=None, device: str = "auto", **overrides) -> xr.Dataset:
+        """The VRE's dense reconstruction and latent features; see :func:`xphyda.diffusion.encode`."""
+        from .diffusion import encode
+
+        return encode(self._obj, obs, model=model, device=device, **overrides)
+
     def residual_summary(self, names=None, **kwargs) -> xr.Dataset:
         """Area-weighted RMS residuals per level; see :func:`xphyda.physics.residual_summary`."""
         from .physics import residual_summary

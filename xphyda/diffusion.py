@@ -349,11 +349,13 @@ def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
 
 
 def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto", **overrides) -> xr.Dataset:
-    """The VRE's dense reconstruction (and latent features) on the model grid.
+    """The VRE's dense reconstruction (and latent features) of a background and observations.
 
-    Returns a Dataset on the model's grid with one variable per model channel
-    (``z500``, ``t850``, ... in SI units) and ``features`` (``feature``, lat,
-    lon) holding the VRE's latent channels (dimensionless).
+    The VRE runs on the model grid; its output is interpolated (bilinear) to
+    the input's grid.  Returns a Dataset on the input's latitude and longitude
+    with one variable per model channel (``z500``, ``t850``, ... in SI units)
+    and ``features`` (``feature``, lat, lon): the VRE's latent channels
+    (dimensionless), which condition the denoiser.
     """
     import torch
 
@@ -387,15 +389,19 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     with torch.no_grad():
         rec, feats = lm.net.vre(t(xb_n), torch.as_tensor(avail.astype(np.float32).reshape(1, c, 1, 1), device=dev),
                                 t(yg), t(mg))
-    rec = rec[0].cpu().double().numpy() * lm.std[:, None, None] + lm.mean[:, None, None]
-    coords = {"latitude": ("latitude", lm.lat, {"units": "degrees_north", "standard_name": "latitude"}),
-              "longitude": ("longitude", lm.lon, {"units": "degrees_east", "standard_name": "longitude"})}
+    rec = rec[0].cpu().double().numpy().reshape(c, nh) * lm.std[:, None] + lm.mean[:, None]
+    p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
+    shape = grid.shape
+    rec = (p_out @ rec.T).T.reshape((c,) + shape)
+    feats = (p_out @ feats[0].cpu().double().numpy().reshape(feats.shape[1], nh).T).T.reshape((-1,) + shape)
+    coords = {grid.lat: background[grid.lat], grid.lon: background[grid.lon]}
+    dims = (grid.lat, grid.lon)
     from .data.channels import ChannelSpec
 
     spec = ChannelSpec.from_dict(lm.card["channels"])
-    data = {n: (("latitude", "longitude"), rec[i], {"units": spec.units[i], "long_name": f"VRE reconstruction of {n}"})
+    data = {n: (dims, rec[i], {"units": spec.units[i], "long_name": f"VRE reconstruction of {n}"})
             for i, n in enumerate(lm.names)}
-    data["features"] = (("feature", "latitude", "longitude"), feats[0].cpu().numpy(),
+    data["features"] = (("feature",) + dims, feats.astype(np.float32),
                         {"units": "1", "long_name": "VRE latent features (conditioning of the denoiser)"})
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return xr.Dataset(data, coords=coords, attrs={

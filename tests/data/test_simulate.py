@@ -67,7 +67,7 @@ def test_interp_rejects_unsorted_levels():
 def test_extrapolate_below_lapse_rate_and_hypsometric():
     p_low, t_low, z_low, q_low = 95000.0, 280.0, 5000.0, 0.01
     p = np.array([96000.0, 98000.0, 100000.0, 102000.0])
-    t, z = sim.extrapolate_below(p, p_low, t_low, z_low, q_low)
+    t, _ = sim.extrapolate_below(p, p_low, t_low, z_low, q_low)
     # virtual temperature lapses at 6.5 K/km in (geopotential) height
     _, z_all = sim.extrapolate_below(np.r_[p_low, p], p_low, t_low, z_low, q_low)
     t_all = np.r_[t_low, t]

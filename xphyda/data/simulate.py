@@ -57,15 +57,15 @@ from xphyda.errors import DataError, GridError, PhydaError
 __all__ = [
     "DEFAULT_LEVELS_HPA",
     "MissingDependencyError",
-    "simulate",
-    "interp_log_p",
-    "interp_geopotential_log_p",
-    "extrapolate_below",
-    "sigma_to_pressure_levels",
-    "omega_on_pressure_levels",
-    "hypsometric_residual",
-    "mean_sea_level_pressure",
     "corpus_summary",
+    "extrapolate_below",
+    "hypsometric_residual",
+    "interp_geopotential_log_p",
+    "interp_log_p",
+    "mean_sea_level_pressure",
+    "omega_on_pressure_levels",
+    "sigma_to_pressure_levels",
+    "simulate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -398,7 +398,7 @@ _JCM_NAMES = {"u": "u_wind", "v": "v_wind", "t": "temperature", "q": "specific_h
 def _require_jcm():
     """Import jcm or raise :class:`MissingDependencyError` with the install hint."""
     try:
-        import jcm  # noqa: F401
+        import jcm
         from jcm.model import Model  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependencyError(
@@ -600,8 +600,8 @@ def _run_trajectory(store: Path, k: int, *, seed: int, spinup_chunks: int, data_
     path = store / f"traj{k}.zarr"
     state_dir = store / "state" / f"traj{k}"
     state_dir.mkdir(parents=True, exist_ok=True)
-    spc = int(round(chunk_days * 24 / save_interval_hours))
-    start = np.datetime64(data_start, "s") - np.timedelta64(int(round(spinup_days * 86400)), "s")
+    spc = round(chunk_days * 24 / save_interval_hours)
+    start = np.datetime64(data_start, "s") - np.timedelta64(round(spinup_days * 86400), "s")
     start_str = str(start)
     if start_str not in model_cache:
         model_cache.clear()
@@ -762,14 +762,14 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
         [int(trajectory)] if np.ndim(trajectory) == 0 else [int(x) for x in trajectory])
     if any(not 0 <= k < trajectories for k in ks):
         raise DataError(f"trajectory indices {list(ks)} outside 0..{trajectories - 1}.")
-    spinup_chunks = int(math.ceil(spinup_days / chunk_days - 1e-9))
-    data_chunks = int(math.ceil(years * 365.25 / trajectories / chunk_days - 1e-9))
+    spinup_chunks = math.ceil(spinup_days / chunk_days - 1e-9)
+    data_chunks = math.ceil(years * 365.25 / trajectories / chunk_days - 1e-9)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    settings = dict(years=years, spinup_days=spinup_chunks * chunk_days, trajectories=trajectories,
-                    levels_hPa=plev_hpa, seed=seed, save_interval_hours=save_interval_hours,
-                    chunk_days=chunk_days, data_start=data_start, perturbation_K=perturbation_k,
-                    days_per_trajectory=data_chunks * chunk_days)
+    settings = {"years": years, "spinup_days": spinup_chunks * chunk_days, "trajectories": trajectories,
+                "levels_hPa": plev_hpa, "seed": seed, "save_interval_hours": save_interval_hours,
+                "chunk_days": chunk_days, "data_start": data_start, "perturbation_K": perturbation_k,
+                "days_per_trajectory": data_chunks * chunk_days}
     attrs = {
         "Conventions": "CF-1.8",
         "title": "xphyda training corpus: jcm SPEEDY T31 on pressure levels",
@@ -848,7 +848,7 @@ def corpus_summary(path, *, batch: int = 120) -> dict:
         x = ds.isel(time=slice(s, s + batch)).load()
         m = x.sizes["time"]
 
-        def gmean(a):
+        def gmean(a, m=m):
             return float((np.asarray(a, dtype=np.float64).mean(axis=(0, -1)) * wlat).sum()) * m
 
         acc["t850"] += gmean(x["t"].values[:, i850])

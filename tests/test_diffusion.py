@@ -1,0 +1,71 @@
+"""The diffusion front: assimilate(method="phyda") and encode on a real ERA5 background."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xphyda
+from xphyda.errors import ModelError
+
+
+@pytest.fixture
+def case(era5):
+    truth = era5
+    background = truth.copy(deep=True)
+    background["t"] = background["t"] + 1.0
+    obs = xphyda.obs.simulate(truth, n_stations=60, seed=3)
+    return truth, background, obs
+
+
+def test_phyda_analysis_has_members_units_and_diagnostics(case, tiny_model):
+    _, background, obs = case
+    before = background.copy(deep=True)
+    out = background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=2, steps=3, seed=1)
+    xr.testing.assert_identical(background, before)  # input untouched
+    assert out["t"].dims == ("member",) + background["t"].dims
+    assert out["t"].attrs == background["t"].attrs and out["z"].attrs["units"] == background["z"].attrs["units"]
+    assert np.isfinite(out["t"]).all() and np.isfinite(out["z"]).all()
+    assert {"t_flag", "t_innovation", "t_residual", "z_flag"} <= set(out.data_vars)
+    history = out.attrs["history"].splitlines()[0]
+    assert "phyda" in history and "tiny" in history and "u500" in history  # prior-filled channels are named
+    # the increment is large-scale (model grid 8 x 16): the background's fine scales are kept
+    fine = (out["t"].isel(member=0) - background["t"]).diff("longitude").std()
+    assert float(fine) < float(background["t"].diff("longitude").std())
+
+
+def test_members_are_reproducible_whatever_the_ensemble_size(case, tiny_model):
+    _, background, obs = case
+    a = background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=2, steps=2, seed=5)
+    b = background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=3, steps=2, seed=5)
+    np.testing.assert_allclose(a["t"].isel(member=1), b["t"].isel(member=1), rtol=0, atol=1e-4)
+    c = background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=1, steps=2, seed=6)
+    assert "member" not in c["t"].dims
+
+
+def test_encode_returns_reconstruction_on_input_grid(case, tiny_model):
+    _, background, obs = case
+    rec = background.phyda.encode(obs, model=tiny_model)
+    assert rec["t850"].shape == (181, 360) and rec["t850"].attrs["units"] == "K"
+    assert rec["features"].dims == ("feature", "latitude", "longitude")
+    assert np.isfinite(rec["z500"]).all()
+
+
+def test_preset_without_weights_says_how_to_train(case):
+    _, background, obs = case
+    with pytest.raises(ModelError, match="phyda train --preset era5-v1"):
+        background.phyda.assimilate(obs, method="phyda", model="era5-v1")
+
+
+def test_unknown_model_and_unusable_background(case, tiny_model):
+    _, background, obs = case
+    with pytest.raises(ModelError, match="no model named"):
+        background.phyda.assimilate(obs, method="phyda", model="nope-v0")
+    sfc = xphyda.tutorial.open_dataset("era5-surface").isel(time=0)
+    with pytest.raises(ModelError, match="none of the model's channels"):
+        sfc.phyda.encode(model=tiny_model)
+
+
+def test_oi_options_are_refused_for_phyda(case, tiny_model):
+    _, background, obs = case
+    with pytest.raises(xphyda.PhydaError, match="not used by method"):
+        background.phyda.assimilate(obs, method="phyda", model=tiny_model, length_scale=5e5)
