@@ -94,7 +94,11 @@ def _cmd_residual(args) -> int:
     overrides = dict(kv.split("=", 1) for kv in args.var)
     names = args.name or None
     summary = residual_summary(ds, names, **overrides)
-    print(summary.to_dataframe().to_string())
+    for name in sorted({str(v).rsplit("_", 1)[0] for v in summary.data_vars}):
+        part = summary[[f"{name}_rms", f"{name}_relative"]]
+        part = part.drop_vars([c for c in part.coords if c not in part.dims and part[c].ndim == 0])
+        print(f"{name} ({summary[f'{name}_rms'].attrs['units']}):")
+        print(part.to_dataframe().to_string(), end="\n\n")
     if args.output:
         import xarray as xr
 
@@ -138,6 +142,12 @@ def _cmd_models(args) -> int:
     return EXIT_OK
 
 
+def _cmd_simulate(args) -> int:
+    from .data.simulate import main as simulate_main
+
+    return int(simulate_main(args.args) or 0)
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -173,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("simulate", help="make an Earth-like training corpus with the jcm GCM (needs xphyda[gcm])",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of `python -m xphyda.data.simulate --help`")
+    p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("models", help="list models and presets, or show a model card")
     p.add_argument("name", nargs="?", help="model name or path: show its card")

@@ -8,15 +8,15 @@ xphyda.  Messages say what was found, what was expected and how to fix it.
 from __future__ import annotations
 
 __all__ = [
-    "PhydaError",
     "CoordinateError",
-    "VariableError",
-    "UnitsError",
-    "GridError",
-    "ObservationError",
-    "ModelError",
-    "ResidualNameError",
     "DataError",
+    "GridError",
+    "ModelError",
+    "ObservationError",
+    "PhydaError",
+    "ResidualNameError",
+    "UnitsError",
+    "VariableError",
 ]
 
 

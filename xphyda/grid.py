@@ -29,7 +29,7 @@ import xarray as xr
 
 from .errors import CoordinateError, GridError, UnitsError, VariableError
 
-__all__ = ["Grid", "discover_grid", "find_coord", "find_variable", "VARIABLES", "COORDINATES"]
+__all__ = ["COORDINATES", "VARIABLES", "Grid", "discover_grid", "find_coord", "find_variable"]
 
 
 @dataclass(frozen=True)
@@ -199,9 +199,7 @@ def _matches(var: xr.DataArray, name: str, crit: CoordCriteria, key: str) -> boo
         return True
     if key == "level" and _is_pressure_units(attrs.get("units")) and var.ndim == 1 and name in var.dims:
         return True
-    if crit.axis and attrs.get("axis") == crit.axis and key != "level":
-        return True
-    return False
+    return bool(crit.axis and attrs.get("axis") == crit.axis and key != "level")
 
 
 def _rank(obj, name: str, crit: CoordCriteria) -> int:
@@ -287,7 +285,7 @@ def find_coord(obj, key: str, override: str | None = None, *, required: bool = T
         example = {"latitude": "lat", "longitude": "lon"}.get(key, key)
         raise CoordinateError(
             f"found {len(found)} candidate {key} coordinates {sorted(found)}, expected exactly one. "
-            f"Fix: name the one to use, for example {example}={sorted(found)[0]!r}, "
+            f"Fix: name the one to use, for example {example}={min(found)!r}, "
             "or drop the other with ds.drop_vars(...)"
         )
     if not found:

@@ -22,7 +22,7 @@ import xarray as xr
 
 from .errors import UnitsError
 
-__all__ = ["registry", "parse_units", "QUANTITIES", "si_conversion", "to_si", "magnitude_si", "check_units", "from_si"]
+__all__ = ["QUANTITIES", "check_units", "from_si", "magnitude_si", "parse_units", "registry", "si_conversion", "to_si"]
 
 
 @cache

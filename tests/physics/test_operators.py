@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ALL_GRIDS, GAUSSIAN, P_LEVELS, POLES, REGULAR, U0, A  # noqa: F401
+from conftest import ALL_GRIDS, GAUSSIAN, P_LEVELS, POLES, REGULAR, U0, A
 
 from xphyda.errors import GridError
 from xphyda.physics import kernels

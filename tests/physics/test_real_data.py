@@ -46,7 +46,7 @@ def test_ecmwf_hydrostatic_with_and_without_humidity(ecmwf):
     moist = residual_summary(ecmwf, ["hydrostatic"]).hydrostatic_rms
     assert dry.layer.values.tolist() == ["1000-850 hPa", "850-700 hPa", "700-500 hPa", "500-400 hPa", "400-300 hPa"]
     assert float(dry.max()) < 12 and float(moist.max()) < 12  # measured up to 10.1 and 10.5 m
-    free = dict(layer=["850-700 hPa", "700-500 hPa", "500-400 hPa", "400-300 hPa"])
+    free = {"layer": ["850-700 hPa", "700-500 hPa", "500-400 hPa", "400-300 hPa"]}
     assert (moist.sel(free) < dry.sel(free)).all()  # Tv from r helps above the boundary layer
     # 850-500 as one layer, as in the ERA5 sample: about 20 m, as there
     thick = residual_summary(ecmwf.sel(isobaricInhPa=[850, 500]).drop_vars("r"), ["hydrostatic"]).hydrostatic_rms

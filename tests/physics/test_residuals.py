@@ -28,7 +28,7 @@ def _state(analytic, name="pole33x64", *, with_humidity=False):
     ug, vg, _ = analytic.balanced_rotation(lat, lon)
     # an unbalanced part in z so that the hydrostatic residual is not just rounding
     bump = 300.0 * np.cos(np.deg2rad(lat))[:, None] ** 2 * np.linspace(0, 1, P_LEVELS.size)[:, None, None]
-    fields = dict(u=u + ug, v=v + vg, w=w, z=geo + bump, t=t)
+    fields = {"u": u + ug, "v": v + vg, "w": w, "z": geo + bump, "t": t}
     if with_humidity:
         fields["q"] = np.full(t.shape, 0.005)
     return analytic.to_dataset(lat, lon, P_LEVELS, **fields)
@@ -300,3 +300,21 @@ def test_slabs_give_the_same_answer(analytic, monkeypatch, name, budget_planes):
     ref = physics_residual(ds, name)
     monkeypatch.setattr(residuals, "_SLAB_BYTES", int(budget_planes * 8 * 32 * 64))
     xr.testing.assert_identical(physics_residual(ds, name), ref)
+
+
+def test_summary_of_continuity_is_per_layer(analytic):
+    ds = _state(analytic)
+    s = residual_summary(ds, ["continuity"])
+    assert s.continuity_rms.dims == ("layer",) and s.continuity_relative.dims == ("layer",)
+    assert s.continuity_rms.attrs["units"] == "s-1"
+    # the omega balances the divergent wind: the residual is truncation, small against div(V)
+    assert float(s.continuity_relative.max()) < 0.05
+    with dask.config.set(scheduler=_RaiseIfComputed()):
+        lazy = residual_summary(ds.chunk(latitude=11), ["continuity"])
+    xr.testing.assert_allclose(lazy.compute(), s)
+
+
+def test_summary_is_lazy_for_dask(ecmwf):
+    with dask.config.set(scheduler=_RaiseIfComputed()):
+        lazy = residual_summary(ecmwf.chunk(time=1, latitude=10))
+    xr.testing.assert_allclose(lazy.compute(), residual_summary(ecmwf))

@@ -306,9 +306,9 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
         step += 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if rank == 0 and (step % config.log_every == 0 or step == config.steps):
-            last = {"step": step, "loss": float(loss), "grad_norm": float(gnorm), **parts,
+            last = {"step": step, "loss": float(loss.detach()), "grad_norm": float(gnorm), **parts,
                     "seconds": round(time.perf_counter() - t0, 2)}
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(last) + "\n")

@@ -19,9 +19,19 @@ from __future__ import annotations
 import numpy as np
 
 from .constants import constants
-from .operators import SphereGrid, _add_, _check_levels, _like, _scale_, divergence, gradient, layer_difference, layer_mean
+from .operators import (
+    SphereGrid,
+    _add_,
+    _check_levels,
+    _like,
+    _scale_,
+    divergence,
+    gradient,
+    layer_difference,
+    layer_mean,
+)
 
-__all__ = ["virtual_temperature", "continuity", "hydrostatic", "ageostrophic", "geostrophic", "GEOSTROPHIC_BAND"]
+__all__ = ["GEOSTROPHIC_BAND", "ageostrophic", "continuity", "geostrophic", "hydrostatic", "virtual_temperature"]
 
 GEOSTROPHIC_BAND = 15.0
 """Half-width in degrees of the equatorial band where the geostrophic residual is NaN."""

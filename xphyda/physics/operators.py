@@ -44,14 +44,14 @@ from .constants import EARTH_RADIUS
 __all__ = [
     "SphereGrid",
     "ddlambda",
-    "ddphi",
-    "gradient",
-    "divergence",
-    "vorticity",
     "ddp",
+    "ddphi",
+    "divergence",
+    "gradient",
     "layer_difference",
     "layer_mean",
     "omega_from_continuity",
+    "vorticity",
 ]
 
 
@@ -290,7 +290,7 @@ def _ddlambda(f, grid: SphereGrid, scale=1.0):
     if not grid.periodic:
         return _derivative(f, grid.lam, -1, scale)
     n = grid.shape[1]
-    at = lambda i, j: _take(f, slice(i, j), -1)  # noqa: E731
+    at = lambda i, j: _take(f, slice(i, j), -1)
     # f[i + 1] - f[i - 1] with wrap-around, without rolled copies of f
     diff = _cat([at(1, 2) - at(n - 1, n), at(2, n) - at(0, n - 2), at(0, 1) - at(n - 2, n - 1)], -1)
     if grid.dlam is not None:
@@ -339,7 +339,7 @@ def gradient(f, grid: SphereGrid):
     dfdx = _ddlambda(f, grid, 1.0 / (grid.radius * grid.cos_row[:, None]))
     first, last = grid.pole_rows
     if first or last:
-        row = lambda i: _take(dfdx, slice(i, i + 1 if i != -1 else None), -2)  # noqa: E731
+        row = lambda i: _take(dfdx, slice(i, i + 1 if i != -1 else None), -2)
         dfdx = _cat([row(1 if first else 0), _take(dfdx, slice(1, -1), -2), row(-2 if last else -1)], -2)
     dfdy = _derivative(f, grid.phi, -2, 1.0 / grid.radius)
     return dfdx, dfdy
@@ -358,7 +358,7 @@ def _meridional_flux_divergence(g, grid: SphereGrid):
     flux = _scale_(_take(g, slice(1, n), -2) + _take(g, slice(0, n - 1), -2), _like(0.5 * grid.cos_edge[1:-1, None], g))
     first, last = _take(flux, slice(0, 1), -2), -_take(flux, slice(n - 2, n - 1), -2)
     if not grid.global_lat:
-        row = lambda i: _take(g, slice(i, i + 1), -2)  # noqa: E731
+        row = lambda i: _take(g, slice(i, i + 1), -2)
         first = first - (1.5 * row(0) - 0.5 * row(1)) * float(grid.cos_edge[0])
         last = last + (1.5 * row(n - 1) - 0.5 * row(n - 2)) * float(grid.cos_edge[-1])
     inner = _take(flux, slice(1, n - 1), -2) - _take(flux, slice(0, n - 2), -2)

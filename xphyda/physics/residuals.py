@@ -9,8 +9,8 @@ DataArray with ``units``, ``long_name`` and attributes stating the formula.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import xarray as xr
@@ -331,7 +331,7 @@ def physics_residual(
 
     if name == "continuity":
         inputs = [fields["u"], fields["v"], fields["w"]]
-        kernel: Callable = lambda u, v, w, p: kernels.continuity(u, v, w, p, sphere)  # noqa: E731
+        kernel: Callable = lambda u, v, w, p: kernels.continuity(u, v, w, p, sphere)
     elif name == "hydrostatic":
         q = _humidity(ds, grid, fields["t"], variables)
         inputs = [fields["z"], fields["t"]] + ([q] if q is not None else [])
@@ -342,7 +342,7 @@ def physics_residual(
 
     else:
         inputs = [fields["u"], fields["v"], fields["z"]]
-        kernel = lambda u, v, z: kernels.geostrophic(u, v, z, sphere, band=band)  # noqa: E731
+        kernel = lambda u, v, z: kernels.geostrophic(u, v, z, sphere, band=band)
 
     args = xr.broadcast(*(i.da for i in inputs))
     out = xr.apply_ufunc(
@@ -387,9 +387,12 @@ def _natural_scale(name: str, ds: xr.Dataset, res: xr.DataArray, grid: Grid, var
         d = xr.apply_ufunc(
             lambda a, b: divergence(a, b, sphere), u, v,
             input_core_dims=[[grid.lat, grid.lon]] * 2, output_core_dims=[[grid.lat, grid.lon]],
-            dask="parallelized", output_dtypes=[np.float64],
+            dask="parallelized", output_dtypes=[np.float64], dask_gufunc_kwargs={"allow_rechunk": True},
         )
-        return d
+        # on the residual's layers: the mean of the two levels (lazily for dask)
+        upper = d.isel({grid.level: slice(1, None)}).drop_vars(grid.level, errors="ignore")
+        lower = d.isel({grid.level: slice(None, -1)}).drop_vars(grid.level, errors="ignore")
+        return (0.5 * (upper + lower)).rename({grid.level: "layer"}).assign_coords(layer=res["layer"])
     if name == "hydrostatic":
         z = _field(ds, "z", variables.get("z"), grid).si()
         from ..physics.constants import constants
