@@ -3,10 +3,12 @@
 The objective per sample, with ``sigma`` drawn from EDM's log-normal::
 
     L = lambda_edm(sigma) <|D(x + sigma n; sigma, c) - x|^2>
-        + lambda_phys * w(sigma) * L_phys(D, x)          (xphyda.model.physics_loss)
+        + lambda_phys * ramp(step) * w(sigma) * L_phys(D, x)   (xphyda.model.physics_loss)
         + lambda_rec <|R - x|^2>                         (the VRE's reconstruction R)
 
-where ``<.>`` is the area-weighted mean over the grid, ``c`` the conditioning
+where ``ramp`` grows linearly to 1 over ``physics_warmup`` steps (an untrained
+denoiser's residuals are huge and would otherwise dominate the first updates),
+``<.>`` is the area-weighted mean over the grid, ``c`` the conditioning
 (background, VRE reconstruction and features) built from observations simulated
 on the fly: a random fraction of grid points (log-uniform between
 ``obs_fraction``), each with a random subset of the variables, with Gaussian
@@ -55,6 +57,7 @@ class TrainConfig:
     p_std: float = 1.2
     sigma_data: float = 1.0
     physics_lambda: float = 0.1
+    physics_warmup: int = 500
     physics_laws: tuple[str, ...] = ("continuity", "hydrostatic", "geostrophic")
     rec_lambda: float = 1.0
     obs_fraction: tuple[float, float] = (0.005, 0.3)
@@ -290,7 +293,8 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
             parts["reconstruction"] = float(rec.detach())
         if physics is not None and config.physics_lambda > 0:
             phys, per_law = physics(denoised, x)
-            loss = loss + config.physics_lambda * (physics_weight(sigma, sigma_data=config.sigma_data) * phys).mean()
+            ramp = min(1.0, (step + 1) / max(1, config.physics_warmup))
+            loss = loss + ramp * config.physics_lambda * (physics_weight(sigma, sigma_data=config.sigma_data) * phys).mean()
             parts.update({f"physics_{k}": float(v.detach().mean()) for k, v in per_law.items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
