@@ -248,12 +248,12 @@ def test_bilinear_refinement_and_nan_cells():
 
 
 def test_regrid_agrees_with_the_observations_regridder():
-    """Two independent constructions (dense separable here, sparse 2-D in xphyda.obs.regrid) agree."""
+    """Two independent constructions (dense separable here, sparse 2-D in xphyda.obs.regridding) agree."""
     import importlib
 
-    obs = importlib.import_module("xphyda.obs.regrid")
+    obs = importlib.import_module("xphyda.obs.regridding")
     if not hasattr(obs, "conservative_weights"):
-        pytest.skip("xphyda.obs.regrid has no conservative_weights")
+        pytest.skip("xphyda.obs.regridding has no conservative_weights")
     era5 = xphyda.tutorial.open_dataset("era5-z-t")
     target = model_grid(48, 96, kind="gaussian")
     mine = regrid(era5["z"].isel(time=0), target, method="conservative").values
