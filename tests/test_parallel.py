@@ -48,6 +48,19 @@ def cluster_client():
         yield client
 
 
+def assert_same(a, b, *, state_rtol=1e-6):
+    """Equal up to round-off: float32 state to an ulp or so, float64 diagnostics to 1e-10.
+
+    Multithreaded BLAS may sum in another order when several analyses run at once
+    (differences of 1e-14 relative have been seen); the inputs and seeds are the same.
+    """
+    assert list(a.data_vars) == list(b.data_vars) and a.attrs.keys() == b.attrs.keys()
+    for v in a.data_vars:
+        rtol = state_rtol if a[v].dtype == np.float32 else 1e-10
+        xr.testing.assert_allclose(a[v], b[v], rtol=rtol, atol=0)
+        xr.testing.assert_identical(a[v].copy(data=b[v].values), b[v])  # attrs, coords, dtype
+
+
 def _state(ds):
     """The analysed state without the Dataset's attributes (history lines differ by design)."""
     return ds[["t", "z"]].drop_attrs(deep=False)
@@ -71,9 +84,10 @@ def test_dask_threads_and_processes_equal_serial(case):
     _, background, obs = case
     serial = assimilate_times(background, obs, method="oi", progress=False)
     lazy = assimilate_times(background.chunk(time=1), obs.chunk(time=1), method="oi", progress=False)
-    xr.testing.assert_identical(lazy, serial.drop_attrs(deep=False).assign_attrs(lazy.attrs))
+    assert_same(lazy, serial)
+    assert "through dask (threads)" in lazy.attrs["history"]
     procs = assimilate_times(background, obs, method="oi", scheduler="processes", progress=False)
-    xr.testing.assert_allclose(_state(procs), _state(serial), rtol=0, atol=1e-9)
+    assert_same(procs, serial)
     assert "through dask (processes)" in procs.attrs["history"]
 
 
@@ -83,12 +97,12 @@ def test_local_cluster_equals_serial_for_oi_and_phyda(case, cluster_client, tiny
     oi_serial = assimilate_times(background, obs, method="oi", scheduler="serial", progress=False)
     oi_cluster = assimilate_times(lazy_bg, lazy_obs, method="oi", progress=False)  # the active client
     assert "distributed, 2 workers" in oi_cluster.attrs["history"]
-    xr.testing.assert_allclose(oi_cluster, oi_serial, rtol=0, atol=1e-9)
+    assert_same(oi_cluster, oi_serial)
     opts = dict(method="phyda", model=str(tiny_model), members=2, steps=2, seed=3, progress=False)
     ph_serial = assimilate_times(background.isel(time=[0, 1]), obs.isel(time=[0, 1]), scheduler="serial", **opts)
     ph_cluster = assimilate_times(lazy_bg.isel(time=[0, 1]), lazy_obs.isel(time=[0, 1]), **opts)
     assert ph_cluster["t"].dims == ("member",) + background["t"].dims
-    xr.testing.assert_allclose(_state(ph_cluster), _state(ph_serial), rtol=0, atol=1e-3)  # K and m2 s-2
+    assert_same(ph_cluster, ph_serial, state_rtol=1e-5)  # torch convolutions: float32 round-off
     assert not np.allclose(ph_serial["t"].isel(member=0), ph_serial["t"].isel(member=1))
 
 
@@ -115,13 +129,11 @@ def test_station_times_along_the_station_dimension(case):
     assert out["t_flag"].dims == ("level", "report") and out.sizes["report"] == flat.sizes["report"]
     assert int(out["t_flag"].isel(report=5, level=0)) == FLAGS["outside_time_window"]
     np.testing.assert_array_equal(out["lat"].values, flat["lat"].values)
-    used = out["t_flag"] == FLAGS["used"]
-    np.testing.assert_allclose(
-        out["t_innovation"].where(used).isel(report=7), out["t_innovation"].where(used).isel(report=7)
-    )
+    assert np.isnan(out["t_innovation"].isel(report=5)).all()
     whole = assimilate(background, flat, method="oi")  # the one-call analysis flags the same observations
     np.testing.assert_array_equal(out["t_flag"].values, whole["t_flag"].values)
-    np.testing.assert_allclose(out["t_innovation"].values, whole["t_innovation"].values, equal_nan=True)
+    used = (out["t_flag"] == FLAGS["used"]).values
+    np.testing.assert_allclose(out["t_innovation"].values[used], whole["t_innovation"].values[used], rtol=1e-12)
 
 
 def test_needs_time_split(case):
@@ -143,7 +155,7 @@ def test_errors_teach(case):
     bad = obs.copy()
     bad["t"] = bad["t"].where(bad["time"] != bad["time"][2])  # time 2 has only missing t values
     bad["z"] = bad["z"].where(bad["time"] != bad["time"][2])
-    with pytest.raises(ObservationError, match=r"analysis time 2007-01-02T00:00:00 \(index 2\): none of the"):
+    with pytest.raises(ObservationError, match=r"analysis time 2007-01-02T00:00:00 \(index 2\): observation variable .t. is all NaN"):
         assimilate_times(background, bad, progress=False)
     with pytest.raises(PhydaError, match="no time dimension"):
         assimilate_times(background.isel(time=0), obs, progress=False)

@@ -256,18 +256,18 @@ def _combine_diagnostics(parts: list[xr.Dataset], split: _Split, obs) -> xr.Data
         rows = np.asarray(da[_ROW].values)
         order = np.argsort(rows, kind="stable")
         da = da.isel({dim: order})
-        if rows.size < split.size:  # observations outside every time window
+        if rows.size < split.size:  # observations outside every time window: flagged, NaN values
             fill = FLAGS["outside_time_window"] if name.endswith("_flag") else np.nan
-            da = (
-                da.set_xindex(_ROW)
-                .reindex({_ROW: np.arange(split.size)}, fill_value=fill)
-                .drop_indexes(_ROW)
-                .astype(das[0].dtype)
-            )
-            for c, v in obs.coords.items():  # restore the coordinates of the left-out observations
-                target = c if c in da.coords else f"obs_{c}"
-                if target in da.coords and da[target].dims == (dim,) and v.dims == (split.dim,):
-                    da = da.assign_coords({target: (dim, np.asarray(v.values), v.attrs)})
+            axis = da.get_axis_num(dim)
+            values = np.full(da.shape[:axis] + (split.size,) + da.shape[axis + 1:], fill, dtype=da.dtype)
+            np.moveaxis(values, axis, 0)[rows[order]] = np.moveaxis(np.asarray(da.values), axis, 0)
+            da = da.isel({dim: np.zeros(split.size, dtype=int)}).copy(data=values)
+            for c in list(da.coords):  # coordinates along the dimension: the observations' own
+                if da[c].dims != (dim,):
+                    continue
+                source = c if c in obs.coords else c.removeprefix("obs_")
+                if source in obs.coords and obs[source].dims == (split.dim,):
+                    da = da.assign_coords({c: (dim, np.asarray(obs[source].values), obs[source].attrs)})
         out[name] = da.drop_vars(_ROW)
     return xr.Dataset(out)
 
