@@ -25,9 +25,12 @@ def _case():
     day = era5.coarsen(latitude=11, longitude=11, boundary="trim").mean(keep_attrs=True)  # 16 x 32
     times = day.time.values[0] + np.arange(NT) * np.timedelta64(6, "h")
     truth = xr.concat(
-        [day.roll(longitude=5 * k, roll_coords=False).assign_coords(time=[t]) for k, t in enumerate(times)], "time"
+        [day.roll(longitude=5 * k, roll_coords=False).assign_coords(time=[t]) for k, t in enumerate(times)],
+        "time",
     )
-    background = truth.roll(longitude=1, roll_coords=False)  # a displaced state: errors of realistic structure
+    background = truth.roll(
+        longitude=1, roll_coords=False
+    )  # a displaced state: errors of realistic structure
     for v in truth.data_vars:
         background[v].attrs = dict(truth[v].attrs)
     obs = simulate(truth, fraction=0.3, seed=2)
@@ -42,9 +45,12 @@ def case(_case):
 @pytest.fixture(scope="module")
 def cluster_client():
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         yield client
 
 
@@ -98,8 +104,18 @@ def test_local_cluster_equals_serial_for_oi_and_phyda(case, cluster_client, tiny
     oi_cluster = assimilate_times(lazy_bg, lazy_obs, method="oi", progress=False)  # the active client
     assert "distributed, 2 workers" in oi_cluster.attrs["history"]
     assert_same(oi_cluster, oi_serial)
-    opts = dict(method="phyda", model=str(tiny_model), members=2, steps=2, seed=3, progress=False)
-    ph_serial = assimilate_times(background.isel(time=[0, 1]), obs.isel(time=[0, 1]), scheduler="serial", **opts)
+    opts = {
+        "method": "phyda",
+        "model": str(tiny_model),
+        "members": 2,
+        "steps": 2,
+        "guidance": "diag",  # the cheapest guidance: the test is about scheduling, not accuracy
+        "seed": 3,
+        "progress": False,
+    }
+    ph_serial = assimilate_times(
+        background.isel(time=[0, 1]), obs.isel(time=[0, 1]), scheduler="serial", **opts
+    )
     ph_cluster = assimilate_times(lazy_bg.isel(time=[0, 1]), lazy_obs.isel(time=[0, 1]), **opts)
     assert ph_cluster["t"].dims == ("member",) + background["t"].dims
     assert_same(ph_cluster, ph_serial, state_rtol=1e-5)  # torch convolutions: float32 round-off
@@ -108,8 +124,10 @@ def test_local_cluster_equals_serial_for_oi_and_phyda(case, cluster_client, tiny
 
 def test_phyda_time_seed_is_seed_and_time_index(case, tiny_model):
     _, background, obs = case
-    opts = dict(method="phyda", model=tiny_model, members=2, steps=2)
-    out = assimilate_times(background.isel(time=[0, 1]), obs.isel(time=[0, 1]), seed=7, progress=False, **opts)
+    opts = {"method": "phyda", "model": tiny_model, "members": 2, "steps": 2, "guidance": "diag"}
+    out = assimilate_times(
+        background.isel(time=[0, 1]), obs.isel(time=[0, 1]), seed=7, progress=False, **opts
+    )
     one = assimilate(background.isel(time=[1]), obs.isel(time=[1]), seed=time_seed(7, 1), **opts)
     np.testing.assert_allclose(out["t"].isel(time=[1]), one["t"], rtol=0, atol=1e-4)
     assert not np.allclose(out["t"].isel(time=0), one["t"].isel(time=0))
@@ -133,7 +151,9 @@ def test_station_times_along_the_station_dimension(case):
     whole = assimilate(background, flat, method="oi")  # the one-call analysis flags the same observations
     np.testing.assert_array_equal(out["t_flag"].values, whole["t_flag"].values)
     used = (out["t_flag"] == FLAGS["used"]).values
-    np.testing.assert_allclose(out["t_innovation"].values[used], whole["t_innovation"].values[used], rtol=1e-12)
+    np.testing.assert_allclose(
+        out["t_innovation"].values[used], whole["t_innovation"].values[used], rtol=1e-12
+    )
 
 
 def test_needs_time_split(case):
@@ -146,7 +166,9 @@ def test_errors_teach(case):
     truth, background, obs = case
     with pytest.raises(ObservationError, match="carry no time"):
         assimilate_times(background, obs.isel(time=0, drop=True), progress=False)
-    with pytest.raises(ObservationError, match=r"1 of 4 background times have no observation.*widen time_window"):
+    with pytest.raises(
+        ObservationError, match=r"1 of 4 background times have no observation.*widen time_window"
+    ):
         assimilate_times(background, obs.isel(time=[0, 1, 3]), progress=False)
     with pytest.raises(PhydaError, match="unknown scheduler 'gpu'"):
         assimilate_times(background, obs, scheduler="gpu", progress=False)
@@ -155,7 +177,26 @@ def test_errors_teach(case):
     bad = obs.copy()
     bad["t"] = bad["t"].where(bad["time"] != bad["time"][2])  # time 2 has only missing t values
     bad["z"] = bad["z"].where(bad["time"] != bad["time"][2])
-    with pytest.raises(ObservationError, match=r"analysis time 2007-01-02T00:00:00 \(index 2\): observation variable .t. is all NaN"):
+    with pytest.raises(
+        ObservationError,
+        match=r"analysis time 2007-01-02T00:00:00 \(index 2\): observation variable .t. is all NaN",
+    ):
         assimilate_times(background, bad, progress=False)
     with pytest.raises(PhydaError, match="no time dimension"):
         assimilate_times(background.isel(time=0), obs, progress=False)
+
+
+def test_assimilate_hands_many_times_to_assimilate_times(case):
+    """The hook in ``assimilate``: a background with several times is analysed time by time."""
+    import inspect
+
+    if "scheduler" not in inspect.signature(assimilate).parameters:
+        pytest.skip("assimilate has no many-times hook yet (see xphyda.parallel)")
+    _, background, obs = case
+    direct = assimilate_times(background, obs, method="oi", progress=False)
+    hooked = assimilate(background, obs, method="oi", progress=False)
+    assert_same(hooked, direct)
+    lazy = assimilate(background.chunk(time=1), obs.chunk(time=1), method="oi", scheduler="threads", progress=False)
+    assert_same(lazy, direct)
+    with pytest.raises(PhydaError, match="not used by method 'oi'"):
+        assimilate(background, obs, method="oi", seed=1, progress=False)

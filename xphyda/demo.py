@@ -31,7 +31,7 @@ Examples
 >>> truth = xphyda.tutorial.open_dataset("era5-z-t")
 >>> background = displaced_background(truth, seed=0)
 >>> rmse = xphyda.metrics.rmse(background, truth)
->>> 10 < float(rmse["z"].sel(level=500)) / 9.80665 < 40   # metres of 500 hPa height
+>>> 10 < rmse["z"].sel(level=500).item() / 9.80665 < 40   # metres of 500 hPa height
 True
 """
 
@@ -39,13 +39,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from .errors import ModelError, PhydaError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["DEMO_DEFAULTS", "demo_scores", "displaced_background", "format_scores", "run_demo"]
 
@@ -54,7 +58,7 @@ G0 = 9.80665  # m s-2, standard gravity (geopotential to geopotential height)
 
 DEMO_DEFAULTS: dict[str, object] = {
     "n_stations": 1000,
-    "members": 8,
+    "members": 4,
     "steps": 8,
     "guidance": "diag-fwd",
     "seed": 0,
@@ -141,7 +145,7 @@ def displaced_background(
     >>> import xphyda
     >>> truth = xphyda.tutorial.open_dataset("era5-z-t")
     >>> bg = displaced_background(truth, displacement_km=100.0, seed=1)
-    >>> float(xphyda.metrics.residual_ratio(bg, truth, "hydrostatic")) < 1.05
+    >>> xphyda.metrics.residual_ratio(bg, truth, "hydrostatic").item() < 1.05
     True
     """
     from .grid import discover_grid
@@ -184,7 +188,7 @@ def _state(ds: xr.Dataset, truth: xr.Dataset) -> xr.Dataset:
     return ds[[v for v in truth.data_vars if v in ds.data_vars]]
 
 
-def demo_scores(analyses: Mapping[str, xr.Dataset], truth: xr.Dataset) -> "pd.DataFrame":  # noqa: F821
+def demo_scores(analyses: Mapping[str, xr.Dataset], truth: xr.Dataset) -> pd.DataFrame:
     """Scores of several states against the truth, one column per method.
 
     Rows are ``(score, variable, level)``: the area-weighted RMSE (of the
@@ -209,7 +213,7 @@ def demo_scores(analyses: Mapping[str, xr.Dataset], truth: xr.Dataset) -> "pd.Da
     >>> import xphyda
     >>> truth = xphyda.tutorial.open_dataset("era5-z-t")
     >>> table = demo_scores({"warm": truth.assign(t=truth.t + 1.0)}, truth)
-    >>> float(table.loc[("RMSE", "t", "500 hPa", "K"), "warm"])
+    >>> round(float(table.loc[("RMSE", "t", "500 hPa", "K"), "warm"]), 6)
     1.0
     """
     import pandas as pd
@@ -255,8 +259,9 @@ def format_scores(table) -> str:
     --------
     >>> import xphyda
     >>> truth = xphyda.tutorial.open_dataset("era5-z-t")
-    >>> print(format_scores(demo_scores({"truth": truth}, truth)).splitlines()[0])
-    score           variable     level         units       truth
+    >>> text = format_scores(demo_scores({"truth": truth}, truth))
+    >>> text.splitlines()[0].split()
+    ['score', 'variable', 'level', 'units', 'truth']
     """
     head = ["score", "variable", "level", "units"]
     widths = [15, 12, 13, 11]
@@ -299,7 +304,7 @@ def _figure(path: Path, truth, obs, background, analyses: dict, notice: str | No
     vmin, vmax = float(zt.quantile(0.01)), float(zt.quantile(0.99))
     fig = Figure(figsize=(16, 5.4), layout="constrained")
     axes = fig.subplots(2, 4, sharex=True, sharey=True)
-    kw = dict(cmap="viridis", vmin=vmin, vmax=vmax, shading="auto", rasterized=True)
+    kw = {"cmap": "viridis", "vmin": vmin, "vmax": vmax, "shading": "auto", "rasterized": True}
     panels = [
         (axes[0, 0], zt, f"truth: ERA5 {level} hPa height", kw),
         (axes[0, 2], fields["background"], "background (displaced truth)", kw),
@@ -325,14 +330,17 @@ def _figure(path: Path, truth, obs, background, analyses: dict, notice: str | No
         ax.legend(loc="lower left", fontsize=7)
     ax.set_title(f"{int(np.isfinite(zo.values).sum())} stations (noisy observations)", fontsize=10)
     ax.set_facecolor("0.92")
-    errors = [(name, fields[name] - zt) for name in ["background", "OI", "PhyDA"] if name in fields]
+    errors = [(f"{name}{' mean' if name == 'PhyDA' else ''} - truth", fields[name] - zt)
+              for name in ["background", "OI", "PhyDA"] if name in fields]
     # colour range of the background's errors: an analysis worse than the background saturates
-    lim = max(float(abs(e).quantile(0.995)) for name, e in errors if name in ("background", "OI"))
-    ekw = dict(cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto", rasterized=True)
-    for ax, (name, err) in zip(axes[1], errors):
+    lim = max(float(abs(e).quantile(0.995)) for _, e in errors[:2])
+    if "PhyDA" not in fields:  # without PhyDA, show where OI changed the background
+        errors.append(("OI increment (analysis - background)", fields["OI"] - fields["background"]))
+    ekw = {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim, "shading": "auto", "rasterized": True}
+    for ax, (title, err) in zip(axes[1], errors):
         m = ax.pcolormesh(err["longitude"], err["latitude"], err, **ekw)
-        ax.set_title(f"{name}{' mean' if name == 'PhyDA' else ''} - truth (RMS {rms(err):.1f} m)", fontsize=10)
-    fig.colorbar(m, ax=axes[1, :3], label="height error (m)", location="bottom", shrink=0.5, aspect=40)
+        ax.set_title(f"{title} (RMS {rms(err):.1f} m)", fontsize=10)
+    fig.colorbar(m, ax=axes[1, :3], label="height difference (m)", location="bottom", shrink=0.5, aspect=40)
     ax = axes[1, 3]
     if "PhyDA" in analyses and "member" in analyses["PhyDA"].dims:
         z = height(analyses["PhyDA"])
@@ -366,6 +374,20 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the demo
+def _verdict(scores, card: dict | None) -> list[str]:
+    """The table in words: each analysis' RMSE relative to the background's, and a caveat when it is worse."""
+    rmse = scores.xs("RMSE", level="score")
+    change = {m: 100.0 * (float((rmse[m] / rmse["background"]).mean()) - 1.0) for m in rmse.columns if m != "background"}
+    lines = ["RMSE relative to the background, mean over variables and levels: "
+             + ", ".join(f"{m} {v:+.0f} %" for m, v in change.items())]
+    if card is not None and change.get("PhyDA", -1.0) > 0:
+        done = (card.get("training") or {}).get("steps_done")
+        lines.append(f"PhyDA is worse than the background here: the model {card.get('name', '')!r} was trained for "
+                     f"{done if done is not None else 'an unknown number of'} steps; an undertrained prior gives "
+                     f"analyses worse than its background (`phyda models {card.get('name', 'NAME')}` shows its card).")
+    return [*lines, ""]
+
+
 def _bundled_model_notice(model) -> tuple[object | None, str | None]:
     """Resolve the model; for the default model, a missing one is a notice, not an error."""
     from .models import DEFAULT_MODEL, find
@@ -396,7 +418,7 @@ def run_demo(
     displacement_km: float = DEMO_DEFAULTS["displacement_km"],
     device: str = "auto",
     progress: bool = True,
-    echo=print,
+    echo: Callable[[str], object] = print,
 ) -> dict:
     """Run the demo: simulate observations of real ERA5, assimilate them with PhyDA and OI, score, plot.
 
@@ -438,6 +460,8 @@ def run_demo(
     ------
     xphyda.ModelError
         If ``model`` is given and cannot be found or used.
+    xphyda.PhydaError
+        For a non-positive number of stations, members or steps.
 
     Examples
     --------
@@ -449,6 +473,9 @@ def run_demo(
     from .obs import simulate
     from .tutorial import open_dataset
 
+    for name, value in (("n_stations", n_stations), ("members", members), ("steps", steps)):
+        if int(value) != value or value < 1:
+            raise PhydaError(f"{name} must be a positive integer; got {value!r}")
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
 
@@ -465,6 +492,7 @@ def run_demo(
     truth = open_dataset("era5-z-t")
     echo(f"xphyda {__version__} demo")
     echo(f"truth: {truth.attrs['title']}")
+    echo(f"       {truth.attrs.get('attribution', '')}")
     obs = simulate(truth, n_stations=n_stations, seed=seed)
     echo(f"observations: {n_stations} stations drawn uniformly on the sphere (seed {seed}), t and z at both "
          "levels, with Gaussian noise of 1 K and 100 m2 s-2 (about 10 m of height)")
@@ -476,6 +504,7 @@ def run_demo(
     stage("data", t0)
 
     analyses: dict[str, xr.Dataset] = {"background": background}
+    card = None
     echo("OI: optimal interpolation (Gaspari-Cohn correlations, background errors estimated from the innovations)")
     t0 = time.perf_counter()
     analyses["OI"] = background.phyda.assimilate(obs, method="oi")
@@ -503,10 +532,14 @@ def run_demo(
     table_path = out_dir / "scores.csv"
     scores.to_csv(table_path)
     echo("")
-    echo("Scores against the ERA5 truth (area-weighted over the globe; PhyDA: ensemble mean for RMSE, "
-         "fair CRPS; residual ratio = RMS hydrostatic residual of the state / of the truth):")
+    echo("Scores against the ERA5 truth, area-weighted over the globe"
+         + ("; PhyDA: RMSE of the ensemble mean, fair CRPS, RMS spread, spread/skill ratio" if "PhyDA" in analyses
+            else "") + "; residual ratio: RMS hydrostatic residual of the state over that of the truth (1 = as "
+         "balanced as the truth)")
     echo(format_scores(scores))
     echo("")
+    for line in _verdict(scores, card if not notice else None):
+        echo(line)
     figure = out_dir / "demo.png"
     _figure(figure, truth, obs, background, {k: v for k, v in analyses.items() if k != "background"}, notice)
     stage("scores and figure", t0)

@@ -215,7 +215,9 @@ def _run_dask(jobs, scheduler, bar) -> list:
     ]
     client = scheduler if not isinstance(scheduler, str) and scheduler is not None else None
     if scheduler is None:
-        client = _default_client() if dask.config.get("scheduler", None) in (None, "dask.distributed") else None
+        client = (
+            _default_client() if dask.config.get("scheduler", None) in (None, "dask.distributed") else None
+        )
     if client is not None:  # futures, so the bar follows the cluster
         from distributed import as_completed
 
@@ -252,14 +254,14 @@ def _combine_diagnostics(parts: list[xr.Dataset], split: _Split, obs) -> xr.Data
                 "with a time that is not a dimension?); analyse the times one by one with assimilate()"
             )
         dim = das[0][_ROW].dims[0]
-        da = xr.concat(das, dim=dim, coords="minimal", compat="override", join="exact")
+        da = xr.concat(das, dim=dim, data_vars="all", coords="minimal", compat="override", join="exact")
         rows = np.asarray(da[_ROW].values)
         order = np.argsort(rows, kind="stable")
         da = da.isel({dim: order})
         if rows.size < split.size:  # observations outside every time window: flagged, NaN values
             fill = FLAGS["outside_time_window"] if name.endswith("_flag") else np.nan
             axis = da.get_axis_num(dim)
-            values = np.full(da.shape[:axis] + (split.size,) + da.shape[axis + 1:], fill, dtype=da.dtype)
+            values = np.full(da.shape[:axis] + (split.size,) + da.shape[axis + 1 :], fill, dtype=da.dtype)
             np.moveaxis(values, axis, 0)[rows[order]] = np.moveaxis(np.asarray(da.values), axis, 0)
             da = da.isel({dim: np.zeros(split.size, dtype=int)}).copy(data=values)
             for c in list(da.coords):  # coordinates along the dimension: the observations' own
@@ -276,10 +278,19 @@ def _combine(results: list[xr.Dataset], background: xr.Dataset, tdim: str, split
     state = [v for v in results[0].data_vars if v in background.data_vars]
     timed = [v for v in state if tdim in results[0][v].dims]
     fixed = [v for v in state if v not in timed]
-    analysis = xr.concat([r[timed] for r in results], dim=tdim, coords="minimal", compat="override",
-                         join="exact", combine_attrs="override")
+    analysis = xr.concat(
+        [r[timed] for r in results],
+        dim=tdim,
+        data_vars="all",
+        coords="minimal",
+        compat="override",
+        join="exact",
+        combine_attrs="override",
+    )
     diag = _combine_diagnostics([r.drop_vars(state) for r in results], split, obs)
-    out = xr.merge([analysis, results[0][fixed], diag], join="outer", combine_attrs="override")
+    out = xr.merge(
+        [analysis, results[0][fixed], diag], join="outer", compat="no_conflicts", combine_attrs="override"
+    )
     out = out[[v for v in results[0].data_vars]]  # the one-time order: state, then diagnostics
     out.attrs = dict(results[0].attrs)
     return out
@@ -354,8 +365,11 @@ def assimilate_times(
 
     if not isinstance(background, xr.Dataset):
         raise PhydaError(f"the background must be an xarray Dataset; got {type(background).__name__}")
-    if not (scheduler is None or (isinstance(scheduler, str) and scheduler in SCHEDULERS)
-            or hasattr(scheduler, "compute")):
+    if not (
+        scheduler is None
+        or (isinstance(scheduler, str) and scheduler in SCHEDULERS)
+        or hasattr(scheduler, "compute")
+    ):
         raise PhydaError(
             f"unknown scheduler {scheduler!r}; give one of {list(SCHEDULERS)}, a distributed.Client, "
             "or None (dask's current scheduler for dask-backed data, a plain loop otherwise)"
@@ -372,7 +386,9 @@ def assimilate_times(
     if isinstance(obs, xr.Dataset | xr.DataArray):
         split = _split_observations(obs, times, window, tdim)
     else:
-        raise ObservationError(f"observations must be an xarray Dataset or DataArray; got {type(obs).__name__}")
+        raise ObservationError(
+            f"observations must be an xarray Dataset or DataArray; got {type(obs).__name__}"
+        )
     empty = [str(times[i])[:19] for i, r in enumerate(split.rows) if r.size == 0]
     if empty:
         raise ObservationError(

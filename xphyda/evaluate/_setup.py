@@ -46,14 +46,19 @@ def _label(kw: Mapping) -> str:
         head = f"n_stations={int(kw['n_stations'])}"
     else:
         st = kw["stations"]
-        n = st.sizes.get(next(iter(st.dims), ""), 0) if isinstance(st, xr.Dataset | xr.DataArray) else len(
-            st["lat"] if isinstance(st, Mapping) else st)
+        n = (
+            st.sizes.get(next(iter(st.dims), ""), 0)
+            if isinstance(st, xr.Dataset | xr.DataArray)
+            else len(st["lat"] if isinstance(st, Mapping) else st)
+        )
         head = f"stations={n}"
     extra = []
     if kw.get("noise") is not None:
         noise = kw["noise"]
-        extra.append("noise=" + (",".join(f"{k}:{v}" for k, v in noise.items()) if isinstance(noise, Mapping)
-                                 else str(noise)))
+        extra.append(
+            "noise="
+            + (",".join(f"{k}:{v}" for k, v in noise.items()) if isinstance(noise, Mapping) else str(noise))
+        )
     if kw.get("variables") is not None:
         v = kw["variables"]
         extra.append("variables=" + ("+".join(v) if not isinstance(v, str) else v))
@@ -72,10 +77,14 @@ def settings_from(observations, noise) -> list[Setting]:
     out, seen = [], set()
     for i, raw in enumerate(observations):
         if not isinstance(raw, Mapping):
-            raise EvaluationError(f"observation setting {i} is {raw!r}; expected a dict such as {{'fraction': 0.1}}")
+            raise EvaluationError(
+                f"observation setting {i} is {raw!r}; expected a dict such as {{'fraction': 0.1}}"
+            )
         unknown = sorted(set(raw) - set(SETTING_KEYS))
         if unknown:
-            raise EvaluationError(f"observation setting {dict(raw)!r} has unknown keys {unknown}; known: {SETTING_KEYS}")
+            raise EvaluationError(
+                f"observation setting {dict(raw)!r} has unknown keys {unknown}; known: {SETTING_KEYS}"
+            )
         how = [k for k in ("fraction", "n_stations", "stations") if raw.get(k) is not None]
         if len(how) != 1:
             raise EvaluationError(
@@ -83,7 +92,9 @@ def settings_from(observations, noise) -> list[Setting]:
                 f"got {how or 'none'}"
             )
         if "fraction" in how and not 0.0 < float(raw["fraction"]) <= 1.0:
-            raise EvaluationError(f"fraction must be in (0, 1], a share of the grid columns; got {raw['fraction']!r}")
+            raise EvaluationError(
+                f"fraction must be in (0, 1], a share of the grid columns; got {raw['fraction']!r}"
+            )
         if "n_stations" in how and (isinstance(raw["n_stations"], bool) or int(raw["n_stations"]) < 1):
             raise EvaluationError(f"n_stations must be a positive integer; got {raw['n_stations']!r}")
         kw = {k: v for k, v in raw.items() if k != "label" and v is not None}
@@ -123,7 +134,9 @@ def methods_from(methods) -> list[MethodSpec]:
     out = []
     for name, options in methods.items():
         options = dict(options or {})
-        kind = options.pop("method", None) or (name if name in KINDS else ("phyda" if "model" in options else None))
+        kind = options.pop("method", None) or (
+            name if name in KINDS else ("phyda" if "model" in options else None)
+        )
         if kind not in KINDS:
             raise EvaluationError(
                 f"method {name!r}: cannot tell what it is (kind {kind!r}); name it one of {list(KINDS)}, give "
@@ -131,7 +144,9 @@ def methods_from(methods) -> list[MethodSpec]:
             )
         if kind == "background":
             if options:
-                raise EvaluationError(f"method {name!r} is the background itself; it takes no options, got {options}")
+                raise EvaluationError(
+                    f"method {name!r} is the background itself; it takes no options, got {options}"
+                )
         else:
             allowed = set(METHODS[kind].options) - {"progress"}
             unused = sorted(set(options) - allowed)
@@ -163,12 +178,16 @@ def open_truth(source, *, variables, levels, store_kwargs) -> tuple[xr.Dataset, 
             names = [variables] if isinstance(variables, str) else list(variables)
             missing = [v for v in names if v not in ds.data_vars]
             if missing:
-                raise EvaluationError(f"variables {missing} are not in the data; it has {sorted(map(str, ds.data_vars))}")
+                raise EvaluationError(
+                    f"variables {missing} are not in the data; it has {sorted(map(str, ds.data_vars))}"
+                )
             ds = ds[names]
         if levels is not None:
             grid = discover_grid(ds)
             if grid.level is None:
-                raise EvaluationError(f"levels={list(levels)} were given but the data have no pressure levels")
+                raise EvaluationError(
+                    f"levels={list(levels)} were given but the data have no pressure levels"
+                )
             ds = ds.sel({grid.level: list(levels)})
     else:
         ds = open_store(source, variables=variables, levels=levels, **dict(store_kwargs or {}))
@@ -181,8 +200,10 @@ def open_truth(source, *, variables, levels, store_kwargs) -> tuple[xr.Dataset, 
         )
     extra = [d for d in ds.dims if d not in {grid.time, grid.level, grid.lat, grid.lon, TRAJECTORY} - {None}]
     if extra:
-        raise EvaluationError(f"the truth has dimensions {extra} besides time, level, latitude, longitude and "
-                           f"trajectory; select along them first (ds.isel({extra[0]}=0))")
+        raise EvaluationError(
+            f"the truth has dimensions {extra} besides time, level, latitude, longitude and "
+            f"trajectory; select along them first (ds.isel({extra[0]}=0))"
+        )
     return ds, grid.time, where
 
 
@@ -203,7 +224,9 @@ class Case:
     def seed(self, seed: int, *extra: int) -> int:
         """A seed from ``(seed, trajectory, time, *extra)``: the same case gets the same draws in any selection."""
         secs = int(np.datetime64(self.time, "s").astype(np.int64))
-        state = np.random.SeedSequence([int(seed), self.trajectory or 0, secs + 2**40, *extra]).generate_state(2)
+        state = np.random.SeedSequence(
+            [int(seed), self.trajectory or 0, secs + 2**40, *extra]
+        ).generate_state(2)
         return (int(state[0]) << 31) | (int(state[1]) >> 1)
 
 
@@ -216,7 +239,9 @@ def resolve_split(ds, tdim, split, lead):
     if isinstance(split, TimeSplit):
         return split, "given"
     if split not in SPLITS:
-        raise EvaluationError(f"split must be one of {SPLITS}, a TimeSplit or None (all times); got {split!r}")
+        raise EvaluationError(
+            f"split must be one of {SPLITS}, a TimeSplit or None (all times); got {split!r}"
+        )
     try:
         ts = default_split(ds[tdim].values, gap=max(as_timedelta(lead), as_timedelta("24h")))
     except DataError as exc:
@@ -253,9 +278,10 @@ def select_cases(ds, tdim, *, cases, split, split_name, lead, background) -> lis
             eligible.append((k, times[t_i]))
     where = f"the {split_name} split" if split is not None else "the data"
     if not eligible:
+        which = f"the state {lead} earlier" if background is None else "in the given background"
         raise EvaluationError(
-            f"no truth time in {where} has a background ({'the state ' + str(lead) + ' earlier' if background is None else 'in the given background'}); "
-            f"the data run {times.min()} to {times.max()}. Fix: another split (split=None for all times), or a shorter lead"
+            f"no truth time in {where} has a background ({which}); the data run {times.min()} to {times.max()}. "
+            "Fix: another split (split=None for all times), or a shorter lead"
         )
     if isinstance(cases, (int, np.integer)) and not isinstance(cases, bool):
         if cases < 1:
@@ -265,23 +291,22 @@ def select_cases(ds, tdim, *, cases, split, split_name, lead, background) -> lis
                 f"{cases} cases were asked for but {where} has only {len(eligible)} truth times with a background. "
                 f"Fix: cases={len(eligible)} or fewer, or another split"
             )
-        pick = np.unique(np.round(np.linspace(0, len(eligible) - 1, cases)).astype(int))
+        pick = ((np.arange(cases) + 0.5) * len(eligible) / cases).astype(int)  # centres of equal bins
         chosen = [eligible[i] for i in pick]
     else:
         chosen = []
-        for item in ([cases] if isinstance(cases, str) else list(cases)):
+        for item in [cases] if isinstance(cases, str) else list(cases):
             k, t = item if isinstance(item, tuple) else (trajs[0], item)
             t = np.datetime64(pd.Timestamp(t).to_datetime64(), "ns")
             if (k, t) not in eligible:
                 near = min(eligible, key=lambda e: abs(e[1] - t))
                 raise EvaluationError(
                     f"case {item!r} is not a truth time of {where} with a background; the nearest is "
-                    f"{np.datetime64(near[1], 's')}" + (f" in trajectory {near[0]}" if near[0] is not None else "")
+                    f"{np.datetime64(near[1], 's')}"
+                    + (f" in trajectory {near[0]}" if near[0] is not None else "")
                 )
             chosen.append((k, t))
-    return [
-        Case(i, t, k, None if background is not None else t - lead_td) for i, (k, t) in enumerate(chosen)
-    ]
+    return [Case(i, t, k, None if background is not None else t - lead_td) for i, (k, t) in enumerate(chosen)]
 
 
 def find_time(ds) -> str:
@@ -300,16 +325,21 @@ def case_states(ds, tdim, case: Case, *, background=None, lead="24h") -> tuple[x
     truth = one.sel({tdim: [case.time]}).load()
     if background is None:
         bg = one.sel({tdim: [case.background_time]}).load().assign_coords({tdim: truth[tdim]})
-        bg.attrs = dict(bg.attrs, history=f"persistence background: the truth's state {lead} earlier "
-                                          f"({np.datetime64(case.background_time, 's')})")
+        bg.attrs = dict(
+            bg.attrs,
+            history=f"persistence background: the truth's state {lead} earlier "
+            f"({np.datetime64(case.background_time, 's')})",
+        )
     else:
         btd = find_time(background)
         sel = background.isel({TRAJECTORY: case.trajectory}) if TRAJECTORY in background.dims else background
         bg = sel.sel({btd: [case.time]}).load()
         missing = [v for v in truth.data_vars if v not in bg.data_vars]
         if missing:
-            raise ObservationError(f"the background lacks variables {missing} of the truth; it has "
-                                   f"{sorted(map(str, bg.data_vars))}")
+            raise ObservationError(
+                f"the background lacks variables {missing} of the truth; it has "
+                f"{sorted(map(str, bg.data_vars))}"
+            )
         bg = bg[list(truth.data_vars)]
     return truth, bg
 

@@ -303,8 +303,9 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
             g["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
         opt.step()
         with torch.no_grad():
+            decay = min(config.ema_decay, (1.0 + step) / (10.0 + step))  # warm-up: early EMA follows the net
             for pe, pn in zip(ema.parameters(), net.parameters()):
-                pe.lerp_(pn, 1.0 - config.ema_decay)
+                pe.lerp_(pn, 1.0 - decay)
             for be, bn in zip(ema.buffers(), net.buffers()):
                 be.copy_(bn)
         step += 1

@@ -1,0 +1,373 @@
+"""The ``phyda`` command: every subcommand's happy path, bad arguments and bad files, exit codes.
+
+Commands run in-process through ``xphyda.cli.main`` (fast, and ``capsys`` sees
+the output); the README's demo command runs in a subprocess, as CI runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xphyda
+from xphyda import cli
+from xphyda.cli import EXIT_ERROR, EXIT_EXISTS, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
+
+pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = ("demo", "assimilate", "encode", "residual", "train", "simulate", "evaluate", "models")
+
+
+def _open(path: Path) -> xr.Dataset:
+    if path.suffix == ".zarr":
+        return xr.open_zarr(path).load()
+    with xr.open_dataset(path, engine="netcdf4") as ds:  # engine explicit: see tests/conftest.py
+        return ds.load()
+
+
+@pytest.fixture
+def files(era5, tmp_path):
+    """A background (ERA5 with a 1 K warm bias) and station observations of the truth, as netCDF."""
+    background = era5.copy(deep=True)
+    background["t"] = background["t"] + 1.0
+    obs = xphyda.obs.simulate(era5, n_stations=80, seed=4)
+    paths = {"background": tmp_path / "background.nc", "obs": tmp_path / "obs.nc"}
+    background.to_netcdf(paths["background"], engine="netcdf4")
+    obs.to_netcdf(paths["obs"], engine="netcdf4")
+    return paths
+
+
+def _error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("phyda")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- help and usage
+def test_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert f"    {name}" in out
+    assert "Exit codes" in out
+
+
+@pytest.mark.parametrize("name", ["demo", "assimilate", "encode", "residual", "train", "models"])
+def test_subcommand_help_has_description_and_examples(name, capsys):
+    assert main([name, "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: phyda {name}")
+    assert "examples:" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+
+
+def test_no_command_and_version(capsys):
+    assert main([]) == EXIT_USAGE
+    assert "usage: phyda" in capsys.readouterr().out
+    assert main(["--version"]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == f"xphyda {xphyda.__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--members", "3"], "--members is used by --method phyda"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "phyda", "--length-scale", "500 km"],
+         "--length-scale is used by --method oi"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--obs-error", "t"], "--obs-error expects VAR=VALUE"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--length-scale", "t=500 km", "--length-scale", "9"],
+         "not both"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "kalman"], "invalid choice"),
+        (["assimilate", "B.nc", "O.nc"], "required: -o/--output"),
+        (["demo", "--stations", "many"], "invalid int value"),
+        (["residual", "x.nc", "--var", "u"], "--var expects VAR=VALUE"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_message(argv, message, capsys):
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- assimilate
+def test_assimilate_oi_netcdf_and_zarr(files, era5, tmp_path, capsys):
+    out = tmp_path / "analysis.nc"
+    argv = ["assimilate", str(files["background"]), str(files["obs"]), "-o", str(out), "--obs-error", "t=0.5",
+            "--obs-error", "z=10 m", "--length-scale", "600 km"]
+    assert main(argv) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "t: " in captured.out and "RMS O-B" in captured.out and f"wrote {out}" in captured.out
+    assert "optimal interpolation" in captured.err  # notes go to stderr
+    ana = _open(out)
+    assert {"t", "z", "t_flag", "t_innovation", "t_residual", "z_obs_error"} <= set(ana.data_vars)
+    np.testing.assert_allclose(ana["t_obs_error"].max(), 0.5)
+    history = ana.attrs["history"].splitlines()
+    assert history[0].endswith("--length-scale '600 km'") and "phyda assimilate" in history[0]
+    assert "assimilate(method='oi')" in history[1]
+    bias = float((ana["t"] - era5["t"]).mean())
+    assert bias < 0.9  # the warm bias of 1 K is reduced
+    assert not list(tmp_path.glob(".analysis.nc.tmp-*"))
+
+    zarr = tmp_path / "analysis.zarr"
+    assert main(["assimilate", str(files["background"]), str(files["obs"]), "-o", str(zarr), "--quiet",
+                 "--no-qc", "--variable", "t"]) == EXIT_OK
+    assert capsys.readouterr().err == ""
+    ana = _open(zarr)
+    assert "t_flag" in ana and "z_flag" not in ana
+
+
+def test_assimilate_phyda_with_a_model_folder(files, tiny_model, tmp_path, capsys):
+    out = tmp_path / "ens.nc"
+    argv = ["assimilate", str(files["background"]), str(files["obs"]), "-o", str(out), "--method", "phyda",
+            "--model", str(tiny_model), "--members", "2", "--steps", "2", "--seed", "3", "--device", "cpu",
+            "--guidance", "diag-fwd", "--quiet"]
+    assert main(argv) == EXIT_OK
+    ana = _open(out)
+    assert ana["t"].sizes["member"] == 2
+    assert "tiny" in ana.attrs["history"] and "--seed 3" in ana.attrs["history"]
+
+
+def test_existing_output_exits_3_and_is_kept(files, tmp_path, capsys):
+    out = tmp_path / "analysis.nc"
+    out.write_text("precious")
+    argv = ["assimilate", str(files["background"]), str(files["obs"]), "-o", str(out), "--quiet"]
+    assert main(argv) == EXIT_EXISTS
+    assert "pass --overwrite" in _error_line(capsys.readouterr().err)
+    assert out.read_text() == "precious"
+    assert main(argv + ["--overwrite"]) == EXIT_OK
+    assert "t_flag" in _open(out)
+
+
+def test_missing_and_unreadable_files_exit_1(files, tmp_path, capsys):
+    bg, out = str(files["background"]), str(tmp_path / "a.nc")
+    assert main(["assimilate", bg, str(tmp_path / "nope.nc"), "-o", out, "--quiet"]) == EXIT_ERROR
+    assert "nope.nc' does not exist" in _error_line(capsys.readouterr().err)
+    garbage = tmp_path / "garbage.nc"
+    garbage.write_text("not a netCDF file")
+    assert main(["assimilate", bg, str(garbage), "-o", out, "--quiet"]) == EXIT_ERROR
+    assert "could not read" in _error_line(capsys.readouterr().err)
+    table = tmp_path / "obs.csv"
+    table.write_text("lat,lon,t\n1,2,3\n")
+    assert main(["assimilate", bg, str(table), "-o", out, "--quiet"]) == EXIT_ERROR
+    assert "unrecognised format" in _error_line(capsys.readouterr().err)
+    assert main(["assimilate", bg, str(files["obs"]), "-o", str(tmp_path / "a.txt")]) == EXIT_ERROR
+    assert "expected a .nc or .zarr suffix" in _error_line(capsys.readouterr().err)
+    assert main(["assimilate", bg, str(files["obs"]), "-o", str(tmp_path / "no" / "a.nc")]) == EXIT_ERROR
+    assert "does not exist; create it first" in _error_line(capsys.readouterr().err)
+    assert not Path(out).exists()
+
+
+def test_observations_that_do_not_match_the_background_exit_1(files, tmp_path, capsys):
+    obs = xr.Dataset({"humidity": ("station", [0.5])}, coords={"lat": ("station", [1.0]), "lon": ("station", [2.0])})
+    path = tmp_path / "odd.nc"
+    obs.to_netcdf(path, engine="netcdf4")
+    code = main(["assimilate", str(files["background"]), str(path), "-o", str(tmp_path / "a.nc"), "--quiet"])
+    assert code == EXIT_ERROR
+    _error_line(capsys.readouterr().err)
+
+
+def test_missing_model_fails_before_reading_files(tmp_path, capsys):
+    code = main(["assimilate", "missing-bg.nc", "missing-obs.nc", "-o", str(tmp_path / "a.nc"),
+                 "--method", "phyda", "--model", "no-such-model"])
+    assert code == EXIT_ERROR
+    assert "no model named 'no-such-model'" in _error_line(capsys.readouterr().err)
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    argv = ["assimilate", str(tmp_path / "b.nc"), str(tmp_path / "o.nc"), "-o", str(tmp_path / "a.nc")]
+    assert main(["--debug", *argv]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "DataError" in err
+    assert err.rstrip().splitlines()[-1].startswith("phyda: error: file")
+
+
+def test_internal_errors_and_interrupts(monkeypatch, capsys, tmp_path):
+    def boom(args):
+        raise RuntimeError("unexpected\nstate")
+
+    monkeypatch.setattr(cli, "_cmd_models", boom)
+    assert main(["models"]) == EXIT_INTERNAL
+    line = _error_line(capsys.readouterr().err)
+    assert "internal error (RuntimeError: unexpected state)" in line and "--debug" in line
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_models", interrupted)
+    assert main(["models"]) == EXIT_INTERRUPTED
+
+
+def test_write_atomic_leaves_nothing_behind_on_failure(era5, tmp_path, monkeypatch):
+    def fail(self, path, **kwargs):
+        Path(path).write_text("half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", fail)
+    with pytest.raises(OSError, match="disk full"):
+        cli.write_atomic(era5, tmp_path / "out.nc")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- other subcommands
+def test_encode(files, tiny_model, tmp_path, capsys):
+    out = tmp_path / "rec.nc"
+    argv = ["encode", str(files["background"]), str(files["obs"]), "-o", str(out), "--model", str(tiny_model),
+            "--device", "cpu"]
+    assert main(argv) == EXIT_OK
+    assert "reconstructed channels" in capsys.readouterr().out
+    rec = _open(out)
+    assert rec["t850"].attrs["units"] == "K" and rec["features"].dims == ("feature", "latitude", "longitude")
+    assert main(argv) == EXIT_EXISTS
+    assert main(["encode", str(files["background"]), "-o", str(tmp_path / "r2.zarr"), "--model", str(tiny_model),
+                 "--quiet"]) == EXIT_OK
+
+
+def test_residual(files, tmp_path, capsys):
+    out = tmp_path / "res.nc"
+    assert main(["residual", str(files["background"]), "--output", str(out)]) == EXIT_OK
+    assert "hydrostatic (m):" in capsys.readouterr().out
+    assert _open(out)["hydrostatic_residual"].attrs["units"] == "m"
+    assert main(["residual", str(files["background"]), "--output", str(out)]) == EXIT_EXISTS
+    assert "exists" in _error_line(capsys.readouterr().err)
+    assert main(["residual", str(files["background"]), "--name", "geostrophic"]) == EXIT_ERROR
+    assert "Fix: pass it by keyword" in _error_line(capsys.readouterr().err)
+
+
+def test_models(tiny_model, capsys):
+    assert main(["models"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "jcm-t31-v1" in out and "era5-v1" in out
+    assert main(["models", str(tiny_model)]) == EXIT_OK
+    card = json.loads(capsys.readouterr().out)
+    assert card["name"] == "tiny" and card["path"] == str(tiny_model)
+    assert main(["models", "era5-v1"]) == EXIT_ERROR
+    assert "phyda train --preset era5-v1" in _error_line(capsys.readouterr().err)
+
+
+def _tiny_store(era5: xr.Dataset, path: Path, n_times: int = 16) -> Path:
+    """An ERA5-shaped store on an 8 x 16 grid: the sample moved east a little every 6 hours."""
+    from xphyda.data.regrid import model_grid, regrid
+
+    small = regrid(era5, model_grid(8, 16, kind="equiangular"))
+    t0 = era5.time.values[0]
+    states = [small.roll(longitude=i, roll_coords=False).assign_coords(time=[t0 + np.timedelta64(6 * i, "h")])
+              for i in range(n_times)]
+    ds = xr.concat(states, "time")
+    for v in ds.variables:
+        ds[v].encoding = {}
+    ds.to_zarr(path, mode="w")
+    return path
+
+
+def test_train(era5, tmp_path, monkeypatch, capsys):
+    import functools
+
+    from xphyda import training
+    from xphyda.models import PRESETS
+
+    # the command's wiring, with a network small enough for a test (the command has no width options)
+    small = functools.partial(training.train_prior, widths=(8, 16), vre_widths=(8, 16), features=2,
+                              stats_max_times=None)
+    monkeypatch.setattr(training, "train_prior", small)
+
+    monkeypatch.setitem(PRESETS, "cli-tiny", {
+        "description": "test preset", "grid": {"nlat": 8, "nlon": 16}, "variables": ["z", "t"],
+        "levels_hpa": [500, 850], "surface": [], "background_lead_hours": 24,
+        "train_command": "phyda train --preset cli-tiny --data X",
+    })
+    store = _tiny_store(era5, tmp_path / "store.zarr")
+    out = tmp_path / "model"
+    argv = ["train", "--data", str(store), "--preset", "cli-tiny", "--out", str(out), "--steps", "1",
+            "--batch-size", "2", "--device", "cpu", "--quiet"]
+    assert main(argv) == EXIT_OK
+    assert f"model written to {out}" in capsys.readouterr().out
+    assert (out / "card.json").is_file() and (out / "model.safetensors").is_file()
+    assert main(["train", "--data", str(tmp_path / "none.zarr"), "--preset", "cli-tiny", "--out",
+                 str(tmp_path / "m2"), "--quiet"]) == EXIT_ERROR
+    _error_line(capsys.readouterr().err)
+
+
+def _corpus_dataset():
+    """The corpus-layout maker of tests/data/conftest.py (the contract of ``phyda simulate``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_data_conftest", ROOT / "tests" / "data" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.corpus_dataset
+
+
+def test_simulate_summary_and_help(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _corpus_dataset()(n_times=4).to_zarr(corpus / "traj0.zarr", mode="w")
+    assert main(["simulate", str(corpus), "--summary"]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary) == 1
+    assert main(["simulate", "--help"]) == EXIT_OK
+    assert "usage: phyda simulate" in capsys.readouterr().out
+
+
+def test_evaluate_is_wired_or_says_it_is_missing(monkeypatch, capsys):
+    entry = cli._evaluate_entry()
+    if entry is None:
+        assert main(["evaluate", "--help"]) == EXIT_ERROR
+        assert "not available in this version" in _error_line(capsys.readouterr().err)
+    seen = {}
+
+    def fake_main(argv):
+        seen["argv"] = argv
+        return 0
+
+    monkeypatch.setattr(cli, "_evaluate_entry", lambda: fake_main)
+    assert main(["evaluate", "analysis.nc", "--truth", "t.nc"]) == EXIT_OK
+    assert seen["argv"] == ["analysis.nc", "--truth", "t.nc"]
+
+
+# --------------------------------------------------------------------------- the README's demo command
+def _run_cli(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **env)
+    return subprocess.run([sys.executable, "-m", "xphyda.cli", *args], cwd=cwd, env=environ, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def test_demo_command_as_ci_runs_it(tiny_model, tmp_path):
+    """`python -m xphyda.cli demo --output-dir tmp`, with the tiny model and small settings."""
+    proc = _run_cli(["demo", "--output-dir", "tmp", "--model", str(tiny_model), "--members", "2", "--steps", "2",
+                     "--stations", "150", "--device", "cpu"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "background: the truth displaced" in out and "PhyDA: model 'tiny'" in out
+    assert "RMSE" in out and "CRPS" in out and "residual ratio" in out
+    assert (tmp_path / "tmp" / "demo.png").stat().st_size > 10_000
+    assert (tmp_path / "tmp" / "scores.csv").is_file()
+
+
+def test_demo_command_oi_only(tmp_path):
+    """The OI part alone (what the demo runs when the bundled model is missing: see tests/test_demo.py)."""
+    proc = _run_cli(["demo", "--output-dir", "out", "--stations", "150", "--oi-only", "--quiet"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "NOTICE: PhyDA skipped" in proc.stdout and "PhyDA" not in proc.stdout.split("Scores")[1]
+    assert (tmp_path / "out" / "demo.png").is_file() and proc.stderr == ""
+
+
+@pytest.mark.slow
+def test_readme_demo_command_exactly(tmp_path):
+    """The README's first command with its defaults (the bundled model when installed): under a minute."""
+    import time
+
+    t0 = time.perf_counter()
+    proc = _run_cli(["demo", "--output-dir", "tmp"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - t0 < 90
+    assert (tmp_path / "tmp" / "demo.png").is_file()
