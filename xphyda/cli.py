@@ -553,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="global batch size")
     p.add_argument("--lr", type=float, default=2e-4, help="learning rate")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--physics-lambda", type=float, default=0.1, metavar="W", help="weight of the physics term")
+    p.add_argument("--physics-lambda", type=float, default=0.02, metavar="W", help="weight of the physics term")
     p.add_argument("--no-physics", action="store_true", help="ablation: train without the physics term")
     p.add_argument("--no-vre", action="store_true", help="ablation: condition on raw observations, no VRE")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of batches, noise and simulated observations")

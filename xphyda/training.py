@@ -104,7 +104,7 @@ def train_prior(
     batch_size: int = 8,
     lr: float = 2e-4,
     device: str = "auto",
-    physics_lambda: float = 0.1,
+    physics_lambda: float = 0.02,
     laws=("continuity", "hydrostatic", "geostrophic"),
     use_vre: bool = True,
     widths=(32, 64, 128),

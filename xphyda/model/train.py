@@ -56,7 +56,7 @@ class TrainConfig:
     p_mean: float = -1.2
     p_std: float = 1.2
     sigma_data: float = 1.0
-    physics_lambda: float = 0.1
+    physics_lambda: float = 0.02
     physics_warmup: int = 500
     physics_laws: tuple[str, ...] = ("continuity", "hydrostatic", "geostrophic")
     rec_lambda: float = 1.0
