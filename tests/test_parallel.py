@@ -163,7 +163,7 @@ def test_needs_time_split(case):
 
 
 def test_errors_teach(case):
-    truth, background, obs = case
+    _, background, obs = case
     with pytest.raises(ObservationError, match="carry no time"):
         assimilate_times(background, obs.isel(time=0, drop=True), progress=False)
     with pytest.raises(
@@ -196,7 +196,9 @@ def test_assimilate_hands_many_times_to_assimilate_times(case):
     direct = assimilate_times(background, obs, method="oi", progress=False)
     hooked = assimilate(background, obs, method="oi", progress=False)
     assert_same(hooked, direct)
-    lazy = assimilate(background.chunk(time=1), obs.chunk(time=1), method="oi", scheduler="threads", progress=False)
+    lazy = assimilate(
+        background.chunk(time=1), obs.chunk(time=1), method="oi", scheduler="threads", progress=False
+    )
     assert_same(lazy, direct)
     with pytest.raises(PhydaError, match="not used by method 'oi'"):
         assimilate(background, obs, method="oi", seed=1, progress=False)

@@ -69,6 +69,12 @@ class PhydaDatasetAccessor:
 
         return encode(self._obj, obs, model=model, device=device, **overrides)
 
+    def evaluate(self, **options):
+        """An observing-system simulation experiment with this Dataset as the truth; see :func:`xphyda.evaluate.run_osse`."""
+        from .evaluate import run_osse
+
+        return run_osse(self._obj, **options)
+
     def residual_summary(self, names=None, **kwargs) -> xr.Dataset:
         """Area-weighted RMS residuals per level; see :func:`xphyda.physics.residual_summary`."""
         from .physics import residual_summary

@@ -249,6 +249,7 @@ def assimilate(
     device: str | None = None,
     guidance: str | None = None,
     progress: bool | None = None,
+    scheduler=None,
 ) -> xr.Dataset:
     """Analyse ``background`` with observations ``obs``; return the analysis and per-observation diagnostics.
 
@@ -314,7 +315,13 @@ def assimilate(
     guidance : {"mmps", "diag", "diag-fwd", "dps"}, optional
         PhyDA: observation guidance (:mod:`xphyda.model.guidance`).
     progress : bool, optional
-        PhyDA: progress bar over the sampling steps.
+        PhyDA: progress bar over the sampling steps; with several times: a
+        progress bar over the analysis times (default: on).
+    scheduler : optional
+        With several times (see :mod:`xphyda.parallel`): how the times run.
+        ``None``: dask's current scheduler when the data are dask-backed, a plain
+        loop otherwise.  Time ``i`` is seeded with ``time_seed(seed, i)``, so
+        every scheduler gives the serial answer.
 
     Returns
     -------
@@ -345,6 +352,15 @@ def assimilate(
         "solver": solver,
     }
     options = {k: v for k, v in options.items() if v is not None}
+    from .parallel import assimilate_times, needs_time_split
+
+    if needs_time_split(background):  # many analysis times: one at a time, in parallel through dask if asked
+        per_time = {k: v for k, v in options.items() if k not in ("seed", "progress")}
+        return assimilate_times(
+            background, obs, method=method, seed=seed, progress=progress, scheduler=scheduler,
+            variables=variables, obs_error=obs_error, qc=qc, time_window=time_window, regrid=regrid,
+            min_coverage=min_coverage, **per_time,
+        )
     unused = sorted(set(options) - set(METHODS[method].options))
     if unused:
         raise PhydaError(
@@ -376,7 +392,8 @@ def assimilate(
     )
     analyses, note = METHODS[method].run(problem, qc=qc, **options)
     out = _analysis_dataset(background, problem, analyses)
-    out = xr.merge([out, diagnostics(problem, analyses, background)], join="exact", combine_attrs="override")
+    out = xr.merge([out, diagnostics(problem, analyses, background)], join="exact", compat="no_conflicts",
+                   combine_attrs="override")
     out.attrs = dict(background.attrs)
     out.attrs["history"] = _history(background, problem, method, note)
     return out

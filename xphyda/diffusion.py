@@ -307,7 +307,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
                 analyses_si[src[0]][ti, k] += inc.mean(0).reshape(grid.shape)
     out = _assemble(background, mapping, increments, members, times)
     diag = diagnostics(problem, analyses_si, background)
-    out = xr.merge([out, diag], join="exact", combine_attrs="override")
+    out = xr.merge([out, diag], join="exact", compat="no_conflicts", combine_attrs="override")
     out.attrs = dict(background.attrs)
     note = (f"model {lm.path.name} ({lm.card.get('description', '')}); {members} members, {steps} steps, "
             f"guidance {guidance}, seed {seed}; channels filled by the prior: "

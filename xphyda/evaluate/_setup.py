@@ -291,8 +291,15 @@ def select_cases(ds, tdim, *, cases, split, split_name, lead, background) -> lis
                 f"{cases} cases were asked for but {where} has only {len(eligible)} truth times with a background. "
                 f"Fix: cases={len(eligible)} or fewer, or another split"
             )
-        pick = ((np.arange(cases) + 0.5) * len(eligible) / cases).astype(int)  # centres of equal bins
-        chosen = [eligible[i] for i in pick]
+        # centres of equal bins of the eligible (time, trajectory) pairs, trajectories in turn
+        of_traj = np.array([trajs.index(e[0]) for e in eligible])
+        taken = np.zeros(len(eligible), bool)
+        for k in range(cases):
+            dist = np.abs(np.arange(len(eligible)) - (k + 0.5) * len(eligible) / cases).astype(float)
+            dist[taken] = np.inf
+            mine = np.where(of_traj == k % len(trajs), dist, np.inf)
+            taken[int(np.argmin(mine if np.isfinite(mine).any() else dist))] = True
+        chosen = [eligible[i] for i in np.flatnonzero(taken)]
     else:
         chosen = []
         for item in [cases] if isinstance(cases, str) else list(cases):

@@ -394,7 +394,9 @@ def run_osse(
                 try:
                     table = score_table(scored, truth, metrics=metrics, climatology=clim, residuals=res_names)
                     if res_names:
-                        table = pd.concat([table, _residual_rows(scored, truth, res_names)], ignore_index=True)
+                        table = pd.concat(
+                            [table, _residual_rows(scored, truth, res_names)], ignore_index=True
+                        )
                 except PhydaError as exc:
                     raise _context(exc, f"{where_}, scoring") from None
                 table.insert(0, "setting", setting.label)

@@ -184,8 +184,11 @@ def _residual_means(summary) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     balanced = [key for key, v in truth_rel.items() if v < BALANCED]
     keep = ~pd.Series(list(zip(ratio["variable"], ratio["where"])), index=ratio.index).isin(balanced)
     means = ratio[keep].groupby(["setting", "method", "variable"], sort=False)["value"].mean().reset_index()
-    truth_mean = where[~pd.Series(list(zip(where["variable"], where["where"])), index=where.index).isin(
-        balanced)].groupby("variable")["value"].mean()
+    truth_mean = (
+        where[~pd.Series(list(zip(where["variable"], where["where"])), index=where.index).isin(balanced)]
+        .groupby("variable")["value"]
+        .mean()
+    )
     return means, truth_mean, [f"{v.replace('_residual', '')} {w}" for v, w in balanced]
 
 
@@ -445,19 +448,23 @@ def write_report(result, out_dir=None, *, title: str = "xphyda OSSE report", dpi
         md += [
             "## Physics residual ratios",
             "",
-            ("RMS residual of the analysis over that of the truth, averaged over layers (levels for geostrophy): "
-            "1 is as balanced as the truth, above 1 the analysis breaks the law more. The truth's own residual "
-            "is given relative to its natural scale (divergence, thickness, wind speed). Per-layer values, and "
-            "each method's relative residual, are in `summary.csv` (metrics `residual_ratio`, `residual_relative`)."),
+            (
+                "RMS residual of the analysis over that of the truth, averaged over layers (levels for geostrophy): "
+                "1 is as balanced as the truth, above 1 the analysis breaks the law more. The truth's own residual "
+                "is given relative to its natural scale (divergence, thickness, wind speed). Per-layer values, and "
+                "each method's relative residual, are in `summary.csv` (metrics `residual_ratio`, `residual_relative`)."
+            ),
             "",
             md_table(rows, ["residual", "setting", "truth: RMS residual / natural scale", *methods]),
             "",
         ]
         if balanced:
             md += [
-                (f"Left out of the means: {', '.join(balanced)}, where the truth's residual is below "
-                f"{BALANCED:g} of its natural scale (balanced by construction, e.g. omega derived from continuity "
-                "on those levels), so a ratio there says nothing."),
+                (
+                    f"Left out of the means: {', '.join(balanced)}, where the truth's residual is below "
+                    f"{BALANCED:g} of its natural scale (balanced by construction, e.g. omega derived from continuity "
+                    "on those levels), so a ratio there says nothing."
+                ),
                 "",
             ]
     ens = summary[summary["metric"].isin(["crps", "spread_skill_ratio"])]
