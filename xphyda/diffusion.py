@@ -311,7 +311,8 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     out.attrs = dict(background.attrs)
     note = (f"model {lm.path.name} ({lm.card.get('description', '')}); {members} members, {steps} steps, "
             f"guidance {guidance}, seed {seed}; channels filled by the prior: "
-            f"{[n for n, s in zip(lm.names, mapping.source) if s is None]}")
+            f"{[n for n, s in zip(lm.names, mapping.source) if s is None]}; background variables not analysed "
+            f"(not served by the model): {sorted(set(map(str, background.data_vars)) - {s[0] for s in mapping.source if s})}")
     out.attrs["history"] = _history(background, problem, "phyda", note)
     return out
 
@@ -344,6 +345,11 @@ def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
         new = new.transpose("member", *da.dims)
         out[name] = new if members > 1 else new.isel(member=0, drop=True)
     if members > 1:
+        # variables the model does not serve are carried unchanged in every member (zero spread)
+        analysed = {src[0] for src in increments}
+        for name, da in background.data_vars.items():
+            if name not in analysed and grid.lat in da.dims and grid.lon in da.dims:
+                out[name] = da.expand_dims(member=members)
         out = out.assign_coords(member=("member", np.arange(members), {"long_name": "ensemble member"}))
     return out
 
