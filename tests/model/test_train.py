@@ -107,7 +107,8 @@ SCRIPT = textwrap.dedent(
     gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, flat)
     assert torch.equal(gathered[0], gathered[1]), "ranks diverged"
-    print("RANK", dist.get_rank(), "OK", out["step"])
+    print("RANK", dist.get_rank(), "OK", out["step"], flush=True)
+    dist.barrier()
     dist.destroy_process_group()
     """
 )
@@ -118,7 +119,13 @@ def test_distributed_two_cpu_processes_gloo(tmp_path):
     script.write_text(SCRIPT.format(tests=os.path.dirname(__file__), out=str(tmp_path / "ddp")))
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", str(script)]
+    import socket
+
+    with socket.socket() as sock:  # a free port, so parallel or repeated runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", str(script)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("OK 2") == 2
