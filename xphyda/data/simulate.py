@@ -830,7 +830,15 @@ def corpus_summary(path, *, batch: int = 120) -> dict:
 
     from xphyda.physics.operators import SphereGrid, divergence
 
+    from xphyda.errors import DataError
+
     ds = xr.open_zarr(str(path))
+    missing = [v for v in ("z", "t", "u", "v", "w", "q", "sp", "msl", "level", "latitude", "longitude") if v not in ds]
+    if missing:
+        raise DataError(
+            f"{str(path)!r} is not a corpus store written by `phyda simulate`: it lacks {missing}. "
+            "The summary needs the corpus layout (docs/corpus.md); for other stores use `phyda residual`"
+        )
     plev = ds["level"].values.astype(np.float64) * 100.0
     lat = ds["latitude"].values
     wlat = _area_weights(lat)
