@@ -203,6 +203,22 @@ def _obs_operator(problem, model, mapping, p_out, time):
     return sp.vstack(blocks).tocsr(), np.concatenate(ys), np.concatenate(sig), used
 
 
+def _gridded_obs(H, y, model: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+    """Observations spread onto the model grid for the VRE: ``(y_grid, mask)``, flat ``(C * nlat * nlon,)``.
+
+    ``y_grid = H^T (y - H mean) / (H^T 1) / std`` (normalised) where ``H^T 1 > 0.25``, zero elsewhere;
+    for observations at grid points this is their normalised value.
+    """
+    nh = model.lat.size * model.lon.size
+    if H is None:
+        return np.zeros(model.channels * nh), np.zeros(model.channels * nh, np.float32)
+    mean_vec, std_vec = np.repeat(model.mean, nh), np.repeat(model.std, nh)
+    den = np.asarray(abs(H).T @ np.ones(H.shape[0])).ravel()
+    num = H.T @ (y - H @ mean_vec)
+    ok = den > 0.25
+    return np.where(ok, num / np.maximum(den, 1e-12) / std_vec, 0.0), ok.astype(np.float32)
+
+
 def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device, guidance, progress):
     import torch
 
@@ -222,11 +238,6 @@ def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device,
     if H is not None:
         Hn = H @ sp.diags(std_vec)
         d = y - H @ mean_vec
-        den = np.asarray(abs(H).T @ np.ones(H.shape[0])).ravel()
-        num = H.T @ d
-        with np.errstate(invalid="ignore", divide="ignore"):
-            grid_obs = np.where(den > 0.25, num / np.maximum(den, 1e-12) / std_vec, 0.0)
-        mask = (den > 0.25).astype(np.float32)
         op = to_torch(Hn, device=dev)
         shape = (c, nlat, nlon)
         terms.append(ObsTerm(
@@ -235,9 +246,7 @@ def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device,
             lambda u: op.adjoint(u).reshape(u.shape[0], *shape),
             torch.as_tensor(sigma_o**2, dtype=torch.float32),
         ))
-    else:
-        grid_obs = np.zeros(c * nh)
-        mask = np.zeros(c * nh, np.float32)
+    grid_obs, mask = _gridded_obs(H, y, model)
     yg = torch.as_tensor(grid_obs.reshape(1, c, nlat, nlon), dtype=torch.float32, device=dev)
     mg = torch.as_tensor(mask.reshape(1, c, nlat, nlon), device=dev)
     with torch.no_grad():
@@ -382,13 +391,7 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
         problem = build_problem(background, obs)
         p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
         H, y, _, _ = _obs_operator(problem, lm, mapping, p_out, 0)
-        if H is not None:
-            mean_vec, std_vec = np.repeat(lm.mean, nh), np.repeat(lm.std, nh)
-            den = np.asarray(abs(H).T @ np.ones(H.shape[0])).ravel()
-            num = H.T @ (y - H @ mean_vec)
-            ok = den > 0.25
-            yg = np.where(ok, num / np.maximum(den, 1e-12) / std_vec, 0.0).reshape(c, nh)
-            mg = ok.astype(np.float32).reshape(c, nh)
+        yg, mg = _gridded_obs(H, y, lm)
     dev = next(lm.net.parameters()).device
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(1, c, nlat, nlon), device=dev)  # noqa: E731
     xb_n = ((xb - lm.mean[:, None]) / lm.std[:, None]) * avail[:, None]
