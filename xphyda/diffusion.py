@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 
-from .errors import ModelError, ObservationError
+from .errors import ModelError
 from .grid import VARIABLES, Grid, discover_grid, find_variable
 
 __all__ = ["assimilate_phyda", "encode", "load"]
@@ -255,7 +255,7 @@ def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device,
                  steps=steps, seed=seed, device=dev, guidance=guidance if terms else None, progress=progress)
     out = ens.detach().cpu().double().numpy().reshape(members, c, nh)
     rec = None if recon is None else recon.detach().cpu().double().numpy().reshape(c, nh)
-    to_si = lambda a: a * model.std[:, None] + model.mean[:, None]  # noqa: E731
+    to_si = lambda a: a * model.std[:, None] + model.mean[:, None]
     return np.stack([to_si(m) for m in out]), (None if rec is None else to_si(rec))
 
 
@@ -327,7 +327,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
 
 
 def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
-    from .units import si_scale, parse_units
+    from .units import parse_units, si_scale
 
     grid = mapping.grid
     out = background.copy(deep=False)
@@ -393,7 +393,7 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
         H, y, _, _ = _obs_operator(problem, lm, mapping, p_out, 0)
         yg, mg = _gridded_obs(H, y, lm)
     dev = next(lm.net.parameters()).device
-    t = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(1, c, nlat, nlon), device=dev)  # noqa: E731
+    t = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(1, c, nlat, nlon), device=dev)
     xb_n = ((xb - lm.mean[:, None]) / lm.std[:, None]) * avail[:, None]
     with torch.no_grad():
         rec, feats = lm.net.vre(t(xb_n), torch.as_tensor(avail.astype(np.float32).reshape(1, c, 1, 1), device=dev),
