@@ -371,3 +371,12 @@ def test_readme_demo_command_exactly(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert time.perf_counter() - t0 < 90
     assert (tmp_path / "tmp" / "demo.png").is_file()
+
+
+def test_simulate_summary_rejects_a_store_that_is_not_a_corpus(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _corpus_dataset()(n_times=2).drop_vars("w").to_zarr(corpus / "traj0.zarr", mode="w")
+    assert main(["simulate", str(corpus), "--summary"]) == EXIT_ERROR
+    err = _error_line(capsys.readouterr().err)
+    assert "not a corpus store" in err and "'w'" in err

@@ -833,7 +833,7 @@ def corpus_summary(path, *, batch: int = 120) -> dict:
     from xphyda.errors import DataError
 
     ds = xr.open_zarr(str(path))
-    missing = [v for v in ("z", "t", "u", "v", "w", "q", "sp", "msl", "level", "latitude", "longitude") if v not in ds]
+    missing = [v for v in ("z", "t", "u", "v", "w", "q", "sp", "level", "latitude", "longitude") if v not in ds]
     if missing:
         raise DataError(
             f"{str(path)!r} is not a corpus store written by `phyda simulate`: it lacks {missing}. "
@@ -862,7 +862,8 @@ def corpus_summary(path, *, batch: int = 120) -> dict:
         acc["t850"] += gmean(x["t"].values[:, i850])
         acc["z500"] += gmean(x["z"].values[:, i500]) / G
         acc["sp"] += gmean(x["sp"].values) / 100.0
-        acc["msl"] += gmean(x["msl"].values) / 100.0 if "msl" in x else 0.0
+        if "msl" in x:  # optional: corpora written before msl was added lack it
+            acc["msl"] += gmean(x["msl"].values) / 100.0
         res = hypsometric_residual(x["z"].values, x["t"].values, x["q"].values, plev)
         hyd2 += (res ** 2).mean(axis=(0, 2, 3)) * m
         below = plev[None, :, None, None] > 0.95 * x["sp"].values[:, None].astype(np.float64)
@@ -895,7 +896,7 @@ def corpus_summary(path, *, batch: int = 120) -> dict:
         "t850_K": round(acc["t850"] / n, 3),
         "z500_m": round(acc["z500"] / n, 2),
         "sp_hPa": round(acc["sp"] / n, 2),
-        "msl_hPa": round(acc["msl"] / n, 2),
+        "msl_hPa": round(acc["msl"] / n, 2) if "msl" in ds else None,
         "u250_max_ms": jets,
         "hypsometric_rms_m": [round(float(x), 2) for x in np.sqrt(hyd2 / n)],
         "hypsometric_rms_m_above_ground": [round(float(x), 2) for x in np.sqrt(hyd2_ag / np.maximum(n_ag, 1))],
