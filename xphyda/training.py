@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import DataError, ModelError
 
-__all__ = ["train_prior", "channel_index", "preset_config"]
+__all__ = ["train_prior", "channel_index", "preset_config", "background_regression"]
 
 
 def preset_config(preset: str) -> dict:
@@ -93,6 +93,43 @@ def _cache(data, cfg: dict, work: Path, progress: bool) -> Path:
     write_store(ds, cache, time_chunk=1)
     done.write_text("ok")
     return cache
+
+
+def background_regression(dataset, work: Path, *, n: int = 256) -> dict[str, list[float]]:
+    """Per-channel regression of the truth on the background (normalised), cached in ``work``.
+
+    ``gain = <truth background> / <background^2>`` (clipped to [0, 1]) and
+    ``spread = rms(truth - gain * background)``: the centre and the EDM
+    ``sigma_data`` of the background-centred denoiser.  Where the background
+    predicts the truth well (geopotential, temperature a day ahead) the gain
+    is near 1 and the spread small; where it does not (vertical velocity) the
+    gain is near 0 and the prior falls back to climatology.  Computed once
+    from ``n`` evenly spaced training pairs and kept in
+    ``work/background_regression.json`` so that a resumed run uses the same values.
+    """
+    import numpy as np
+
+    path = Path(work) / "background_regression.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    idx = np.unique(np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int))
+    tb = bb = tt = 0.0
+    for i in idx:
+        item = dataset[int(i)]
+        t, b = item["truth"].double(), item["background"].double()
+        tb = tb + (t * b).mean(dim=(-2, -1)).numpy()
+        bb = bb + (b * b).mean(dim=(-2, -1)).numpy()
+        tt = tt + (t * t).mean(dim=(-2, -1)).numpy()
+    gain = np.clip(tb / np.maximum(bb, 1e-12), 0.0, 1.0)
+    spread = np.sqrt(np.maximum(tt - 2 * gain * tb + gain**2 * bb, 0.0) / idx.size)
+    out = {"gain": [round(float(v), 6) for v in gain],
+           "spread": [round(float(v), 6) for v in np.clip(spread, 0.02, 3.0)]}  # guards the weight 1 / spread^2
+    path.write_text(json.dumps(out))
+    return out
+
+
+def _centring(reg: dict) -> dict:
+    return {"centred": True, "sigma_data": reg["spread"], "background_gain": reg["gain"]}
 
 
 def train_prior(
@@ -205,7 +242,8 @@ def train_prior(
     coords = dataset._reader.coords() if hasattr(dataset, "_reader") else None
     lat = np.asarray(coords["latitude"]) if coords else None
     lon = np.asarray(coords["longitude"]) if coords else None
-    net = PhydaNet(spec.n_channels, use_vre=use_vre, features=features, widths=widths, vre_widths=vre_widths)
+    net = PhydaNet(spec.n_channels, use_vre=use_vre, features=features, widths=widths, vre_widths=vre_widths,
+                   **_centring(background_regression(dataset, work)))
     physics = None
     if physics_lambda > 0:
         physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),

@@ -333,8 +333,7 @@ def load_model(
     net = build_from_card(card)
     model = net
     if isinstance(net, UNet):
-        sigma_data = float((card.get("preconditioning") or {}).get("sigma_data", 1.0))
-        model = EDMDenoiser(net, sigma_data=sigma_data)
+        model = EDMDenoiser(net, sigma_data=(card.get("preconditioning") or {}).get("sigma_data", 1.0))
     target = model if all(k.startswith("net.") for k in state) else net
     try:
         target.load_state_dict(state, strict=True)

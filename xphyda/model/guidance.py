@@ -16,8 +16,9 @@ The methods differ in ``Sigma``:
     iteration (the final ``Sigma H^T u`` is a combination of the products
     already computed).  Exact for a Gaussian prior.
 ``"diag"``
-    ``Sigma = c sigma^2 sigma_data^2 / (sigma^2 + sigma_data^2) I``: the
-    posterior variance of ``x`` given ``x_t`` when the prior is ``N(0,
+    ``Sigma = c sigma^2 sigma_data^2 / (sigma^2 + sigma_data^2)`` (diagonal,
+    ``sigma_data`` per channel when the denoiser has one per channel): the
+    posterior variance of ``x`` given ``x_t`` when the prior is ``N(m,
     sigma_data^2 I)`` -- the same isotropic-Gaussian assumption as the EDM
     preconditioning (it is ``c_out^2``) and as Pi-GDM's ``r_t^2`` (Song et al.
     2023).  No Jacobian and no backward pass; the correction touches only
@@ -272,8 +273,9 @@ class GuidedDenoiser:
         Step of ``"dps"``.
     diag_scale : float
         ``c`` in the ``"diag"`` covariance.
-    sigma_data : float
-        Data standard deviation used by ``"diag"``.
+    sigma_data : float, optional
+        Data standard deviation used by ``"diag"``; by default the denoiser's
+        own (``denoiser.data_std(cond)``, per channel where it has one), else 1.
 
     Examples
     --------
@@ -295,7 +297,7 @@ class GuidedDenoiser:
         cg_iters: int | None = None,
         zeta: float = 1.0,
         diag_scale: float = 1.0,
-        sigma_data: float = 1.0,
+        sigma_data: float | None = None,
     ):
         if method not in METHODS:
             raise ModelError(f"unknown guidance {method!r}; expected one of {METHODS}")
@@ -307,7 +309,14 @@ class GuidedDenoiser:
         self.cg_iters = int(cg_iters if cg_iters is not None else (3 if method == "mmps" else 10))
         if self.cg_iters < 1:
             raise ModelError(f"cg_iters must be at least 1, got {cg_iters}")
-        self.zeta, self.diag_scale, self.sigma_data = float(zeta), float(diag_scale), float(sigma_data)
+        self.zeta, self.diag_scale = float(zeta), float(diag_scale)
+        self.sigma_data = None if sigma_data is None else float(sigma_data)
+
+    def _data_std(self, cond, like: torch.Tensor):
+        if self.sigma_data is not None:
+            return self.sigma_data
+        own = getattr(self.denoiser, "data_std", None)
+        return own(cond).to(like.dtype) if callable(own) else 1.0
 
     def __call__(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None) -> torch.Tensor:
         obs = _Stacked([t.to(device=x.device, dtype=x.dtype) for t in self.terms], x.shape[0])
@@ -316,7 +325,7 @@ class GuidedDenoiser:
         if self.method in ("diag", "diag-fwd"):
             with torch.no_grad():
                 d = self.denoiser(x, s, cond)
-                sd2 = self.sigma_data**2
+                sd2 = self._data_std(cond, x) ** 2
                 scale = self.diag_scale * s2 * sd2 / (s2 + sd2)
 
                 def matvec(p):

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .precond import EDMDenoiser
+from .precond import BackgroundCentredDenoiser, EDMDenoiser
 from .unet import UNet
 
 __all__ = ["VirtualReconstructionEncoder", "PhydaNet"]
@@ -83,8 +83,16 @@ class PhydaNet(nn.Module):
         VRE latent channels.
     widths, vre_widths : sequence of int
         U-Net widths of the denoiser and of the VRE.
-    sigma_data : float
-        EDM's data standard deviation (1 for normalised data).
+    sigma_data : float or sequence of float
+        EDM's data standard deviation, one or one per channel: 1 for
+        normalised data; with ``centred`` the spread of ``truth - background``.
+    centred : bool
+        Centre the denoiser on the (scaled) background
+        (:class:`~xphyda.model.precond.BackgroundCentredDenoiser`): the
+        diffusion then models the analysis increment.
+    background_gain : float or sequence of float
+        With ``centred``: the centre is ``background_gain * background``
+        (per channel; see :func:`xphyda.training.background_regression`).
 
     Examples
     --------
@@ -106,19 +114,30 @@ class PhydaNet(nn.Module):
         widths: Sequence[int] = (32, 64, 128),
         vre_widths: Sequence[int] = (32, 64, 128),
         groups: int = 8,
-        sigma_data: float = 1.0,
+        sigma_data: float | Sequence[float] = 1.0,
+        centred: bool = False,
+        background_gain: float | Sequence[float] = 1.0,
     ):
         super().__init__()
         if channels < 1:
             raise ModelError(f"PhydaNet needs at least one channel, got {channels}")
         self.config: dict[str, Any] = dict(
             channels=int(channels), use_vre=bool(use_vre), features=int(features), widths=[int(w) for w in widths],
-            vre_widths=[int(w) for w in vre_widths], groups=int(groups), sigma_data=float(sigma_data),
+            vre_widths=[int(w) for w in vre_widths], groups=int(groups), centred=bool(centred),
+            background_gain=[float(v) for v in background_gain] if isinstance(background_gain, (list, tuple))
+            else float(background_gain),
+            sigma_data=[float(v) for v in sigma_data] if isinstance(sigma_data, (list, tuple)) else float(sigma_data),
         )  # fmt: skip
         c = int(channels)
         self.vre = VirtualReconstructionEncoder(c, features=features, widths=vre_widths, groups=groups) if use_vre else None
         cond = 2 * c + (c + features if use_vre else 2 * c)
-        self.denoiser = EDMDenoiser(UNet(c, c, cond_channels=cond, widths=widths, groups=groups), sigma_data=sigma_data)
+        if isinstance(sigma_data, (list, tuple)) and len(sigma_data) != c:
+            raise ModelError(f"sigma_data has {len(sigma_data)} values for {c} channels; pass one, or one per channel")
+        unet = UNet(c, c, cond_channels=cond, widths=widths, groups=groups)
+        if centred:
+            self.denoiser = BackgroundCentredDenoiser(unet, sigma_data=sigma_data, gain=background_gain)
+        else:
+            self.denoiser = EDMDenoiser(unet, sigma_data=sigma_data)
 
     def condition(self, background, y, mask, bmask=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Conditioning channels for the denoiser, and the VRE reconstruction (``None`` without VRE)."""

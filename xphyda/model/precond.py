@@ -12,6 +12,16 @@ where ``(+)`` concatenates the conditioning channels (background, features of a
 reconstruction...) after the scaled noisy state.  The conditioning is clean
 data in the model's normalised space and is not scaled.
 
+``sigma_data`` may be one number or one per channel, and the denoiser may be
+*centred*: with a centre ``m`` (the background, for data assimilation) every
+``x`` above is ``x - m`` and ``m`` is added back, so that ``D = m + c_skip (x - m)
++ c_out F(...)``.  With ``sigma_data`` the spread of ``truth - m`` this is the
+EDM parameterisation of the *increment*: an untrained ``F = 0`` is already the
+exact denoiser of the Gaussian prior ``N(m, sigma_data^2)`` (the background
+with a diagonal error covariance), and training learns the increment's
+structure.  :class:`BackgroundCentredDenoiser` reads ``m`` from the
+conditioning.
+
 Any callable ``denoiser(x, sigma, cond) -> D`` with these shapes can be given to
 the sampler; :class:`EDMDenoiser` is the one built on a network and
 :class:`GaussianDenoiser` is the exact denoiser of a Gaussian prior, the
@@ -26,7 +36,7 @@ from torch import nn
 from ..errors import ModelError
 from .schedule import loss_weight, training_sigmas
 
-__all__ = ["EDMDenoiser", "GaussianDenoiser", "as_sigma", "denoising_loss"]
+__all__ = ["EDMDenoiser", "BackgroundCentredDenoiser", "GaussianDenoiser", "as_sigma", "denoising_loss"]
 
 
 def as_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
@@ -57,8 +67,8 @@ class EDMDenoiser(nn.Module):
     ----------
     net : torch.nn.Module
         Maps ``(B, C + Cc, H, W)`` and ``c_noise`` ``(B,)`` to ``(B, C, H, W)``.
-    sigma_data : float
-        Standard deviation of the (normalised) data.
+    sigma_data : float or sequence of float
+        Standard deviation of the (normalised) data, one value or one per channel.
 
     Examples
     --------
@@ -70,30 +80,47 @@ class EDMDenoiser(nn.Module):
     torch.Size([3, 2, 8, 16])
     """
 
-    def __init__(self, net: nn.Module, *, sigma_data: float = 1.0):
+    def __init__(self, net: nn.Module, *, sigma_data=1.0):
         super().__init__()
-        if not sigma_data > 0:
-            raise ModelError(f"sigma_data must be positive, got {sigma_data}; normalised data use 1.0")
+        sd = torch.as_tensor(sigma_data, dtype=torch.float32).reshape(-1)
+        if sd.numel() == 0 or not bool((sd > 0).all()) or not bool(torch.isfinite(sd).all()):
+            raise ModelError(f"sigma_data must be positive and finite, got {sigma_data}; normalised data use 1.0")
         self.net = net
-        self.sigma_data = float(sigma_data)
+        given = [float(v) for v in (sigma_data if isinstance(sigma_data, (list, tuple)) else [float(sigma_data)])]
+        self.sigma_data = given[0] if sd.numel() == 1 else given  # as given (JSON in the model card)
+        # configuration, not a trained weight: kept out of the state dict so checkpoints stay portable
+        self.register_buffer("_sd", sd.reshape(1, -1, 1, 1) if sd.numel() > 1 else sd.reshape(()), persistent=False)
 
-    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(c_skip, c_out, c_in, c_noise)`` for noise levels ``sigma`` (any shape)."""
-        sd2 = self.sigma_data**2
+    def data_std(self, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``sigma_data`` as a tensor broadcastable to the state ``(B, C, H, W)``."""
+        return self._sd
+
+    def coefficients(self, sigma: torch.Tensor, sigma_data=None) -> tuple[torch.Tensor, ...]:
+        """``(c_skip, c_out, c_in, c_noise)`` for noise levels ``sigma`` (broadcast with ``sigma_data``)."""
+        sd = self._sd if sigma_data is None else sigma_data
+        sd2 = sd**2
         total = sigma**2 + sd2
         c_skip = sd2 / total
-        c_out = sigma * self.sigma_data / total.sqrt()
+        c_out = sigma * sd / total.sqrt()
         c_in = 1.0 / total.sqrt()
         c_noise = sigma.log() / 4
         return c_skip, c_out, c_in, c_noise
 
-    def forward(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Denoise ``x`` ``(B, C, H, W)`` at noise level(s) ``sigma`` given ``cond`` ``(B, Cc, H, W)``."""
+    def forward(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None, *,
+                centre: torch.Tensor | None = None, sigma_data: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoise ``x`` ``(B, C, H, W)`` at noise level(s) ``sigma`` given ``cond`` ``(B, Cc, H, W)``.
+
+        ``centre`` (broadcastable to ``x``) centres the parameterisation and
+        ``sigma_data`` overrides the configured one (see the module notes).
+        """
         s = as_sigma(sigma, x)
         if bool((s <= 0).any()):
             raise ModelError(f"noise levels must be positive, got min(sigma)={float(s.min())}")
-        c_skip, c_out, c_in, c_noise = (c.reshape(-1, 1, 1, 1) for c in self.coefficients(s))
-        inputs = c_in * x
+        sd = (self._sd if sigma_data is None else sigma_data).to(x.dtype)
+        c_skip, c_out, c_in, _ = self.coefficients(s.reshape(-1, 1, 1, 1), sd)
+        c_noise = s.log() / 4
+        xc = x if centre is None else x - centre.to(x.dtype)
+        inputs = c_in * xc
         if cond is not None:
             if cond.shape[0] != x.shape[0] or cond.shape[-2:] != x.shape[-2:]:
                 raise ModelError(
@@ -101,8 +128,64 @@ class EDMDenoiser(nn.Module):
                     "expected (batch, cond_channels, lat, lon) with the state's batch and grid"
                 )
             inputs = torch.cat([inputs, cond.to(x.dtype)], dim=1)
-        out = self.net(inputs, c_noise.reshape(-1))
-        return c_skip * x + c_out * out.to(x.dtype)
+        out = self.net(inputs, c_noise)
+        d = c_skip * xc + c_out * out.to(x.dtype)
+        return d if centre is None else d + centre.to(x.dtype)
+
+
+class BackgroundCentredDenoiser(EDMDenoiser):
+    """An :class:`EDMDenoiser` centred on the background, which leads its conditioning.
+
+    The conditioning starts with ``[background * bmask, bmask]`` (``2 C``
+    channels, as :class:`~xphyda.model.phyda.PhydaNet` builds it).  Where the
+    background is available the centre is ``gain * background`` and
+    ``sigma_data`` the configured spread of ``truth - gain * background``;
+    where it is missing the centre is 0 (the climatological mean) and
+    ``sigma_data`` is 1.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        As for :class:`EDMDenoiser`.
+    sigma_data : float or sequence of float
+        Spread of ``truth - gain * background``, one or one per channel.
+    gain : float or sequence of float
+        Regression of the truth on the background, one or one per channel.
+
+    Examples
+    --------
+    >>> from xphyda.model.unet import UNet
+    >>> den = BackgroundCentredDenoiser(UNet(1, 1, cond_channels=2, widths=(8, 16), groups=4), sigma_data=0.1)
+    >>> b = torch.full((1, 1, 8, 16), 2.0)
+    >>> cond = torch.cat([b, torch.ones_like(b)], 1)
+    >>> with torch.no_grad():
+    ...     round(float(den(torch.zeros_like(b), 100.0, cond).mean()), 3)  # untrained, pure noise: the background
+    2.0
+    """
+
+    def __init__(self, net: nn.Module, *, sigma_data=1.0, gain=1.0):
+        super().__init__(net, sigma_data=sigma_data)
+        g = torch.as_tensor(gain, dtype=torch.float32).reshape(-1)
+        if not bool(torch.isfinite(g).all()):
+            raise ModelError(f"gain must be finite, got {gain}")
+        self.register_buffer("_gain", g.reshape(1, -1, 1, 1) if g.numel() > 1 else g.reshape(()), persistent=False)
+
+    def _centre(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.net.config["out_channels"]
+        if cond is None or cond.shape[1] < 2 * c:
+            raise ModelError(
+                f"a background-centred denoiser needs conditioning that starts with [background, mask] "
+                f"({2 * c} channels); got {None if cond is None else tuple(cond.shape)}"
+            )
+        avail = cond[:, c : 2 * c]
+        return self._gain * cond[:, :c], avail * self._sd + (1.0 - avail)
+
+    def data_std(self, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self._sd if cond is None else self._centre(cond)[1]
+
+    def forward(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None, **_) -> torch.Tensor:
+        centre, sd = self._centre(cond)
+        return super().forward(x, sigma, cond, centre=centre, sigma_data=sd)
 
 
 class GaussianDenoiser(nn.Module):
@@ -194,5 +277,6 @@ def denoising_loss(
     sigma = as_sigma(sigma, x)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     denoised = denoiser(x + sigma.reshape(-1, 1, 1, 1) * noise, sigma, cond)
-    err = (denoised - x).pow(2).flatten(1).mean(1)
-    return loss_weight(sigma, sigma_data=denoiser.sigma_data) * err, sigma, denoised
+    lam = loss_weight(sigma.reshape(-1, 1, 1, 1), sigma_data=denoiser.data_std(cond).to(x.dtype))
+    err = (lam * (denoised - x).pow(2)).flatten(1).mean(1)
+    return err, sigma, denoised

@@ -235,7 +235,6 @@ def sample(
                 method=guidance,
                 cg_iters=cg_iters,
                 zeta=zeta,
-                sigma_data=float(getattr(denoiser, "sigma_data", 1.0)),
             )
         with torch.no_grad():
             x = noise.draw(index, shape, dtype=dtype, device=dev) * sigmas[0]

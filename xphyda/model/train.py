@@ -37,6 +37,7 @@ import torch
 
 from ..errors import ModelError
 from .physics_loss import PhysicsLoss, physics_weight
+from .schedule import loss_weight
 
 __all__ = ["TrainConfig", "train", "simulate_observations", "area_weights"]
 
@@ -55,7 +56,6 @@ class TrainConfig:
     seed: int = 0
     p_mean: float = -1.2
     p_std: float = 1.2
-    sigma_data: float = 1.0
     physics_lambda: float = 0.02
     physics_warmup: int = 500
     physics_laws: tuple[str, ...] = ("continuity", "hydrostatic", "geostrophic")
@@ -283,8 +283,9 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
         sigma = torch.exp(config.p_mean + config.p_std * torch.randn(x.shape[0], generator=gen)).to(device)
         noise = torch.randn(x.shape, generator=gen).to(device)
         denoised, recon = model(x + sigma[:, None, None, None] * noise, sigma, bg, y, mask)
-        lam = (sigma**2 + config.sigma_data**2) / (sigma * config.sigma_data) ** 2
-        den = (lam * ((denoised - x) ** 2 * weights).mean((1, 2, 3))).mean()
+        sd = net.denoiser.data_std().to(x.dtype)  # one value, or one per channel
+        lam = loss_weight(sigma[:, None, None, None], sigma_data=sd)
+        den = (lam * (denoised - x) ** 2 * weights).mean((1, 2, 3)).mean()
         loss = den
         parts = {"denoise": float(den.detach())}
         if recon is not None and config.rec_lambda > 0:
@@ -294,7 +295,7 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
         if physics is not None and config.physics_lambda > 0:
             phys, per_law = physics(denoised, x)
             ramp = min(1.0, (step + 1) / max(1, config.physics_warmup))
-            loss = loss + ramp * config.physics_lambda * (physics_weight(sigma, sigma_data=config.sigma_data) * phys).mean()
+            loss = loss + ramp * config.physics_lambda * (physics_weight(sigma, sigma_data=float(sd.pow(2).mean().sqrt())) * phys).mean()
             parts.update({f"physics_{k}": float(v.detach().mean()) for k, v in per_law.items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
