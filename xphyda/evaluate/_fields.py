@@ -18,7 +18,7 @@ def map_keys(truth: xr.Dataset, maps) -> list[tuple[str, float | None]]:
 
     grid = discover_grid(truth)
     levels = [] if grid.level is None else [float(x) for x in truth[grid.level].values]
-    wanted = MAPS if maps == "auto" else [(m, None) if isinstance(m, str) else tuple(m) for m in maps]
+    wanted = MAPS if maps == "auto" else [(m, None) if isinstance(m, str) else tuple(m) for m in (maps or ())]
     out = []
     for var, lev in wanted:
         if var not in truth.data_vars:

@@ -295,9 +295,9 @@ def run_osse(
         Physics residual ratios to add (``"auto"``: every one the data allow).
     climatology : xarray.Dataset, optional
         For ACC: a climatology without time, or with the case times.
-    maps : "auto" or sequence
+    maps : "auto", sequence or None
         ``(variable, level)`` pairs mapped for the first case (``"auto"``: z500 and
-        t850 when present).
+        t850 when present; ``None``: no maps).
     seed : int
         Seed of the observations and ensembles (see the module notes).
     out_dir : path, optional
