@@ -259,3 +259,40 @@ def test_cli_writes_the_report_and_refuses_to_overwrite(data, tmp_path, capsys):
     bad = [*argv[:-3], "--out", str(tmp_path / "ev2"), "--methods", "phyda", "--model", "nope-v0"]
     assert evaluate_main(bad) == 1 and "no model named 'nope-v0'" in capsys.readouterr().err
     assert phyda(["evaluate", *bad]) == 1 and "method 'phyda': no model named" in capsys.readouterr().err
+
+
+def test_an_oi_ensemble_gets_crps_and_spread_skill_rows(data, tmp_path):
+    methods = {"background": None, "oi": {}, "oi-ens": {"method": "oi", "members": 8}}
+    res = quick(data, cases=1, methods=methods, residuals=None)
+    t = res.table
+    ens = t[t.metric.isin(["crps", "spread_skill_ratio"])]
+    assert set(ens["method"]) == {"oi-ens"}
+    assert len(ens) == 2 * 2 * 2 * 2  # settings x variables x levels x (crps, spread-skill ratio)
+    s = t.set_index(["setting", "method", "variable", "level", "metric"])["value"]
+    for setting in ("fraction=0.3", "40 stations"):
+        for var, lev in (("t", 850.0), ("z", 500.0)):
+            ssr = s[(setting, "oi-ens", var, lev, "spread_skill_ratio")]
+            assert 0.3 < ssr < 3.0, (setting, var, ssr)
+            assert 0 < s[(setting, "oi-ens", var, lev, "crps")] < s[(setting, "background", var, lev, "mae")]
+            assert s[(setting, "oi-ens", var, lev, "rmse")] < 1.2 * s[(setting, "oi", var, lev, "rmse")]
+    runs = res.runs.set_index(["setting", "method"])["members"]
+    assert set(runs.xs("oi-ens", level="method")) == {8} and set(runs.xs("oi", level="method")) == {1}
+    assert np.isfinite(res.fields["spread_t850"].sel({"method": "oi-ens"})).all()
+    assert np.isnan(res.fields["spread_t850"].sel({"method": "oi"})).all()
+    again = quick(data, cases=1, methods={"oi-ens": methods["oi-ens"]}, residuals=None).table
+    pd.testing.assert_frame_equal(
+        again.reset_index(drop=True), t[t.method == "oi-ens"].reset_index(drop=True)
+    )  # seeded from (seed, case): the same members whatever the other methods
+    with pytest.raises(EvaluationError, match="method 'oi': members must be a positive integer"):
+        quick(data, methods={"oi": {"members": 0}})
+    # the command line: --oi-members
+    path = tmp_path / "truth.nc"
+    data.to_netcdf(path, engine="netcdf4")
+    argv = "--methods oi --oi-members 4 --fractions 0.3 --cases 1 --split all --lead 6h --quiet --no-report"
+    argv = ["--data", str(path), "--out", str(tmp_path / "ev"), *argv.split()]
+    assert evaluate_main(argv) == 0
+    table = pd.read_csv(tmp_path / "ev" / "scores.csv")
+    assert {"crps", "spread_skill_ratio"} <= set(table.loc[table.method == "oi", "metric"])
+    assert set(pd.read_csv(tmp_path / "ev" / "runs.csv")["members"]) == {4}
+    with pytest.raises(SystemExit):
+        evaluate_main([*argv[:4], "--oi-members", "0"])

@@ -10,7 +10,8 @@ error used; :mod:`xphyda.obs.diagnostics`).
 Methods are rows of :data:`METHODS`: a function taking the problem and its
 options and returning the SI analysis of each observed variable plus a note for
 the history line.  ``"oi"`` is optimal interpolation / 3D-Var
-(:mod:`xphyda.baselines.oi`).
+(:mod:`xphyda.baselines.oi`), or with ``members=N`` its perturbed-observation
+ensemble.
 
 Examples
 --------
@@ -25,10 +26,15 @@ Examples
 >>> err_a = float(abs(out.t - truth.t).mean())
 >>> err_a < err_b
 True
+>>> small = background.coarsen(latitude=6, longitude=6, boundary="trim").mean(keep_attrs=True)  # 30 x 60
+>>> ens = assimilate(small, obs, method="oi", members=4, seed=0)  # an OI ensemble
+>>> ens["t"].dims, ens.sizes["member"]
+(('member', 'time', 'level', 'latitude', 'longitude'), 4)
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -132,9 +138,15 @@ def _run_oi(
     correlation=None,
     vertical_length_scale=None,
     solver=None,
+    members=None,
+    seed=None,
 ) -> tuple[dict[str, np.ndarray], str]:
-    from .baselines.oi import default_length_scale, oi_analysis
+    """OI of every target; with ``members > 1`` each analysis has a leading member axis."""
+    from .baselines.oi import check_members, default_length_scale, oi_analysis
 
+    members = check_members(members)
+    ensemble = members is not None and members > 1
+    seed = 0 if seed is None else seed
     kind = correlation or "gaspari-cohn"
     grid = problem.grid
     analyses, notes = {}, []
@@ -149,11 +161,11 @@ def _run_oi(
         if qc is not None:
             reject = cand & background_check(np.where(cand, d, 0.0), target.sigma_o, wlev @ sigma_b, k=qc)
             target.flags[reject] = FLAGS["rejected_by_background_check"]
-        xa = target.background.copy()
+        xa = np.repeat(target.background[None], members if ensemble else 1, axis=0)
         log_p = None if target.levels_pa is None else np.log(target.levels_pa)
         for t in range(target.background.shape[0]):
             rows = np.flatnonzero((target.time_index == t) & (target.flags == FLAGS["used"]))
-            if rows.size == 0:
+            if rows.size == 0 and not ensemble:  # without observations an ensemble still has spread
                 continue
             res = oi_analysis(
                 target.background[t],
@@ -167,19 +179,35 @@ def _run_oi(
                 kind=kind,
                 log_p=log_p,
                 vertical_length_scale=vertical_length_scale,
+                members=members if ensemble else None,
+                seed=(seed, zlib.crc32(target.name.encode()), t),  # own draws per variable and time
                 solver=solver or "auto",
             )
-            xa[t] = res.analysis
-        analyses[target.name] = xa
+            xa[:, t] = res.analysis
+        analyses[target.name] = xa if ensemble else xa[0]
         sb = ", ".join(f"{v:.3g}" for v in target.from_si(sigma_b, difference=True))
         notes.append(f"{target.name}: sigma_b {sb} {target.units} ({how}), length scale {length / 1e3:g} km")
-    return analyses, f"{kind} correlation; " + "; ".join(notes)
+    ens = f"perturbed-observation ensemble of {members} members, seed {seed}; " if ensemble else ""
+    return analyses, f"{ens}{kind} correlation; " + "; ".join(notes)
+
+
+def _stochastic(method: str, members=None) -> bool:
+    """Whether ``method`` draws random numbers (and takes a ``seed``): PhyDA, and OI with ``members > 1``."""
+    return method == "phyda" or (method == "oi" and isinstance(members, (int, np.integer)) and members > 1)
 
 
 METHODS: dict[str, Method] = {
     "oi": Method(
         _run_oi,
-        ("length_scale", "background_error", "correlation", "vertical_length_scale", "solver"),
+        (
+            "length_scale",
+            "background_error",
+            "correlation",
+            "vertical_length_scale",
+            "solver",
+            "members",
+            "seed",
+        ),
         "optimal interpolation / 3D-Var (xphyda.baselines.oi)",
     ),
     # the diffusion model works on the whole state, not per observed variable: see xphyda.diffusion
@@ -194,18 +222,31 @@ METHODS: dict[str, Method] = {
 
 # --------------------------------------------------------------------------- output
 def _analysis_dataset(
-    background: xr.Dataset, problem: ObsProblem, analyses: dict[str, np.ndarray]
+    background: xr.Dataset, problem: ObsProblem, analyses: dict[str, np.ndarray], members: int = 1
 ) -> xr.Dataset:
+    """The background with its analysed variables replaced; ``members > 1``: analyses with a leading
+    member axis, as a ``member`` dimension (first) as :func:`xphyda.diffusion.assimilate_phyda` gives."""
     out = background.copy(deep=False)
+    lead = ("member",) if members > 1 else ()
     for name, xa in analyses.items():
         target = problem.targets[name]
         da = background[name]
         shaped = da.transpose(*target.dims)
-        values = target.from_si(xa).reshape(shaped.shape).astype(da.dtype, copy=False)
-        new = shaped.copy(data=values).transpose(*da.dims)
+        values = target.from_si(xa).reshape(xa.shape[: len(lead)] + shaped.shape).astype(da.dtype, copy=False)
+        if lead:
+            new = xr.DataArray(values, dims=lead + shaped.dims, coords=shaped.coords, name=name)
+        else:
+            new = shaped.copy(data=values)
+        new = new.transpose(*lead, *da.dims)
         new.attrs = dict(da.attrs)
         new.encoding = dict(da.encoding)
         out[name] = new
+    if lead:  # variables not analysed are carried unchanged in every member (zero spread)
+        grid = problem.grid
+        for name, da in background.data_vars.items():
+            if name not in analyses and grid.lat in da.dims and grid.lon in da.dims:
+                out[name] = da.expand_dims(member=members)
+        out = out.assign_coords(member=("member", np.arange(members), {"long_name": "ensemble member"}))
     return out
 
 
@@ -306,10 +347,15 @@ def assimilate(
         PhyDA: model name or folder (default: the bundled model, :data:`xphyda.models.DEFAULT_MODEL`).
     members : int, optional
         PhyDA: ensemble size (default 8); a ``member`` dimension is added when above 1.
+        OI: ``None`` or 1 (default) is the deterministic analysis; above 1, a
+        perturbed-observation OI ensemble (:func:`xphyda.baselines.oi.oi_analysis`:
+        members sample the analysis error of OI's own ``B`` and ``R``), with the
+        same ``member`` dimension, on grids of at most
+        :data:`xphyda.baselines.oi.ENSEMBLE_MAX_POINTS` points.
     steps : int, optional
         PhyDA: sampling steps (default 16; network evaluations per member).
     seed : int, optional
-        PhyDA: member ``k`` depends only on ``(seed, k)``.
+        PhyDA and an OI ensemble (default 0): member ``k`` depends only on ``(seed, k)``.
     device : str, optional
         PhyDA: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     guidance : {"mmps", "diag", "diag-fwd", "dps"}, optional
@@ -329,6 +375,8 @@ def assimilate(
         The background's variables (observed ones analysed), its coordinates
         and attributes with a new ``history`` line, and for each observation
         variable ``v``: ``v_flag``, ``v_innovation``, ``v_residual``, ``v_obs_error``.
+        An ensemble has a ``member`` dimension (first) on the variables on the
+        grid; its diagnostics are those of the ensemble mean.
 
     Raises
     ------
@@ -366,6 +414,14 @@ def assimilate(
         raise PhydaError(
             f"options {unused} are not used by method {method!r}; it takes {METHODS[method].options}"
         )
+    from .baselines.oi import check_members
+
+    if method == "oi" and seed is not None and not _stochastic(method, check_members(members)):
+        raise PhydaError(
+            "option seed is not used by method 'oi' without an ensemble: the deterministic OI draws no "
+            f"random numbers (members={members!r}). Fix: drop seed, or pass members=N with N > 1 for a "
+            "perturbed-observation OI ensemble"
+        )
     if qc is not None:
         try:
             ok = not isinstance(qc, bool) and float(qc) > 0
@@ -391,8 +447,10 @@ def assimilate(
         min_coverage=min_coverage,
     )
     analyses, note = METHODS[method].run(problem, qc=qc, **options)
-    out = _analysis_dataset(background, problem, analyses)
-    out = xr.merge([out, diagnostics(problem, analyses, background)], join="exact", compat="no_conflicts",
+    n = members if _stochastic(method, members) else 1
+    out = _analysis_dataset(background, problem, analyses, n)
+    mean = {k: v.mean(0) for k, v in analyses.items()} if n > 1 else analyses  # diagnostics of the mean
+    out = xr.merge([out, diagnostics(problem, mean, background)], join="exact", compat="no_conflicts",
                    combine_attrs="override")
     out.attrs = dict(background.attrs)
     out.attrs["history"] = _history(background, problem, method, note)

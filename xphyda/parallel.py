@@ -152,9 +152,9 @@ def _split_observations(obs, times: np.ndarray, window, tdim: str) -> _Split:
 # --------------------------------------------------------------------------- one time
 def _analyse_one(background, obs, i: int, label: str, method: str, seed: int | None, options: dict):
     """The analysis of one time (runs on a worker; its result depends only on its arguments)."""
-    from .assimilate import assimilate
+    from .assimilate import _stochastic, assimilate
 
-    if method == "phyda":
+    if _stochastic(method, options.get("members")):  # PhyDA, or an OI ensemble
         options = {**options, "seed": time_seed(0 if seed is None else seed, i)}
     elif seed is not None:
         options = {**options, "seed": seed}  # refused by the method, with assimilate's message
@@ -341,8 +341,9 @@ def assimilate_times(
     method : {"oi", "phyda"}
         As for :func:`xphyda.assimilate.assimilate`.
     seed : int, optional
-        PhyDA: time ``i`` (its position in ``background``) is sampled with
-        :func:`time_seed` ``(seed, i)`` (``seed`` defaults to 0).
+        PhyDA and an OI ensemble (``members > 1``): time ``i`` (its position in
+        ``background``) is sampled with :func:`time_seed` ``(seed, i)`` (``seed``
+        defaults to 0).
     scheduler : {"serial", "sync", "threads", "processes"}, distributed.Client or None
         ``None``: dask's current scheduler (an active ``distributed.Client``,
         otherwise threads) when the background or the observations are
@@ -360,7 +361,7 @@ def assimilate_times(
     -------
     xarray.Dataset
         As :func:`xphyda.assimilate.assimilate` returns for one time, with all
-        times: the analysis (and its ``member`` dimension for a PhyDA
+        times: the analysis (and its ``member`` dimension for an
         ensemble) along the background's time, and the per-observation
         diagnostics in the observations' own layout (observations outside
         every time window are flagged ``outside_time_window``).

@@ -204,3 +204,47 @@ def test_edge_stations_on_real_backgrounds(grid, request):
     assert bool((out.t_flag == FLAGS["used"]).all())
     np.testing.assert_allclose(out.t_innovation.values, 1.0, atol=1e-4)  # H(x + 1) = H x + 1 everywhere
     assert bool((out.t_residual < out.t_innovation).all())
+
+
+def test_oi_ensemble_through_the_front(coarse_era5):
+    """``members=N``: a ``member`` dimension first (as PhyDA's), diagnostics of the mean, reproducible."""
+    truth = coarse_era5.isel(latitude=slice(None, None, 4), longitude=slice(None, None, 4))  # 16 x 32
+    bg = displaced(truth, 1)
+    obs = simulate(truth, n_stations=60, seed=0, variables=["t"])  # z is not observed
+    b0, o0 = bg.copy(deep=True), obs.copy(deep=True)
+    det = assimilate(bg, obs)
+    one = assimilate(bg, obs, members=1)
+    xr.testing.assert_identical(one.drop_attrs(deep=False), det.drop_attrs(deep=False))
+    assert "member" not in one.dims
+    ens = assimilate(bg, obs, members=4, seed=3)
+    xr.testing.assert_identical(bg, b0)
+    xr.testing.assert_identical(obs, o0)
+    assert ens.t.dims == ("member", *bg.t.dims) and ens.z.dims == ("member", *bg.z.dims)
+    assert list(ens.member.values) == [0, 1, 2, 3] and ens.member.attrs["long_name"] == "ensemble member"
+    assert ens.t.dtype == bg.t.dtype and ens.t.attrs == bg.t.attrs
+    xr.testing.assert_equal(ens.z.isel(member=2, drop=True), bg.z)  # not observed: the background
+    assert float(ens.t.std("member").mean()) > 0.1
+    xr.testing.assert_identical(ens.t_flag, det.t_flag)
+    xr.testing.assert_allclose(ens.t_innovation, det.t_innovation)
+    assert float(abs(ens.t_residual).mean()) < float(abs(ens.t_innovation).mean())  # of the ensemble mean
+    assert "perturbed-observation ensemble of 4 members, seed 3" in ens.attrs["history"]
+    xr.testing.assert_identical(assimilate(bg, obs, members=4, seed=3).t, ens.t)
+    six = bg.phyda.assimilate(obs, method="oi", members=6, seed=3)
+    xr.testing.assert_allclose(six.t.isel(member=slice(0, 4)), ens.t, atol=1e-4)
+    assert float(abs(assimilate(bg, obs, members=4, seed=4).t - ens.t).max()) > 0.1
+    with pytest.raises(PhydaError, match="seed is not used by method 'oi' without an ensemble.*members=N"):
+        assimilate(bg, obs, seed=3)
+    with pytest.raises(PhydaError, match="members must be a positive integer"):
+        assimilate(bg, obs, members=0)
+
+
+def test_oi_ensemble_of_many_times(coarse_surface):
+    """Time ``i`` of a many-times OI ensemble is the one-time ensemble seeded with ``time_seed(seed, i)``."""
+    from xphyda.parallel import time_seed
+
+    sfc = coarse_surface.isel(latitude=slice(None, None, 4), longitude=slice(None, None, 4))
+    obs = simulate(sfc, n_stations=40, seed=1)
+    out = assimilate(sfc + 0.5, obs, members=3, seed=1, progress=False)
+    assert out.t2m.dims == ("member", *sfc.t2m.dims) and out.t2m_flag.dims == ("time", "station")
+    one = assimilate((sfc + 0.5).isel(time=[2]), obs.isel(time=[2]), members=3, seed=time_seed(1, 2))
+    xr.testing.assert_allclose(one.t2m, out.t2m.isel(time=[2]))

@@ -35,6 +35,23 @@ The observation-space system ``(H B H^T + R) z = y - H x_b`` is solved exactly
 Jacobi-preconditioned conjugate gradients above; with ``R`` on its diagonal
 the system is well conditioned and CG converges in a few tens of iterations.
 
+With ``members=N`` the analysis is the textbook stochastic (perturbed
+observation) OI ensemble: member ``k`` is
+
+    x_a^k = (x_b + eps_b^k) + K (y + eps_o^k - H (x_b + eps_b^k)),
+
+``K = B H^T (H B H^T + R)^{-1}``, with ``eps_o^k ~ N(0, R)`` and
+``eps_b^k ~ N(0, B)`` for the same ``B`` as the analysis (``sigma_b``,
+correlation function and length scale, vertical correlation), sampled as
+``L_v W L_h^T`` with ``W`` white noise and ``L_v``, ``L_h`` the Cholesky factors
+of ``D C_v D`` and of ``C_h`` on the whole grid (dense, so at most
+:data:`ENSEMBLE_MAX_POINTS` grid points; a relative jitter of up to 1e-4 is put
+on the diagonal of a numerically singular ``C_h``).  For a linear-Gaussian
+problem the members sample the analysis-error covariance ``(I - K H) B``.
+``H B H^T + R`` is factorised once for all members, which differ only in their
+innovations.  Member ``k`` is drawn from its own generator, seeded with
+``(seed, k)``, so it does not depend on the ensemble size.
+
 Examples
 --------
 >>> import numpy as np, scipy.sparse as sp
@@ -51,6 +68,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import scipy.linalg as la
@@ -58,14 +76,16 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.spatial import cKDTree
 
-from ..errors import ObservationError, PhydaError
+from ..errors import GridError, ObservationError, PhydaError
 from ..physics.constants import EARTH_RADIUS
 
 __all__ = [
     "CORRELATIONS",
     "DEFAULT_LENGTH_SCALE",
+    "ENSEMBLE_MAX_POINTS",
     "MASS_LENGTH_SCALE",
     "OIResult",
+    "check_members",
     "correlation",
     "default_length_scale",
     "estimate_background_error",
@@ -91,6 +111,17 @@ MASS_LENGTH_SCALE = 800e3
 
 _GC_HALF_WIDTH = np.sqrt(10.0 / 3.0)  # c / L for Gaspari-Cohn
 _DENSE_MAX = 20_000  # largest dense correlation problem (memory)
+
+ENSEMBLE_MAX_POINTS = 12_000
+"""Largest grid (latitudes times longitudes) of an OI ensemble (``members`` of :func:`oi_analysis`).
+
+Its background perturbations need the dense Cholesky factor of the horizontal
+correlation matrix of the grid: ``8 n^2`` bytes (1.2 GB at 12,000 points, so
+the 2.5-degree 73 x 144 grid fits) and ``n^3 / 3`` operations (about 1 s on
+one core for the 48 x 96 grid).
+"""
+
+_JITTERS = (0.0, 1e-10, 1e-8, 1e-6, 1e-4)  # relative diagonal jitters tried by _cholesky, in turn
 
 
 def default_length_scale(quantity: str | None) -> float:
@@ -241,20 +272,167 @@ def _vertical(nlev: int, sigma_b, log_p, vertical_length_scale) -> np.ndarray:
     return sigma[:, None] * cv * sigma[None, :]
 
 
+def _grid_points(lat: np.ndarray, lon: np.ndarray, radius: float) -> np.ndarray:
+    """Scaled unit vectors ``(nlat * nlon, 3)`` of the grid points, latitude-major."""
+    gi, gj = np.divmod(np.arange(lat.size * lon.size), lon.size)
+    return radius * unit_vectors(lat[gi], lon[gj])
+
+
+class _Gain:
+    """The gain ``K = B H^T (H B H^T + R)^{-1}`` of one analysis: set up once, applied to any innovations.
+
+    ``H B H^T + R`` is factorised (Cholesky) or preconditioned (conjugate
+    gradients) once; the correlations between the grid and the observed
+    columns are computed once per block of grid points for all innovation
+    vectors together (the members of an ensemble).
+    """
+
+    def __init__(self, H, so, *, nlev, xg, bv, length, kind, solver, exact_max, rtol, chunk):
+        nh, n = xg.shape[0], H.shape[0]
+        # columns touched by H -> (level, unique horizontal point)
+        Hc = H.tocoo()
+        used, pos = np.unique(Hc.col % nh, return_inverse=True)
+        self.nlev, self.nu, self.xg, self.xu = nlev, used.size, xg, xg[used]
+        self.bv, self.length, self.kind, self.rtol, self.chunk = bv, length, kind, rtol, chunk
+        self.Hsub = sp.csr_matrix(
+            (Hc.data, (Hc.row, (Hc.col // nh) * self.nu + pos)), shape=(n, nlev * self.nu)
+        )
+        cuu = _corr_matrix(self.xu, self.xu, length, kind)
+        hbh = self.Hsub @ sp.kron(sp.csr_matrix(bv), sp.csr_matrix(cuu), format="csr") @ self.Hsub.T
+        self.method = solver if solver != "auto" else ("cholesky" if n <= exact_max else "cg")
+        if self.method == "cholesky":
+            a = hbh.toarray() if sp.issparse(hbh) else np.asarray(hbh)
+            a[np.diag_indices_from(a)] += so**2
+            with _blas_threads(n):
+                self._factor = la.cho_factor(a, lower=True, check_finite=False)
+        else:
+            self._a = sp.csr_matrix(hbh) + sp.diags(so**2)
+            self._precond = sp.diags(1.0 / self._a.diagonal())
+
+    def weights(self, d: np.ndarray) -> tuple[np.ndarray, int]:
+        """``(H B H^T + R)^{-1} d`` for ``d`` of shape ``(n_obs,)`` or ``(n_obs, m)``; CG iterations."""
+        if self.method == "cholesky":
+            with _blas_threads(d.shape[0]):
+                return la.cho_solve(self._factor, d, check_finite=False), 0
+        cols = d.reshape(d.shape[0], -1)
+        z, most, failed = np.empty_like(cols), 0, 0
+        for k in range(cols.shape[1]):
+            count = [0]
+
+            def callback(_, count=count):
+                count[0] += 1
+
+            z[:, k], info = spla.cg(
+                self._a,
+                cols[:, k],
+                rtol=self.rtol,
+                atol=0.0,
+                M=self._precond,
+                maxiter=10 * d.shape[0],
+                callback=callback,
+            )
+            most, failed = max(most, count[0]), failed + (info != 0)
+        if failed:
+            warnings.warn(
+                f"conjugate gradients did not reach rtol={self.rtol} in {most} iterations "
+                f"({failed} of {cols.shape[1]} systems); the analysis is approximate (try solver='cholesky' "
+                "or a shorter length scale)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return z.reshape(d.shape), most
+
+    def increment(self, z: np.ndarray) -> np.ndarray:
+        """``D (C_v kron C_h) D H^T z`` on the grid: ``(nlev, nh)``; ``(m, nlev, nh)`` for ``(n_obs, m)``."""
+        m = 1 if z.ndim == 1 else z.shape[1]
+        s = (self.Hsub.T @ z.reshape(z.shape[0], m)).reshape(self.nlev, self.nu, m)
+        s = s.transpose(1, 0, 2).reshape(self.nu, self.nlev * m)
+        nh = self.xg.shape[0]
+        inc = np.empty((m, self.nlev, nh))
+        for start in range(0, nh, self.chunk):  # block by block (memory bound)
+            stop = min(start + self.chunk, nh)
+            cgu = _corr_matrix(self.xg[start:stop], self.xu, self.length, self.kind)
+            g = np.asarray(cgu @ s).reshape(stop - start, self.nlev, m)
+            inc[:, :, start:stop] = self.bv @ g.transpose(2, 1, 0)
+        return inc[0] if z.ndim == 1 else inc
+
+
+# --------------------------------------------------------------------------- the ensemble
+def check_members(members) -> int | None:
+    """``members`` as ``None`` (the deterministic analysis) or a positive integer, else ``PhydaError``.
+
+    Examples
+    --------
+    >>> check_members(None), check_members(8)
+    (None, 8)
+    """
+    if members is None:
+        return None
+    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1:
+        raise PhydaError(
+            f"members must be a positive integer (the ensemble size) or None (the deterministic "
+            f"analysis); got {members!r}"
+        )
+    return int(members)
+
+
+def _member_rngs(seed, members: int) -> list[np.random.Generator]:
+    """One generator per member from ``(*seed, k)``: member ``k`` does not depend on the ensemble size."""
+    entropy = list(np.atleast_1d(np.asarray(seed, dtype=object)))
+    if not entropy or not all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in entropy
+    ):
+        raise PhydaError(f"seed must be a non-negative integer or a sequence of them; got {seed!r}")
+    return [np.random.default_rng([*map(int, entropy), k]) for k in range(members)]
+
+
+def _cholesky(build, n: int) -> np.ndarray:
+    """Lower Cholesky factor of the symmetric positive definite matrix ``build()``.
+
+    A correlation matrix of a grid is positive definite but may be numerically
+    singular (Gaussian correlations, coincident points of a pole row): the
+    smallest relative jitter of :data:`_JITTERS` on the diagonal that lets the
+    factorisation succeed is added (the sampled covariance is ``C + jitter I``).
+    """
+    for jitter in _JITTERS:
+        a = build()
+        a[np.diag_indices(n)] += jitter * np.trace(a) / n
+        try:  # symmetric, so a.T is the same matrix in Fortran order: factorised in place
+            with _blas_threads(n):
+                return la.cholesky(a.T, lower=True, overwrite_a=True, check_finite=False)
+        except la.LinAlgError:
+            continue
+    raise PhydaError(
+        f"a {n} x {n} background-error correlation matrix is not positive definite even with a relative "
+        f"jitter of {_JITTERS[-1]:g} on its diagonal; use correlation='gaspari-cohn' or a shorter "
+        "length scale"
+    )
+
+
+def _dense_correlation(xg: np.ndarray, length: float, kind: str, block: int = 1024) -> np.ndarray:
+    """The dense correlation matrix between all grid points, built block by block (few temporaries)."""
+    n = xg.shape[0]
+    c = np.empty((n, n))
+    for start in range(0, n, block):
+        part = _corr_matrix(xg[start : start + block], xg, length, kind)
+        c[start : start + block] = part.toarray() if sp.issparse(part) else part
+    return c
+
+
 @dataclass(frozen=True)
 class OIResult:
-    """What :func:`oi_analysis` returns."""
+    """What :func:`oi_analysis` returns (with a leading member axis for an ensemble)."""
 
     analysis: np.ndarray
-    """The analysis, shaped like the background."""
+    """The analysis, shaped like the background; ``(members, *background.shape)`` for an ensemble."""
     increment: np.ndarray
     """``analysis - background``."""
     weights: np.ndarray
-    """``(H B H^T + R)^{-1} (y - H x_b)``, one per observation."""
+    """``(H B H^T + R)^{-1} d`` for the innovations ``d``: ``(n_obs,)``, or ``(members, n_obs)``."""
     solver: str
-    """``"cholesky"`` or ``"cg"``."""
+    """``"cholesky"``, ``"cg"``, or ``"none"`` without observations."""
     iterations: int
-    """Conjugate-gradient iterations (0 for Cholesky)."""
+    """Conjugate-gradient iterations (0 for Cholesky; the most of any member for an ensemble)."""
 
 
 def oi_analysis(
@@ -270,13 +448,15 @@ def oi_analysis(
     kind: str = "gaspari-cohn",
     log_p=None,
     vertical_length_scale: float | None = None,
+    members: int | None = None,
+    seed=0,
     solver: str = "auto",
     exact_max: int = 2000,
     rtol: float = 1e-8,
     radius: float = EARTH_RADIUS,
     chunk: int = 16384,
 ) -> OIResult:
-    """Analyse one variable with optimal interpolation (3D-Var in observation space).
+    """Analyse one variable with optimal interpolation (3D-Var in observation space), or an OI ensemble.
 
     Parameters
     ----------
@@ -298,6 +478,13 @@ def oi_analysis(
         ``log`` of the level pressures, for a vertical correlation.
     vertical_length_scale : float, optional
         Gaspari-Cohn length scale in ``log p`` between levels (``None``: levels independent).
+    members : int, optional
+        ``None`` (default): the deterministic analysis.  An integer: that many
+        members of the perturbed-observation ensemble (see the module notes),
+        on grids of at most :data:`ENSEMBLE_MAX_POINTS` points.
+    seed : int or sequence of int
+        Ensemble: member ``k`` is drawn from ``numpy.random.default_rng([*seed, k])``,
+        so it does not depend on the ensemble size.
     solver : {"auto", "cholesky", "cg"}
         ``"auto"`` uses Cholesky up to ``exact_max`` observations.
     exact_max : int
@@ -312,11 +499,28 @@ def oi_analysis(
     Returns
     -------
     OIResult
+        For an ensemble, ``analysis`` and ``increment`` have a leading member
+        axis and ``weights`` is ``(members, n_obs)``.
 
     Raises
     ------
     ObservationError
         For shape mismatches or non-positive errors.
+    GridError
+        For an ensemble on a grid of more than :data:`ENSEMBLE_MAX_POINTS` points.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> lat, lon = np.linspace(60, -60, 13), np.arange(0.0, 360.0, 10.0)
+    >>> H = sp.csr_matrix(([1.0], ([0], [6 * 36])), shape=(1, 13 * 36))  # lat 0, lon 0
+    >>> kw = dict(lat=lat, lon=lon, sigma_b=1.0, length_scale=500e3)
+    >>> ens = oi_analysis(np.zeros((13, 36)), H, [1.0], 1.0, members=400, seed=0, **kw)
+    >>> ens.analysis.shape
+    (400, 13, 36)
+    >>> var = ens.analysis[:, 6, 0].var(ddof=1)  # analysis-error variance 1 - 1 / (1 + 1) = 0.5
+    >>> bool(abs(var - 0.5) < 0.1)
+    True
     """
     xb = np.asarray(background, dtype=np.float64)
     if xb.ndim not in (2, 3):
@@ -345,55 +549,51 @@ def oi_analysis(
     length = _check_length(length_scale)
     _check_kind(kind)
     bv = _vertical(nlev, sigma_b, log_p, vertical_length_scale)
+    members = check_members(members)
+    if members is not None and nh > ENSEMBLE_MAX_POINTS:
+        k = int(np.ceil(np.sqrt(nh / ENSEMBLE_MAX_POINTS)))
+        raise GridError(
+            f"an OI ensemble samples background errors with the dense Cholesky factor of the correlation "
+            f"between all grid points; this grid has {lat.size} x {lon.size} = {nh} points "
+            f"({8 * nh**2 / 1e9:.1f} GB), the limit is {ENSEMBLE_MAX_POINTS}. Fix: analyse a grid coarser "
+            f"by {k} or more in latitude and longitude (background.coarsen(latitude={k}, longitude={k}, "
+            "boundary='trim').mean(keep_attrs=True)), or use the deterministic OI (members=None or 1)"
+        )
+    xg = _grid_points(lat, lon, radius)
+    gain = partial(
+        _Gain,
+        H,
+        so,
+        nlev=nlev,
+        xg=xg,
+        bv=bv,
+        length=length,
+        kind=kind,
+        solver=solver,
+        exact_max=exact_max,
+        rtol=rtol,
+        chunk=chunk,
+    )
+    if members is None:
+        if y.size == 0:
+            return OIResult(xb.copy(), np.zeros_like(xb), y.copy(), "none", 0)
+        K = gain()
+        z, iterations = K.weights(y - H @ xb.ravel())
+        inc = K.increment(z).reshape(xb.shape)
+        return OIResult(xb + inc, inc, z, K.method, iterations)
+
+    # member k analyses x_b + eps_b^k and y + eps_o^k, with eps_b ~ N(0, B) and eps_o ~ N(0, R)
+    rngs = _member_rngs(seed, members)
+    lh = _cholesky(lambda: _dense_correlation(xg, length, kind), nh)  # C_h = lh lh^T
+    lv = _cholesky(bv.copy, nlev)  # D C_v D = lv lv^T
+    w = np.stack([r.standard_normal((nlev, nh)) for r in rngs])
+    xp = xb.reshape(nlev, nh) + lv @ (w.reshape(-1, nh) @ lh.T).reshape(members, nlev, nh)
+    yp = y + np.stack([r.standard_normal(y.size) for r in rngs]) * so
+    shape = (members, *xb.shape)
     if y.size == 0:
-        return OIResult(xb.copy(), np.zeros_like(xb), y.copy(), "none", 0)
-
-    # columns touched by H -> (level, unique horizontal point)
-    Hc = H.tocoo()
-    hcol = Hc.col % nh
-    used, pos = np.unique(hcol, return_inverse=True)
-    nu = used.size
-    Hsub = sp.csr_matrix((Hc.data, (Hc.row, (Hc.col // nh) * nu + pos)), shape=(y.size, nlev * nu))
-    ii, jj = np.divmod(used, lon.size)
-    xu = radius * unit_vectors(lat[ii], lon[jj])
-    cuu = _corr_matrix(xu, xu, length, kind)
-    bsub = sp.kron(sp.csr_matrix(bv), sp.csr_matrix(cuu), format="csr")
-    hbh = Hsub @ bsub @ Hsub.T
-    d = y - H @ xb.ravel()
-
-    method = solver if solver != "auto" else ("cholesky" if y.size <= exact_max else "cg")
-    iterations = 0
-    if method == "cholesky":
-        a = hbh.toarray() if sp.issparse(hbh) else np.asarray(hbh)
-        a[np.diag_indices_from(a)] += so**2
-        with _blas_threads(y.size):
-            z = la.cho_solve(la.cho_factor(a, lower=True, check_finite=False), d, check_finite=False)
-    else:
-        a = sp.csr_matrix(hbh) + sp.diags(so**2)
-        count = [0]
-
-        def callback(_):
-            count[0] += 1
-
-        precond = sp.diags(1.0 / a.diagonal())
-        z, info = spla.cg(a, d, rtol=rtol, atol=0.0, M=precond, maxiter=10 * y.size, callback=callback)
-        iterations = count[0]
-        if info != 0:
-            warnings.warn(
-                f"conjugate gradients did not reach rtol={rtol} in {iterations} iterations; "
-                "the analysis is approximate (try solver='cholesky' or a shorter length scale)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-
-    # increment = D (C_v kron C_h) D H^T z, spread to the grid block by block
-    s = (Hsub.T @ z).reshape(nlev, nu)
-    inc = np.empty((nlev, nh))
-    gi, gj = np.divmod(np.arange(nh), lon.size)
-    for start in range(0, nh, chunk):
-        stop = min(start + chunk, nh)
-        xg = radius * unit_vectors(lat[gi[start:stop]], lon[gj[start:stop]])
-        cgu = _corr_matrix(xg, xu, length, kind)
-        inc[:, start:stop] = bv @ np.asarray((cgu @ s.T).T)
-    inc = inc.reshape(xb.shape)
-    return OIResult(xb + inc, inc, z, method, iterations)
+        xa = xp.reshape(shape)
+        return OIResult(xa, xa - xb, np.zeros((members, 0)), "none", 0)
+    K = gain()
+    z, iterations = K.weights((yp - (H @ xp.reshape(members, -1).T).T).T)
+    xa = (xp + K.increment(z)).reshape(shape)
+    return OIResult(xa, xa - xb, z.T, K.method, iterations)

@@ -155,6 +155,13 @@ def methods_from(methods) -> list[MethodSpec]:
                     f"method {name!r} ({kind}): options {unused} are not options of assimilate(method={kind!r}); "
                     f"it takes {sorted(allowed)}"
                 )
+        if kind == "oi":  # an ensemble size that cannot work fails now, not at the first analysis
+            from ..baselines.oi import check_members
+
+            try:
+                check_members(options.get("members"))
+            except PhydaError as exc:
+                raise EvaluationError(f"method {name!r}: {exc}") from None
         if kind == "phyda":
             from ..models import find
 

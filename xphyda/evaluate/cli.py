@@ -10,6 +10,8 @@ Examples
 (None, {}, {'model': '/models/no-vre', 'members': 8, 'steps': 16})
 >>> observations_option(args)
 [{'fraction': 0.1}, {'fraction': 0.01}, {'n_stations': 500}]
+>>> methods_option(parser.parse_args(["--data", "x", "--methods", "oi", "--oi-members", "8"]))
+{'oi': {'members': 8}}
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model of the 'phyda' method (default: the bundled model)")
     p.add_argument("--members", type=int, default=8, help="PhyDA ensemble size (default: %(default)s)")
     p.add_argument("--steps", type=int, default=16, help="PhyDA sampling steps (default: %(default)s)")
+    p.add_argument(
+        "--oi-members",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="OI ensemble size: N > 1 runs a perturbed-observation OI ensemble, scored with CRPS and "
+        "spread-skill like PhyDA (default: %(default)s, the deterministic OI)",
+    )
     p.add_argument(
         "--fractions",
         nargs="*",
@@ -97,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     return add_arguments(p)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _noise(text):
     if text is None:
         return None
@@ -106,7 +126,8 @@ def _noise(text):
 
 
 def methods_option(args) -> dict:
-    """``--methods`` (with ``--model``, ``--members``, ``--steps``, ``--device``) as ``run_osse``'s ``methods``."""
+    """``--methods`` (with ``--model``, ``--members``, ``--steps``, ``--device``, ``--oi-members``) as
+    ``run_osse``'s ``methods``."""
     phyda = {"members": args.members, "steps": args.steps}
     if args.device:
         phyda["device"] = args.device
@@ -119,6 +140,8 @@ def methods_option(args) -> dict:
             out[name] = {"model": args.model, **phyda}
         elif name == "background":
             out[name] = None
+        elif name == "oi" and args.oi_members > 1:
+            out[name] = {"members": args.oi_members}
         else:
             out[name] = {}
     return out

@@ -11,9 +11,10 @@ ensembles, ACC with a climatology, and the physics residual ratios
 analysis / truth.
 
 Seeds: the observations of a case and setting come from ``(seed, trajectory,
-time, setting label)``, the PhyDA ensemble of a case from ``(seed, trajectory,
-time)``, the same for every setting and every PhyDA variant (common random
-numbers, so differences between methods are not sampling noise).  A case gets
+time, setting label)``, the ensembles of a case (PhyDA, an OI ensemble with
+``{"oi": {"members": 8}}``) from ``(seed, trajectory, time)``, the same for every
+setting and every PhyDA variant (common random numbers, so differences between
+methods are not sampling noise).  A case gets
 the same draws whatever other cases are run.
 
 Examples
@@ -282,9 +283,11 @@ def run_osse(
         Noise of the settings that do not give theirs (default: :data:`xphyda.obs.DEFAULT_OBS_ERROR`).
     methods : dict or sequence of str
         Name to options of :func:`xphyda.assimilate.assimilate`: ``"background"``
-        (``None``: the background itself), ``"oi"``, ``"phyda"``; other names
-        are PhyDA variants when they give a ``model`` (an ablation: another
-        model name or folder), or say ``{"method": "oi", ...}``.
+        (``None``: the background itself), ``"oi"`` (``{"members": 8}`` for a
+        perturbed-observation OI ensemble, scored with CRPS and spread-skill
+        too), ``"phyda"``; other names are PhyDA variants when they give a
+        ``model`` (an ablation: another model name or folder), or say
+        ``{"method": "oi", ...}``.
     variables : sequence of str, optional
         Variables to load, observe and score (default: all of the data's).
     levels : sequence of float, optional
@@ -324,6 +327,7 @@ def run_osse(
     ModelError
         When a PhyDA model is not found.
     """
+    from ..assimilate import _stochastic
     from ..metrics import score_table
     from ..obs import simulate
 
@@ -375,8 +379,9 @@ def run_osse(
                         out, n_used, members = bg, 0, 1
                     else:
                         opts = dict(m.options)
-                        if m.kind == "phyda":
+                        if _stochastic(m.kind, opts.get("members")):  # PhyDA, or an OI ensemble
                             opts.setdefault("seed", case.seed(seed))
+                        if m.kind == "phyda":
                             opts["progress"] = False
                         try:
                             out = _assimilate(bg, obs, m.kind, opts)
