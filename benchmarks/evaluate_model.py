@@ -46,7 +46,7 @@ def _pivot(summary, metric: str) -> dict:
         key = r["variable"] + ("" if np.isnan(r["level"]) else str(int(r["level"])))
         if r["layer"]:
             key = f'{r["variable"]}[{r["layer"]}]'
-        out.setdefault(r["method"], {})[key] = round(float(r["value"]), 4)
+        out.setdefault(r["method"], {})[key] = float(f"{float(r['value']):.4g}")
     return out
 
 

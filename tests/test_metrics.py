@@ -579,8 +579,12 @@ def test_score_table(era5):
     clim = truth.mean(["time", "longitude"])
     table = M.score_table({"oi": oi, "ens": members}, truth, climatology=clim, residuals=["hydrostatic"])
     assert list(table.columns) == ["method", "variable", "level", "layer", "metric", "value", "units"]
-    assert set(table.metric) == {"rmse", "bias", "mae", "acc", "crps", "spread_skill_ratio", "residual_ratio"}
-    assert not ((table.method == "oi") & table.metric.isin(["crps", "spread_skill_ratio"])).any()
+    assert set(table.metric) == {"rmse", "bias", "mae", "acc", "crps", "spread_skill_ratio", "residual_ratio",
+                                 "residual_ratio_mean"}
+    assert not ((table.method == "oi") & table.metric.isin(["crps", "spread_skill_ratio", "residual_ratio_mean"])).any()
+    ens_mean = M.residual_ratio(members.mean("member"), truth, "hydrostatic", dim=["time", "latitude", "longitude"])
+    row = table.query("method == 'ens' and metric == 'residual_ratio_mean'")
+    assert float(row.value.iloc[0]) == pytest.approx(float(ens_mean.squeeze()))
     row = table.query("method == 'oi' and variable == 't' and metric == 'rmse' and level == 850")
     assert len(row) == 1
     direct = M.rmse(oi["t"], truth["t"], dim=["time", "latitude", "longitude"]).sel(level=850)
@@ -588,6 +592,8 @@ def test_score_table(era5):
     assert row.units.iloc[0] == "K"
     res = table.query("metric == 'residual_ratio'")
     assert set(res.layer) == {"500-850 hPa"} and len(res) == 2
+    # members carry independent noise, their mean is smoother: the pooled member ratio is the larger
+    assert float(res.query("method == 'ens'").value.iloc[0]) > float(row.value.iloc[0])
     ds = M.score_table({"oi": oi}, truth, metrics=["rmse"], output="dataset")
     assert ds.sizes["row"] == 4 and "history" in ds.attrs
     with pytest.raises(DataError, match="climatology"):

@@ -553,7 +553,9 @@ def score_table(
     residuals : sequence of str
         Physics residuals (see :func:`xphyda.physics.available`) whose
         :func:`residual_ratio` is added, per layer, with metric
-        ``"residual_ratio"`` and variable ``"{name}_residual"``.
+        ``"residual_ratio"`` and variable ``"{name}_residual"``.  For an
+        ensemble that ratio pools the members (is each member balanced?), and
+        metric ``"residual_ratio_mean"`` adds the ratio of the ensemble mean.
     member_dim, weighting, skipna, lat, lon
         As for the scores.
     output : {"dataframe", "dataset"}
@@ -646,13 +648,15 @@ def score_table(
             from .physics import physics_residual
 
             kw = {k: v for k, v in (("lat", lat), ("lon", lon)) if v is not None}
-            ra = physics_residual(ds, rname, **kw)
             rt = physics_residual(truth, rname, **kw)
-            core = [d for d in ra.dims if d not in ("layer", level)]
-            ratio = _residual_ratio(ra, rt, rname, dim=core, weights=None, weighting=weighting, skipna=True,
-                                    lat=lat, lon=lon)
-            layer_dim = "layer" if "layer" in ratio.dims else None
-            add(method, f"{rname}_residual", ratio, "residual_ratio", "1", layer_dim)
+            for state, metric in ((ds, "residual_ratio"), (det, "residual_ratio_mean")):
+                if metric == "residual_ratio_mean" and member is None:
+                    continue
+                ra = physics_residual(state, rname, **kw)
+                core = [d for d in ra.dims if d not in ("layer", level)]
+                ratio = _residual_ratio(ra, rt, rname, dim=core, weights=None, weighting=weighting, skipna=True,
+                                        lat=lat, lon=lon)
+                add(method, f"{rname}_residual", ratio, metric, "1", "layer" if "layer" in ratio.dims else None)
 
     df = pd.DataFrame(rows, columns=["method", "variable", "level", "layer", "metric", "value", "units"])
     if output == "dataframe":
