@@ -93,6 +93,7 @@ def main(argv: list[str]) -> dict:
         summary["settings"][setting] = {
             "rmse": rmse, f"rmse_ratio_to_{ref}": ratio, "crps": _pivot(s, "crps"),
             "spread_skill_ratio": _pivot(s, "spread_skill_ratio"), "residual_ratio": _pivot(s, "residual_ratio"),
+            "residual_ratio_ensemble_mean": _pivot(s, "residual_ratio_mean"),
             "median_seconds_per_analysis": runs, "oi_length_scales_m": tuned,
         }
         print(setting, json.dumps(summary["settings"][setting][f"rmse_ratio_to_{ref}"], indent=None))
