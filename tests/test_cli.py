@@ -363,13 +363,9 @@ def test_demo_command_oi_only(tmp_path):
 
 @pytest.mark.slow
 def test_readme_demo_command_exactly(tmp_path):
-    """The README's first command with its defaults (the bundled model when installed): under a minute."""
-    import time
-
-    t0 = time.perf_counter()
+    """The README's first command with its defaults (the bundled model when installed); its time is a benchmark."""
     proc = _run_cli(["demo", "--output-dir", "tmp"], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert time.perf_counter() - t0 < 90
     assert (tmp_path / "tmp" / "demo.png").is_file()
 
 

@@ -505,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--members", type=int, metavar="N", help="ensemble size (default: 8)")
     g.add_argument("--steps", type=int, metavar="N", help="sampling steps (default: 16)")
     g.add_argument("--seed", type=int, metavar="S", help="member k depends only on (seed, k) (default: 0)")
-    g.add_argument("--guidance", choices=["mmps", "diag", "diag-fwd", "dps"], help="observation guidance (default: mmps)")
+    g.add_argument("--guidance", choices=["mmps", "diag", "diag-fwd", "dps"], help="observation guidance (default: diag-fwd)")
     _device(g)
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     p.set_defaults(func=_cmd_assimilate)

@@ -67,8 +67,8 @@ DEMO_DEFAULTS: dict[str, object] = {
 }
 """Settings of ``phyda demo``, chosen so that it finishes in under a minute on two CPU cores.
 
-``guidance="diag-fwd"`` needs no backward pass through the network; ``"mmps"``
-(the library's default) is more accurate and about three times slower.
+``guidance="diag-fwd"`` (the library's default) needs no backward pass through
+the network; see ``docs/benchmarks.md`` for its accuracy against ``"mmps"``.
 """
 
 
@@ -228,9 +228,9 @@ def demo_scores(analyses: Mapping[str, xr.Dataset], truth: xr.Dataset) -> pd.Dat
                                     residuals=["hydrostatic"])
         for r in table.itertuples(index=False):
             name = {"rmse": "RMSE", "crps": "CRPS", "spread_skill_ratio": "spread/skill",
-                    "residual_ratio": "residual ratio"}[r.metric]
+                    "residual_ratio": "residual ratio", "residual_ratio_mean": "residual ratio (mean)"}[r.metric]
             where = r.layer if r.layer else (f"{r.level:g} hPa" if np.isfinite(r.level) else "")
-            variable = "hydrostatic" if r.metric == "residual_ratio" else r.variable
+            variable = "hydrostatic" if r.metric.startswith("residual_ratio") else r.variable
             rows.append((name, variable, where, r.units, method, r.value))
         if "member" in state.dims:
             member = member_dim_of(state, None, role="analysis")
@@ -242,7 +242,7 @@ def demo_scores(analyses: Mapping[str, xr.Dataset], truth: xr.Dataset) -> pd.Dat
                     rows.append(("spread", var, f"{lev:g} hPa" if lev is not None else "",
                                  state[var].attrs.get("units", ""), method, float(val)))
     df = pd.DataFrame(rows, columns=["score", "variable", "level", "units", "method", "value"])
-    order = {"RMSE": 0, "CRPS": 1, "spread": 2, "spread/skill": 3, "residual ratio": 4}
+    order = {"RMSE": 0, "CRPS": 1, "spread": 2, "spread/skill": 3, "residual ratio": 4, "residual ratio (mean)": 5}
     df["units"] = df["units"].str.replace("**", "", regex=False)
     wide = df.set_index(["score", "variable", "level", "units", "method"])["value"].unstack("method")
     wide = wide.reindex(columns=list(analyses))

@@ -277,7 +277,7 @@ def _background_check(problem, qc: float | None) -> None:
 
 
 def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 8, steps: int = 16,
-                     seed: int = 0, device: str = "auto", guidance: str = "mmps", progress: bool = False,
+                     seed: int = 0, device: str = "auto", guidance: str = "diag-fwd", progress: bool = False,
                      qc: float | None = 5.0, problem_kwargs: dict | None = None, **overrides) -> xr.Dataset:
     """Ensemble analysis with the PhyDA diffusion prior; see :func:`xphyda.assimilate.assimilate`.
 
