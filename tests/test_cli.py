@@ -126,6 +126,31 @@ def test_assimilate_oi_netcdf_and_zarr(files, era5, tmp_path, capsys):
     assert "t_flag" in ana and "z_flag" not in ana
 
 
+def test_assimilate_oi_from_a_csv_table_of_stations(files, era5, tmp_path, capsys):
+    """``phyda assimilate BACKGROUND stations.csv``: the table is read by xphyda.obs.read_csv, t in degC."""
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(10, 170, 40), rng.integers(0, 360, 40)
+    level = rng.choice([500.0, 850.0], 40)
+    truth = era5.isel(time=0)
+    t = [float(truth["t"].sel(level=p).values[a, b]) - 273.15 for a, b, p in zip(i, j, level)]
+    z = [float(truth["z"].sel(level=p).values[a, b]) for a, b, p in zip(i, j, level)]
+    rows = [f"{float(truth.latitude[a])},{float(truth.longitude[b])},{p:g},{tc!r},{'' if k % 3 else repr(zz)}"
+            for k, (a, b, p, tc, zz) in enumerate(zip(i, j, level, t, z))]
+    table = tmp_path / "stations.csv"
+    table.write_text("lat,lon,pressure [hPa],t [degC],z [m2 s-2]\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "analysis.nc"
+    argv = ["assimilate", str(files["background"]), str(table), "--method", "oi", "-o", str(out), "--quiet"]
+    assert main(argv) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "t: 40 of 40 observations used" in printed and "z: 14 of 14 observations used" in printed
+    ana = _open(out)
+    assert ana["t_flag"].dims == ("station",) and ana.sizes["station"] == 40
+    np.testing.assert_allclose(ana["t_innovation"], -1.0, atol=1e-3)  # degC converted: the 1 K warm bias
+    assert float(abs(ana["t_residual"]).max()) < 0.9
+    assert ana["lat"].values.tolist() == [float(truth.latitude[a]) for a in i]
+    assert "stations.csv" in ana.attrs["history"].splitlines()[0]
+
+
 def test_assimilate_phyda_with_a_model_folder(files, tiny_model, tmp_path, capsys):
     out = tmp_path / "ens.nc"
     argv = ["assimilate", str(files["background"]), str(files["obs"]), "-o", str(out), "--method", "phyda",
@@ -156,10 +181,14 @@ def test_missing_and_unreadable_files_exit_1(files, tmp_path, capsys):
     garbage.write_text("not a netCDF file")
     assert main(["assimilate", bg, str(garbage), "-o", out, "--quiet"]) == EXIT_ERROR
     assert "could not read" in _error_line(capsys.readouterr().err)
-    table = tmp_path / "obs.csv"
-    table.write_text("lat,lon,t\n1,2,3\n")
+    table = tmp_path / "obs.txt"
+    table.write_text("lat,lon,t [K]\n1,2,3\n")
     assert main(["assimilate", bg, str(table), "-o", out, "--quiet"]) == EXIT_ERROR
     assert "unrecognised format" in _error_line(capsys.readouterr().err)
+    table = tmp_path / "obs.csv"
+    table.write_text("lat,lon,t\n1,2,3\n")  # a CSV is read, but a column without units is refused
+    assert main(["assimilate", bg, str(table), "-o", out, "--quiet"]) == EXIT_ERROR
+    assert "column 't' of" in _error_line(capsys.readouterr().err)
     assert main(["assimilate", bg, str(files["obs"]), "-o", str(tmp_path / "a.txt")]) == EXIT_ERROR
     assert "expected a .nc or .zarr suffix" in _error_line(capsys.readouterr().err)
     assert main(["assimilate", bg, str(files["obs"]), "-o", str(tmp_path / "no" / "a.nc")]) == EXIT_ERROR
@@ -230,6 +259,17 @@ def test_encode(files, tiny_model, tmp_path, capsys):
     assert main(argv) == EXIT_EXISTS
     assert main(["encode", str(files["background"]), "-o", str(tmp_path / "r2.zarr"), "--model", str(tiny_model),
                  "--quiet"]) == EXIT_OK
+    # observations from a CSV table give the reconstruction of the same observations from netCDF
+    table = tmp_path / "stations.csv"
+    table.write_text("lat,lon,pressure [hPa],t [degC]\n48.2,16.4,500,-21.05\n-33.9,151.2,850,-1.75\n")
+    xphyda.obs.read_csv(table).to_netcdf(tmp_path / "stations.nc", engine="netcdf4")
+    recs = []
+    for name in ("stations.csv", "stations.nc"):
+        out = tmp_path / f"rec-{name}.nc"
+        assert main(["encode", str(files["background"]), str(tmp_path / name), "-o", str(out), "--model",
+                     str(tiny_model), "--device", "cpu", "--quiet"]) == EXIT_OK
+        recs.append(_open(out))
+    xr.testing.assert_allclose(recs[0].drop_attrs(), recs[1].drop_attrs())
 
 
 def test_residual(files, tmp_path, capsys):

@@ -28,6 +28,7 @@ In a shell::
 
     phyda demo
     phyda assimilate background.nc obs.nc --output analysis.nc --obs-error t=0.5
+    phyda assimilate background.nc stations.csv --output analysis.nc
     phyda --debug residual state.nc
 
 From Python, ``main`` returns the exit code instead of exiting::
@@ -63,23 +64,27 @@ class UsageError(Exception):
 
 # --------------------------------------------------------------------------- file helpers
 def open_any(path: str | os.PathLike):
-    """Open a netCDF, Zarr or GRIB file as an xarray Dataset, by its suffix.
+    """Open a netCDF, Zarr, GRIB or CSV file as an xarray Dataset, by its suffix.
 
     Parameters
     ----------
     path : str or path
         ``.nc``/``.nc4``/``.netcdf``/``.cdf`` (netCDF4 engine), ``.zarr`` (or a
-        folder holding Zarr metadata), ``.grib``/``.grb``/``.grib2``/``.grb2`` (cfgrib).
+        folder holding Zarr metadata), ``.grib``/``.grb``/``.grib2``/``.grb2`` (cfgrib),
+        or ``.csv``: a table of station observations, read by :func:`xphyda.obs.read_csv`
+        (header ``lat,lon,pressure [hPa],time,t [K],...``).
 
     Returns
     -------
     xarray.Dataset
-        Opened lazily.
+        Opened lazily (a CSV table is read into memory).
 
     Raises
     ------
     xphyda.errors.DataError
         If the file does not exist, cannot be read, or its format is not recognised.
+    xphyda.errors.PhydaError
+        For a CSV table that :func:`xphyda.obs.read_csv` rejects (no units, no latitude...).
     """
     import xarray as xr
 
@@ -89,6 +94,10 @@ def open_any(path: str | os.PathLike):
     if not p.exists():
         raise DataError(f"file {str(p)!r} does not exist")
     suffix = p.suffix.lower()
+    if suffix == ".csv":
+        from .obs.tables import read_csv
+
+        return read_csv(p)  # its errors name the column and line already
     try:
         if suffix == ".zarr" or (p.is_dir() and any((p / n).exists() for n in ("zarr.json", ".zgroup"))):
             return xr.open_zarr(p)
@@ -100,7 +109,7 @@ def open_any(path: str | os.PathLike):
         what = {".zarr": "Zarr"}.get(suffix, "GRIB" if suffix.startswith((".gr",)) else "netCDF")
         raise DataError(f"could not read {str(p)!r} as {what}: {exc}") from None
     raise DataError(
-        f"file {str(p)!r} has an unrecognised format (suffix {suffix!r}); expected .nc, .zarr or .grib"
+        f"file {str(p)!r} has an unrecognised format (suffix {suffix!r}); expected .nc, .zarr, .grib or .csv"
     )
 
 
@@ -476,13 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
              "Analyse a background with observations (xphyda.assimilate.assimilate) and write the analysis "
              "with per-observation diagnostics (VAR_flag, VAR_innovation = O-B, VAR_residual = O-A, "
              "VAR_obs_error). Inputs: netCDF, Zarr or GRIB; observations as station points, gridded, or on "
-             "the background's grid (NaN where not observed). The output is written under a temporary name "
-             "and renamed when complete.",
+             "the background's grid (NaN where not observed), or a CSV table of stations with units in its "
+             "header (lat,lon,pressure [hPa],time,t [K],z [m2 s-2]; see xphyda.obs.read_csv). The output is "
+             "written under a temporary name and renamed when complete.",
              "examples:\n  phyda assimilate background.nc obs.nc --output analysis.nc\n"
              "  phyda assimilate background.nc obs.nc -o analysis.nc --obs-error t=0.5 --obs-error 'z=10 m'\n"
+             "  phyda assimilate background.nc stations.csv -o analysis.nc\n"
              "  phyda assimilate background.zarr obs.nc -o analysis.zarr --method phyda --members 16 --seed 1")
     p.add_argument("background", help="background state (.nc, .zarr, .grib)")
-    p.add_argument("obs", help="observations (.nc, .zarr, .grib)")
+    p.add_argument("obs", help="observations (.nc, .zarr, .grib, or a .csv table of stations)")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="analysis file to write (.nc or .zarr)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (otherwise exit code 3)")
     p.add_argument("--method", default="oi", choices=["oi", "phyda"],
@@ -518,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
              "examples:\n  phyda encode background.nc obs.nc --output reconstruction.nc\n"
              "  phyda encode background.nc -o reconstruction.zarr --model my-prior")
     p.add_argument("background", help="background state (.nc, .zarr, .grib)")
-    p.add_argument("obs", nargs="?", help="observations (optional)")
+    p.add_argument("obs", nargs="?", help="observations (optional): .nc, .zarr, .grib or a .csv table of stations")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="file to write (.nc or .zarr)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (otherwise exit code 3)")
     p.add_argument("--model", metavar="NAME_OR_PATH", help="model name or folder (default: the bundled model)")

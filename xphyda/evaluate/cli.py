@@ -66,8 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         nargs="*",
         default=None,
         metavar="N_OR_FILE",
-        help="numbers of random stations, or CSV/netCDF files of station lat, lon (default: 500, or "
-        "none if --fractions is given)",
+        help="numbers of random stations, or CSV/netCDF files of station lat, lon (a CSV's other "
+        "columns are ignored) (default: 500, or none if --fractions is given)",
     )
     p.add_argument(
         "--noise",
@@ -160,17 +160,11 @@ def _stations(item: str):
     if not path.exists():
         raise DataError(f"--stations {item!r} is neither a number nor an existing file of station positions")
     if path.suffix.lower() == ".csv":
-        import pandas as pd
+        from ..obs.tables import read_positions
 
-        df = pd.read_csv(path)
-        cols = {c.lower(): c for c in df.columns}
-        lat, lon = cols.get("lat", cols.get("latitude")), cols.get("lon", cols.get("longitude"))
-        if lat is None or lon is None:
-            raise DataError(
-                f"{item!r} needs columns lat and lon (or latitude and longitude); it has {list(df.columns)}"
-            )
+        table = read_positions(path)  # the lat and lon columns, read as phyda assimilate reads them
         return {
-            "stations": {"lat": df[lat].to_numpy(float), "lon": df[lon].to_numpy(float)},
+            "stations": {"lat": table["lat"].values, "lon": table["lon"].values},
             "label": path.stem,
         }
     from ..cli import open_any

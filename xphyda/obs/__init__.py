@@ -1,4 +1,4 @@
-"""Observations: their kinds, the operator H, regridding, errors, quality control and simulation.
+"""Observations: their kinds, CSV tables, the operator H, regridding, errors, quality control and simulation.
 
 >>> from xphyda import obs
 >>> obs.KINDS
@@ -11,6 +11,7 @@ from .problem import ObsProblem, build_problem
 from .qc import FLAGS
 from .regridding import regrid
 from .synthetic import simulate
+from .tables import read_csv
 from .uncertainty import DEFAULT_BACKGROUND_ERROR, DEFAULT_OBS_ERROR
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "build_operator",
     "build_problem",
     "observation_kind",
+    "read_csv",
     "regrid",
     "simulate",
     "to_torch",
