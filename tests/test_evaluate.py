@@ -69,10 +69,11 @@ def test_table_report_and_files_with_an_ensemble(data, tiny_model, tmp_path):
     t = res.table
     assert tuple(t.columns) == COLUMNS
     # per case and setting: 3 methods x 2 variables x 2 levels x (rmse, bias, mae), the ensemble's crps and
-    # spread-skill ratio (2 x 2 x 2), one hydrostatic layer ratio per method, and the relative hydrostatic
-    # residual of each method and of the truth
-    assert len(t) == 1 * 2 * (36 + 8 + 3 + 4)
-    metrics = {"rmse", "bias", "mae", "crps", "spread_skill_ratio", "residual_ratio", "residual_relative"}
+    # spread-skill ratio (2 x 2 x 2), one hydrostatic layer ratio per method (and of the ensemble mean), and
+    # the relative hydrostatic residual of each method and of the truth
+    assert len(t) == 1 * 2 * (36 + 8 + 3 + 1 + 4)
+    metrics = {"rmse", "bias", "mae", "crps", "spread_skill_ratio", "residual_ratio", "residual_ratio_mean",
+               "residual_relative"}
     assert set(t["metric"]) == metrics
     assert set(t.loc[t.metric == "crps", "method"]) == {"phyda"}
     assert set(t.loc[t.method == "truth", "metric"]) == {"residual_relative"}
