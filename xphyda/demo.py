@@ -381,10 +381,15 @@ def _verdict(scores, card: dict | None) -> list[str]:
     lines = ["RMSE relative to the background, mean over variables and levels: "
              + ", ".join(f"{m} {v:+.0f} %" for m, v in change.items())]
     if card is not None and change.get("PhyDA", -1.0) > 0:
-        done = (card.get("training") or {}).get("steps_done")
-        lines.append(f"PhyDA is worse than the background here: the model {card.get('name', '')!r} was trained for "
-                     f"{done if done is not None else 'an unknown number of'} steps; an undertrained prior gives "
-                     f"analyses worse than its background (`phyda models {card.get('name', 'NAME')}` shows its card).")
+        training = card.get("training") or {}
+        done, lead = training.get("steps_done"), training.get("lead_hours")
+        lines.append(
+            f"PhyDA is worse than the background here. The model {card.get('name', '')!r} "
+            f"({card.get('description', 'no description')}; {done if done is not None else 'an unknown number of'} "
+            f"training steps) learned to correct backgrounds like its training ones"
+            f"{f' (the state {lead} h earlier in its corpus)' if lead else ''}; this background (a displaced truth, "
+            "with the model's other channels filled by its prior) and the real climate differ from them. Its "
+            f"held-out scores on its own data are in its card (`phyda models {card.get('name', 'NAME')}`).")
     return [*lines, ""]
 
 
