@@ -61,9 +61,10 @@ def test_demo_scores_table(era5):
 
 def test_verdict_puts_the_table_in_words(era5):
     table = demo_scores({"background": era5 + 2.0, "OI": era5 + 1.0, "PhyDA": era5 + 4.0}, era5)
-    lines = _verdict(table, {"name": "m", "training": {"steps_done": 600}})
+    lines = _verdict(table, {"name": "m", "description": "a test prior", "training": {"steps_done": 600, "lead_hours": 24}})
     assert lines[0].endswith("OI -50 %, PhyDA +100 %")
-    assert "trained for 600 steps" in lines[1] and "`phyda models m`" in lines[1]
+    assert "worse than the background" in lines[1] and "600 training steps" in lines[1]
+    assert "the state 24 h earlier" in lines[1] and "`phyda models m`" in lines[1]
     assert len(_verdict(table, None)) == 2  # no caveat without a card (OI only)
 
 

@@ -107,7 +107,8 @@ SCRIPT = textwrap.dedent(
     gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, flat)
     assert torch.equal(gathered[0], gathered[1]), "ranks diverged"
-    print("RANK", dist.get_rank(), "OK", out["step"], flush=True)
+    sys.stdout.write(f"RANK {{dist.get_rank()}} OK {{out['step']}}" + chr(10))  # one write: lines do not interleave
+    sys.stdout.flush()
     dist.barrier()
     dist.destroy_process_group()
     """
