@@ -65,11 +65,14 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         out = run()
         times.append(time.perf_counter() - t0)
-    err = float(np.sqrt(((out["t"].mean("member").sel(level=850) - truth["t"].sel(level=850)) ** 2).mean()))
+    mean = out["t"].mean("member") if "member" in out["t"].dims else out["t"]
+    err = float(np.sqrt(((mean.sel(level=850) - truth["t"].sel(level=850)) ** 2).mean()))
+    err_b = float(np.sqrt(((background["t"].sel(level=850) - truth["t"].sel(level=850)) ** 2).mean()))
     res = {"members": a.members, "fraction": a.fraction, "grid": a.grid or "model grid", "n_obs": int(sum(
            int(obs[v].notnull().sum()) for v in obs.data_vars)), "median_s": round(statistics.median(times), 2), "min_s": round(min(times), 2),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0),
-           "threads": a.threads, "load_avg": round(os.getloadavg()[0], 1), "t850_rmse_unweighted": round(err, 3)}
+           "threads": a.threads, "load_avg": round(os.getloadavg()[0], 1), "t850_rmse_unweighted": round(err, 3),
+           "background_t850_rmse_unweighted": round(err_b, 3)}
     print(res)
     return res
 

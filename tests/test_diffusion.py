@@ -69,3 +69,20 @@ def test_oi_options_are_refused_for_phyda(case, tiny_model):
     _, background, obs = case
     with pytest.raises(xphyda.PhydaError, match="not used by method"):
         background.phyda.assimilate(obs, method="phyda", model=tiny_model, length_scale=5e5)
+
+
+def test_background_on_a_grid_short_of_the_poles_keeps_its_values_on_the_model_grid():
+    """Conservative mapping of a finer background that stops short of the poles and of 360 degrees.
+
+    Model cells it covers only in part must get the mean of what is covered (a constant stays constant),
+    not the constant scaled down by the uncovered fraction.
+    """
+    from xphyda.diffusion import _to_model_grid
+
+    src_lat = np.linspace(87.0, -87.0, 96)
+    src_lon = np.linspace(0.0, 356.0, 192)
+    dst_lat = np.linspace(86.25, -86.25, 24)
+    dst_lon = np.arange(0.0, 360.0, 7.5)
+    w = _to_model_grid(src_lat, src_lon, dst_lat, dst_lon)
+    mapped = w @ np.full(src_lat.size * src_lon.size, 280.0)
+    np.testing.assert_allclose(mapped, 280.0, rtol=1e-12)

@@ -95,7 +95,11 @@ def _to_model_grid(src_lat, src_lon, dst_lat, dst_lon) -> sp.csr_matrix:
 
     coarser = abs(np.diff(dst_lat)).mean() > 1.5 * abs(np.diff(src_lat)).mean()
     if coarser:
-        return sp.csr_matrix(conservative_weights(src_lat, src_lon, dst_lat, dst_lon))
+        w = sp.csr_matrix(conservative_weights(src_lat, src_lon, dst_lat, dst_lon))
+        # a model cell the source covers only in part (its grid stops short of a pole or of 360 degrees)
+        # gets the mean over the covered part, not a value scaled down by the uncovered fraction
+        cover = np.asarray(w.sum(axis=1)).ravel()
+        return sp.diags(np.where(cover > 0, 1.0 / np.where(cover > 0, cover, 1.0), 0.0)) @ w
     return _bilinear(src_lat, src_lon, dst_lat, dst_lon)
 
 
