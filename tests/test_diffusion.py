@@ -86,3 +86,12 @@ def test_background_on_a_grid_short_of_the_poles_keeps_its_values_on_the_model_g
     w = _to_model_grid(src_lat, src_lon, dst_lat, dst_lon)
     mapped = w @ np.full(src_lat.size * src_lon.size, 280.0)
     np.testing.assert_allclose(mapped, 280.0, rtol=1e-12)
+
+
+def test_a_regional_background_is_refused_with_a_clear_error():
+    from xphyda.diffusion import _to_model_grid
+    from xphyda.errors import GridError
+
+    lat, lon = np.linspace(70.0, 30.0, 41), np.linspace(-20.0, 40.0, 61)  # Europe, 1 degree
+    with pytest.raises(GridError, match=r"covers \d+ % of the model's global grid.*method='oi'"):
+        _to_model_grid(lat, lon, np.linspace(86.25, -86.25, 24), np.arange(0.0, 360.0, 7.5))

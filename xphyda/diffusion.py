@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 
-from .errors import ModelError
+from .errors import GridError, ModelError
 from .grid import VARIABLES, Grid, discover_grid, find_variable
 
 __all__ = ["assimilate_phyda", "encode", "load"]
@@ -94,13 +94,20 @@ def _to_model_grid(src_lat, src_lon, dst_lat, dst_lon) -> sp.csr_matrix:
     from .obs.regridding import conservative_weights
 
     coarser = abs(np.diff(dst_lat)).mean() > 1.5 * abs(np.diff(src_lat)).mean()
-    if coarser:
-        w = sp.csr_matrix(conservative_weights(src_lat, src_lon, dst_lat, dst_lon))
-        # a model cell the source covers only in part (its grid stops short of a pole or of 360 degrees)
-        # gets the mean over the covered part, not a value scaled down by the uncovered fraction
-        cover = np.asarray(w.sum(axis=1)).ravel()
-        return sp.diags(np.where(cover > 0, 1.0 / np.where(cover > 0, cover, 1.0), 0.0)) @ w
-    return _bilinear(src_lat, src_lon, dst_lat, dst_lon)
+    w = (sp.csr_matrix(conservative_weights(src_lat, src_lon, dst_lat, dst_lon)) if coarser
+         else _bilinear(src_lat, src_lon, dst_lat, dst_lon))
+    cover = np.asarray(abs(w).sum(axis=1)).ravel()
+    if (cover <= 1e-9).any():
+        frac = float((cover > 1e-9).mean())
+        raise GridError(
+            f"the background covers {100 * frac:.0f} % of the model's global grid (latitudes "
+            f"{float(np.min(src_lat)):g} to {float(np.max(src_lat)):g}, longitudes {float(np.min(src_lon)):g} to "
+            f"{float(np.max(src_lon)):g}); the model needs a global background. Fix: pass a global background, "
+            "or use method='oi' for a regional one"
+        )
+    # a model cell the source covers only in part (its grid stops short of a pole or of 360 degrees)
+    # gets the mean over the covered part, not a value scaled down by the uncovered fraction
+    return sp.diags(1.0 / cover) @ w if coarser else w
 
 
 def _level_index(grid: Grid, level_hpa: float | None) -> int | None:
