@@ -383,7 +383,9 @@ def assimilate(
     Raises
     ------
     ObservationError, VariableError, UnitsError, GridError
-        With the variable at fault and the fix.
+        With the variable at fault and the fix.  PhyDA's models are global: a
+        background that does not cover the globe is a ``GridError`` (use
+        ``method="oi"`` for a regional one).
     """
     if method not in METHODS:
         raise PhydaError(f"unknown assimilation method {method!r}; available: {sorted(METHODS)}")
