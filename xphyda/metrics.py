@@ -615,6 +615,11 @@ def score_table(
             else:
                 rows.append((method, variable, float(da[keep].values[i]), "", metric, v, units))
 
+    kw = {k: v for k, v in (("lat", lat), ("lon", lon)) if v is not None}
+    if residuals:
+        from .physics import physics_residual
+
+        truth_residual = {rname: physics_residual(truth, rname, **kw) for rname in residuals}
     for method, ds in analyses.items():
         if not isinstance(ds, xr.Dataset):
             raise DataError(f"analysis {method!r} is a {type(ds).__name__}; expected an xarray Dataset")
@@ -644,14 +649,10 @@ def score_table(
                     fn = {"crps": crps, "spread_skill_ratio": spread_skill_ratio}[metric]
                     add(method, var, fn(ds[var], truth[var], dim=pooled, member_dim=member, **opts), metric,
                         units if metric == "crps" else "1")
+        states = [(ds, "residual_ratio")] + ([(det, "residual_ratio_mean")] if member is not None else [])
         for rname in residuals:
-            from .physics import physics_residual
-
-            kw = {k: v for k, v in (("lat", lat), ("lon", lon)) if v is not None}
-            rt = physics_residual(truth, rname, **kw)
-            for state, metric in ((ds, "residual_ratio"), (det, "residual_ratio_mean")):
-                if metric == "residual_ratio_mean" and member is None:
-                    continue
+            rt = truth_residual[rname]
+            for state, metric in states:
                 ra = physics_residual(state, rname, **kw)
                 core = [d for d in ra.dims if d not in ("layer", level)]
                 ratio = _residual_ratio(ra, rt, rname, dim=core, weights=None, weighting=weighting, skipna=True,

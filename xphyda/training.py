@@ -128,10 +128,6 @@ def background_regression(dataset, work: Path, *, n: int = 256) -> dict[str, lis
     return out
 
 
-def _centring(reg: dict) -> dict:
-    return {"centred": True, "sigma_data": reg["spread"], "background_gain": reg["gain"]}
-
-
 def train_prior(
     data,
     *,
@@ -242,8 +238,9 @@ def train_prior(
     coords = dataset._reader.coords() if hasattr(dataset, "_reader") else None
     lat = np.asarray(coords["latitude"]) if coords else None
     lon = np.asarray(coords["longitude"]) if coords else None
+    reg = background_regression(dataset, work)
     net = PhydaNet(spec.n_channels, use_vre=use_vre, features=features, widths=widths, vre_widths=vre_widths,
-                   **_centring(background_regression(dataset, work)))
+                   centred=True, sigma_data=reg["spread"], background_gain=reg["gain"])
     physics = None
     if physics_lambda > 0:
         physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),

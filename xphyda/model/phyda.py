@@ -31,6 +31,11 @@ from .unet import UNet
 __all__ = ["VirtualReconstructionEncoder", "PhydaNet"]
 
 
+def _one_or_each(value) -> float | list[float]:
+    """A number, or a list of numbers (one per channel), as JSON-ready floats."""
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else float(value)
+
+
 def _expand(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     if mask is None:
         return torch.ones_like(like)
@@ -124,9 +129,7 @@ class PhydaNet(nn.Module):
         self.config: dict[str, Any] = dict(
             channels=int(channels), use_vre=bool(use_vre), features=int(features), widths=[int(w) for w in widths],
             vre_widths=[int(w) for w in vre_widths], groups=int(groups), centred=bool(centred),
-            background_gain=[float(v) for v in background_gain] if isinstance(background_gain, (list, tuple))
-            else float(background_gain),
-            sigma_data=[float(v) for v in sigma_data] if isinstance(sigma_data, (list, tuple)) else float(sigma_data),
+            background_gain=_one_or_each(background_gain), sigma_data=_one_or_each(sigma_data),
         )  # fmt: skip
         c = int(channels)
         self.vre = VirtualReconstructionEncoder(c, features=features, widths=vre_widths, groups=groups) if use_vre else None

@@ -117,8 +117,7 @@ class EDMDenoiser(nn.Module):
         if bool((s <= 0).any()):
             raise ModelError(f"noise levels must be positive, got min(sigma)={float(s.min())}")
         sd = (self._sd if sigma_data is None else sigma_data).to(x.dtype)
-        c_skip, c_out, c_in, _ = self.coefficients(s.reshape(-1, 1, 1, 1), sd)
-        c_noise = s.log() / 4
+        c_skip, c_out, c_in, c_noise = self.coefficients(s.reshape(-1, 1, 1, 1), sd)
         xc = x if centre is None else x - centre.to(x.dtype)
         inputs = c_in * xc
         if cond is not None:
@@ -128,7 +127,7 @@ class EDMDenoiser(nn.Module):
                     "expected (batch, cond_channels, lat, lon) with the state's batch and grid"
                 )
             inputs = torch.cat([inputs, cond.to(x.dtype)], dim=1)
-        out = self.net(inputs, c_noise)
+        out = self.net(inputs, c_noise.reshape(-1))
         d = c_skip * xc + c_out * out.to(x.dtype)
         return d if centre is None else d + centre.to(x.dtype)
 
@@ -183,7 +182,7 @@ class BackgroundCentredDenoiser(EDMDenoiser):
     def data_std(self, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self._sd if cond is None else self._centre(cond)[1]
 
-    def forward(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None, **_) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None) -> torch.Tensor:
         centre, sd = self._centre(cond)
         return super().forward(x, sigma, cond, centre=centre, sigma_data=sd)
 

@@ -274,6 +274,8 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
         bar = tqdm(total=config.steps, initial=step, desc="train", unit="step")
     metrics_path = out_dir / "metrics.jsonl"
     last: dict = {}
+    sd = net.denoiser.data_std()  # one value, or one per channel (training backgrounds are complete)
+    sd_rms = float(sd.pow(2).mean().sqrt())
     t0 = time.perf_counter()
     for batch in loader:
         gen = _step_generator(config.seed, rank, step)
@@ -283,8 +285,7 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
         sigma = torch.exp(config.p_mean + config.p_std * torch.randn(x.shape[0], generator=gen)).to(device)
         noise = torch.randn(x.shape, generator=gen).to(device)
         denoised, recon = model(x + sigma[:, None, None, None] * noise, sigma, bg, y, mask)
-        sd = net.denoiser.data_std().to(x.dtype)  # one value, or one per channel
-        lam = loss_weight(sigma[:, None, None, None], sigma_data=sd)
+        lam = loss_weight(sigma[:, None, None, None], sigma_data=sd.to(x.dtype))
         den = (lam * (denoised - x) ** 2 * weights).mean((1, 2, 3)).mean()
         loss = den
         parts = {"denoise": float(den.detach())}
@@ -295,7 +296,7 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
         if physics is not None and config.physics_lambda > 0:
             phys, per_law = physics(denoised, x)
             ramp = min(1.0, (step + 1) / max(1, config.physics_warmup))
-            loss = loss + ramp * config.physics_lambda * (physics_weight(sigma, sigma_data=float(sd.pow(2).mean().sqrt())) * phys).mean()
+            loss = loss + ramp * config.physics_lambda * (physics_weight(sigma, sigma_data=sd_rms) * phys).mean()
             parts.update({f"physics_{k}": float(v.detach().mean()) for k, v in per_law.items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
