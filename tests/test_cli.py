@@ -80,7 +80,11 @@ def test_no_command_and_version(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--members", "3"], "--members is used by --method phyda"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--steps", "3"], "--steps is used by --method phyda"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--seed", "3"], "--seed with --method oi needs --members"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--members", "1", "--seed", "3"], "needs --members N with N > 1"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--members", "0"], "expected a positive integer, got '0'"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "phyda", "--steps", "x"], "expected a positive"),
         (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "phyda", "--length-scale", "500 km"],
          "--length-scale is used by --method oi"),
         (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--obs-error", "t"], "--obs-error expects VAR=VALUE"),
@@ -149,6 +153,51 @@ def test_assimilate_oi_from_a_csv_table_of_stations(files, era5, tmp_path, capsy
     assert float(abs(ana["t_residual"]).max()) < 0.9
     assert ana["lat"].values.tolist() == [float(truth.latitude[a]) for a in i]
     assert "stations.csv" in ana.attrs["history"].splitlines()[0]
+
+
+def test_assimilate_oi_ensemble_with_members_and_seed(era5, tmp_path, capsys):
+    """``--members N --seed S`` with ``--method oi``: the library's perturbed-observation OI ensemble."""
+    from xphyda.assimilate import assimilate
+    from xphyda.baselines.oi import ENSEMBLE_MAX_POINTS
+
+    truth = era5.isel(latitude=slice(None, None, 4), longitude=slice(None, None, 4))  # 46 x 90: an ensemble grid
+    background = truth.copy(deep=True)
+    background["t"] = background["t"] + 1.0
+    obs = xphyda.obs.simulate(truth, n_stations=60, seed=1)
+    bg, ob = tmp_path / "bg.nc", tmp_path / "obs.nc"
+    background.to_netcdf(bg, engine="netcdf4")
+    obs.to_netcdf(ob, engine="netcdf4")
+    out = tmp_path / "ens.nc"
+    argv = ["assimilate", str(bg), str(ob), "-o", str(out), "--members", "3", "--seed", "2", "--obs-error", "t=0.5"]
+    assert main(argv) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "3-member perturbed-observation ensemble" in captured.err and "t: " in captured.out
+    ens = _open(out)
+    assert ens["t"].dims[0] == "member" and ens.sizes["member"] == 3
+    assert float(ens["t"].std("member").mean()) > 0.0  # the members differ
+    assert "--members 3 --seed 2" in ens.attrs["history"].splitlines()[0]
+    # exactly what the library gives for the same call (the file is written in float64 as the input)
+    direct = assimilate(_open(bg), _open(ob), method="oi", members=3, seed=2, obs_error={"t": 0.5})
+    xr.testing.assert_allclose(ens.drop_attrs(), direct.drop_attrs())
+    # another seed, other members; the same seed, the same members
+    again = tmp_path / "again.nc"
+    assert main([*argv[:4], str(again), *argv[5:], "--quiet"]) == EXIT_OK
+    xr.testing.assert_identical(_open(again)["t"], ens["t"])
+    other = tmp_path / "other.nc"
+    assert main([*argv[:4], str(other), "--members", "3", "--seed", "5", "--obs-error", "t=0.5", "--quiet"]) == EXIT_OK
+    assert not _open(other)["t"].equals(ens["t"])
+    # the help states the grid limit of an OI ensemble
+    assert main(["assimilate", "--help"]) == EXIT_OK
+    assert f"{ENSEMBLE_MAX_POINTS:,} points" in " ".join(capsys.readouterr().out.split())
+
+
+def test_assimilate_oi_ensemble_on_too_large_a_grid_exits_1(files, tmp_path, capsys):
+    code = main(["assimilate", str(files["background"]), str(files["obs"]), "-o", str(tmp_path / "e.nc"),
+                 "--members", "2", "--quiet"])
+    assert code == EXIT_ERROR
+    line = _error_line(capsys.readouterr().err)
+    assert "181 x 360 = 65160 points" in line and "Fix: analyse a grid coarser" in line
+    assert not (tmp_path / "e.nc").exists()
 
 
 def test_assimilate_phyda_with_a_model_folder(files, tiny_model, tmp_path, capsys):

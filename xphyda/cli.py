@@ -256,7 +256,8 @@ def _cmd_demo(args) -> int:
 
 
 _OI_OPTIONS = ("background_error", "length_scale")
-_PHYDA_OPTIONS = ("model", "members", "steps", "seed", "device", "guidance")
+_PHYDA_OPTIONS = ("model", "steps", "device", "guidance")
+# --members and --seed serve both methods: PhyDA's ensemble, and OI's perturbed-observation ensemble
 
 
 def _cmd_assimilate(args) -> int:
@@ -266,6 +267,9 @@ def _cmd_assimilate(args) -> int:
         other = "phyda" if args.method == "oi" else "oi"
         raise UsageError(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} used by --method {other} only "
                          f"(the method here is {args.method!r})")
+    if args.method == "oi" and args.seed is not None and (args.members or 1) == 1:
+        raise UsageError("--seed with --method oi needs --members N with N > 1 (a perturbed-observation OI "
+                         "ensemble); the deterministic OI draws no random numbers: drop --seed or add --members")
     obs_error = _pairs(args.obs_error, "--obs-error") or None
     background_error = _pairs(args.background_error, "--background-error") or None
     length_scale = None
@@ -288,8 +292,10 @@ def _cmd_assimilate(args) -> int:
     options = {"method": args.method, "variables": args.variable or None, "obs_error": obs_error,
                    "qc": None if args.no_qc else args.qc}
     if args.method == "oi":
-        _note(args, "analysing with optimal interpolation ...")
-        options.update(background_error=background_error, length_scale=length_scale)
+        ensemble = f" (a {args.members}-member perturbed-observation ensemble)" if (args.members or 1) > 1 else ""
+        _note(args, f"analysing with optimal interpolation{ensemble} ...")
+        options.update(background_error=background_error, length_scale=length_scale, members=args.members,
+                       seed=args.seed)
     else:
         options.update(model=args.model, members=args.members, steps=args.steps, seed=args.seed,
                        device=args.device, guidance=args.guidance, progress=not args.quiet)
@@ -437,6 +443,17 @@ def _sub(sub, name: str, help: str, description: str, epilog: str | None = None,
                           formatter_class=_Formatter, **kwargs)
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a positive integer (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _device(p) -> None:
     p.add_argument("--device", default=None, help="auto (CUDA when present), cpu or cuda (default: auto)")
 
@@ -491,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
              "examples:\n  phyda assimilate background.nc obs.nc --output analysis.nc\n"
              "  phyda assimilate background.nc obs.nc -o analysis.nc --obs-error t=0.5 --obs-error 'z=10 m'\n"
              "  phyda assimilate background.nc stations.csv -o analysis.nc\n"
+             "  phyda assimilate background.nc obs.nc -o ensemble.nc --members 8 --seed 1   # an OI ensemble\n"
              "  phyda assimilate background.zarr obs.nc -o analysis.zarr --method phyda --members 16 --seed 1")
     p.add_argument("background", help="background state (.nc, .zarr, .grib)")
     p.add_argument("obs", help="observations (.nc, .zarr, .grib, or a .csv table of stations)")
@@ -511,11 +529,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="background-error standard deviation (default: estimated from the innovations)")
     g.add_argument("--length-scale", action="append", metavar="[VAR=]VALUE",
                    help="correlation length scale, metres or '500 km' (default: 800 km for z, 500 km otherwise)")
+    g = p.add_argument_group("ensemble (both methods)")
+    g.add_argument("--members", type=_positive_int, metavar="N",
+                   help="ensemble size: PhyDA (default: 8), or with --method oi a perturbed-observation OI "
+                        "ensemble (default: 1, the deterministic analysis; grids up to 12,000 points)")
+    g.add_argument("--seed", type=int, metavar="S",
+                   help="member k depends only on (seed, k) (default: 0; with --method oi only with --members > 1)")
     g = p.add_argument_group("PhyDA (--method phyda)")
     g.add_argument("--model", metavar="NAME_OR_PATH", help="model name or folder (default: the bundled model)")
-    g.add_argument("--members", type=int, metavar="N", help="ensemble size (default: 8)")
-    g.add_argument("--steps", type=int, metavar="N", help="sampling steps (default: 16)")
-    g.add_argument("--seed", type=int, metavar="S", help="member k depends only on (seed, k) (default: 0)")
+    g.add_argument("--steps", type=_positive_int, metavar="N", help="sampling steps (default: 16)")
     g.add_argument("--guidance", choices=["mmps", "diag", "diag-fwd", "dps"], help="observation guidance (default: diag-fwd)")
     _device(g)
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
