@@ -92,7 +92,14 @@ def test_no_command_and_version(capsys):
          "not both"),
         (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "kalman"], "invalid choice"),
         (["assimilate", "B.nc", "O.nc"], "required: -o/--output"),
-        (["demo", "--stations", "many"], "invalid int value"),
+        (["demo", "--stations", "many"], "expected a positive integer, got 'many'"),
+        (["demo", "--members", "0"], "expected a positive integer, got '0'"),
+        (["encode", "B.nc"], "required: -o/--output"),
+        (["residual"], "required: file"),
+        (["train", "--data", "S.zarr", "--steps", "x"], "invalid int value"),
+        (["train", "--steps", "5"], "required: --data"),
+        (["models", "a", "b"], "unrecognized arguments: b"),
+        (["simulate", "S", "--years", "abc"], "invalid float value"),
         (["residual", "x.nc", "--var", "u"], "--var expects VAR=VALUE"),
     ],
 )
@@ -423,6 +430,65 @@ def test_evaluate_is_wired_or_says_it_is_missing(monkeypatch, capsys):
     assert seen["argv"] == ["analysis.nc", "--truth", "t.nc"]
 
 
+# --------------------------------------------------------------------------- bad files, every subcommand that reads one
+@pytest.fixture
+def bad_files(tmp_path):
+    """A path that does not exist, a .nc file that is not netCDF, and a file of an unknown format."""
+    junk_nc = tmp_path / "junk.nc"
+    junk_nc.write_text("not a netCDF file")
+    junk_txt = tmp_path / "junk.txt"
+    junk_txt.write_text("lat,lon,t [K]\n1,2,3\n")
+    return {"missing": tmp_path / "missing.nc", "junk_nc": junk_nc, "junk_txt": junk_txt}
+
+
+READ_ERRORS = {"missing": "does not exist", "junk_nc": "could not read", "junk_txt": "unrecognised format"}
+
+
+@pytest.mark.parametrize("kind", sorted(READ_ERRORS))
+def test_encode_and_residual_refuse_bad_files_in_one_line(kind, bad_files, files, tiny_model, tmp_path, capsys):
+    bad = str(bad_files[kind])
+    out = tmp_path / "out.nc"
+    assert main(["encode", bad, "-o", str(out), "--model", str(tiny_model), "--quiet"]) == EXIT_ERROR
+    assert READ_ERRORS[kind] in _error_line(capsys.readouterr().err)
+    assert main(["encode", str(files["background"]), bad, "-o", str(out), "--model", str(tiny_model),
+                 "--quiet"]) == EXIT_ERROR  # the observations file
+    assert READ_ERRORS[kind] in _error_line(capsys.readouterr().err)
+    assert main(["residual", bad]) == EXIT_ERROR
+    assert READ_ERRORS[kind] in _error_line(capsys.readouterr().err)
+    assert main(["residual", bad, "--output", str(out)]) == EXIT_ERROR
+    assert READ_ERRORS[kind] in _error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_residual_and_encode_outputs_need_a_known_suffix(files, tiny_model, tmp_path, capsys):
+    bg = str(files["background"])
+    assert main(["residual", bg, "--output", str(tmp_path / "res.txt")]) == EXIT_ERROR
+    assert "expected a .nc or .zarr suffix" in _error_line(capsys.readouterr().err)
+    assert main(["encode", bg, "-o", str(tmp_path / "rec.csv"), "--model", str(tiny_model)]) == EXIT_ERROR
+    assert "expected a .nc or .zarr suffix" in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "res.txt").exists() and not (tmp_path / "rec.csv").exists()
+
+
+def test_train_and_evaluate_refuse_a_missing_or_unknown_store(bad_files, tmp_path, capsys):
+    for kind, message in (("missing", "no store at"), ("junk_txt", "cannot tell the format")):
+        data = str(bad_files[kind])
+        assert main(["train", "--data", data, "--out", str(tmp_path / "model"), "--quiet"]) == EXIT_ERROR
+        assert message in _error_line(capsys.readouterr().err)
+        if cli._evaluate_entry() is not None:
+            assert main(["evaluate", "--data", data, "--out", str(tmp_path / "ev"), "--quiet"]) == EXIT_ERROR
+            assert message in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_models_and_demo_refuse_a_folder_that_is_not_a_model(tmp_path, capsys):
+    assert main(["models", str(tmp_path)]) == EXIT_ERROR
+    assert "is not an xphyda model" in _error_line(capsys.readouterr().err)
+    out = tmp_path / "demo-out"
+    assert main(["demo", "--model", str(tmp_path / "nope"), "--output-dir", str(out), "--quiet"]) == EXIT_ERROR
+    assert "no model named" in _error_line(capsys.readouterr().err)
+    assert not out.exists()  # refused before any work
+
+
 # --------------------------------------------------------------------------- the README's demo command
 def _run_cli(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
     environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **env)
@@ -448,6 +514,31 @@ def test_demo_command_oi_only(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "NOTICE: PhyDA skipped" in proc.stdout and "PhyDA" not in proc.stdout.split("Scores")[1]
     assert (tmp_path / "out" / "demo.png").is_file() and proc.stderr == ""
+
+
+def test_the_phyda_script_is_the_cli_and_runs_the_demo_when_installed(tmp_path):
+    """``make demo`` runs ``.venv/bin/phyda demo``: the console script of pyproject.toml is ``xphyda.cli:main``.
+
+    Where xphyda is installed (CI's fresh ``.venv``), the script itself runs the OI part of the demo.
+    """
+    import importlib
+    import shutil
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["phyda"]
+    module, _, func = target.partition(":")
+    assert getattr(importlib.import_module(module), func) is main
+    assert "$(BIN)/phyda demo" in (ROOT / "Makefile").read_text()  # the README's `make demo`
+    script = shutil.which("phyda", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("xphyda is not installed in this environment (no phyda script next to the interpreter)")
+    proc = subprocess.run([script, "demo", "--output-dir", "out", "--oi-only", "--stations", "150", "--quiet"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "RMSE" in proc.stdout and (tmp_path / "out" / "demo.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow

@@ -249,6 +249,10 @@ def _obs_summary(analysis) -> list[str]:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
+    if args.model is not None and not args.oi_only:
+        from .models import find
+
+        find(args.model)  # a missing model fails now, before the output folder is made
     run_demo(output_dir=Path(args.output_dir), model=args.model, phyda=not args.oi_only, n_stations=args.stations,
              members=args.members, steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device,
              progress=not args.quiet)
@@ -487,9 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="phyda-demo", metavar="DIR", help="folder for demo.png and scores.csv")
     p.add_argument("--model", metavar="NAME_OR_PATH", help="PhyDA model name or folder (default: the bundled model)")
     p.add_argument("--oi-only", action="store_true", help="skip PhyDA: optimal interpolation only")
-    p.add_argument("--stations", type=int, default=D["n_stations"], metavar="N", help="number of simulated stations")
-    p.add_argument("--members", type=int, default=D["members"], metavar="N", help="PhyDA ensemble size")
-    p.add_argument("--steps", type=int, default=D["steps"], metavar="N", help="PhyDA sampling steps")
+    p.add_argument("--stations", type=_positive_int, default=D["n_stations"], metavar="N", help="number of simulated stations")
+    p.add_argument("--members", type=_positive_int, default=D["members"], metavar="N", help="PhyDA ensemble size")
+    p.add_argument("--steps", type=_positive_int, default=D["steps"], metavar="N", help="PhyDA sampling steps")
     p.add_argument("--guidance", default=D["guidance"], choices=["mmps", "diag", "diag-fwd", "dps"],
                    help="PhyDA observation guidance (mmps: most accurate, about 3x slower)")
     p.add_argument("--seed", type=int, default=D["seed"], metavar="S", help="seed of stations, noise, background and ensemble")
