@@ -419,6 +419,11 @@ def test_evaluate_is_wired_or_says_it_is_missing(monkeypatch, capsys):
     if entry is None:
         assert main(["evaluate", "--help"]) == EXIT_ERROR
         assert "not available in this version" in _error_line(capsys.readouterr().err)
+    else:  # its own parser answers --help and usage errors
+        assert main(["evaluate", "--help"]) == EXIT_OK
+        assert capsys.readouterr().out.startswith("usage: phyda evaluate")
+        assert main(["evaluate", "--methods", "oi"]) == EXIT_USAGE  # --data is required
+        assert "--data" in capsys.readouterr().err
     seen = {}
 
     def fake_main(argv):
