@@ -8,7 +8,9 @@ with the default realistic errors), with methods:
 * ``oi``: OI with the default length scales; ``oi-tuned``: with the length scales
   tuned on the validation split (``benchmarks/tune_oi.py``, per variable and fraction);
 * ``phyda``: the model, ensemble mean of ``--members``;
-* any ``--ablation NAME=MODEL_FOLDER`` (e.g. ``no-physics=...``, ``no-vre=...``).
+* any ``--ablation NAME=MODEL_FOLDER`` (e.g. ``no-physics=...``, ``no-vre=...``);
+* any ``--variant NAME=JSON``: the model with other options, e.g.
+  ``--variant 'phyda-unbalanced={"balance": []}'``.
 
 Writes each OSSE's table and report to ``OUT/f<fraction>/`` and a summary
 (``OUT/summary.json``, ``OUT/summary.md``): RMSE per variable and level, the
@@ -63,6 +65,8 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--oi-members", type=int, default=1, help="OI ensemble size (perturbed observations)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.01])
     p.add_argument("--ablation", nargs="*", default=[], metavar="NAME=MODEL")
+    p.add_argument("--variant", nargs="*", default=[], metavar="NAME=JSON", help="the model with other options")
+    p.add_argument("--balance", default=None, help="PhyDA balance laws, comma-separated, or 'none' (default: assimilate's)")
     p.add_argument("--tuning", default=str(HERE / "results" / "oi_tuning.json"))
     p.add_argument("--out", default="phyda-accuracy")
     a = p.parse_args(argv)
@@ -73,6 +77,8 @@ def main(argv: list[str]) -> dict:
         phyda = {"model": a.model, "members": a.members, "steps": a.steps}
         if a.guidance:
             phyda["guidance"] = a.guidance
+        if a.balance:
+            phyda["balance"] = [] if a.balance == "none" else a.balance.split(",")
         oi = {"members": a.oi_members} if a.oi_members > 1 else {}
         methods = {"background": None, "oi": dict(oi)}
         tuned = _tuned(Path(a.tuning), setting)
@@ -82,6 +88,9 @@ def main(argv: list[str]) -> dict:
         for item in a.ablation:
             name, model = item.split("=", 1)
             methods[name] = {**phyda, "model": model}
+        for item in a.variant:
+            name, options = item.split("=", 1)
+            methods[name] = {**phyda, **json.loads(options)}
         res = run_osse(a.data, cases=a.cases, split="test", observations=[{"fraction": f}], methods=methods,
                        levels=LEVELS, out_dir=out / f"f{f:g}", overwrite=True, progress=False)
         s = res.summary()

@@ -3,7 +3,10 @@
     python scripts/bundle_model.py /work/runs/jcm-t31-v1c --scores phyda-accuracy/summary.json \\
         --corpus /work/corpus --name jcm-t31-v1
 
-The weights are copied unchanged (their sha256 stays valid); the card gains
+The weights are copied unchanged (their sha256 stays valid) unless
+``--balance-from RUN/work`` adds the balance statistics
+(:func:`xphyda.training.balance_group`, from that run's training cache) as a
+``"balance"`` tensor group beside the weights; the card gains
 ``scores`` (the ``benchmarks/evaluate_model.py`` summary: RMSE, ratios, CRPS,
 spread-skill, residual ratios, seconds) and the corpus provenance
 (``corpus.json`` written by ``phyda simulate``).  The result is loaded back
@@ -21,6 +24,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _balance(work: Path, card: dict) -> dict:
+    """Balance statistics from the run's training split (the preset's variables and levels)."""
+    import numpy as np
+
+    from xphyda.data.pipeline import prepare
+    from xphyda.training import balance_group, preset_config
+
+    cfg = preset_config(card["preset"])
+    td = prepare(work / "cache.zarr", variables=list(cfg["variables"]) + list(cfg.get("surface", [])),
+                 levels=cfg["levels_hpa"], stats=work / "stats.json")
+    ds = td.dataset("train")
+    co = ds._reader.coords()
+    out = balance_group(ds, td.spec, td.stats, np.asarray(co["latitude"]), np.asarray(co["longitude"]))
+    if out is None:
+        raise SystemExit(f"the preset {card['preset']} lacks the variables the balance needs")
+    return out
+
+
 def main(argv: list[str]) -> Path:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", help="trained model folder (model.safetensors + card.json)")
@@ -28,6 +49,7 @@ def main(argv: list[str]) -> Path:
     p.add_argument("--corpus", help="corpus folder whose corpus.json describes the training data")
     p.add_argument("--name", default="jcm-t31-v1")
     p.add_argument("--status", default=None, help="one line on what the model is fit for")
+    p.add_argument("--balance-from", default=None, help="training run's work/ folder (cache.zarr, stats.json)")
     a = p.parse_args(argv)
     src, dst = Path(a.model), ROOT / "xphyda" / "models" / a.name
     card = json.loads((src / "card.json").read_text())
@@ -38,10 +60,17 @@ def main(argv: list[str]) -> Path:
         corpus = json.loads((Path(a.corpus) / "corpus.json").read_text())
         card["training"]["data_attrs"] = {k: str(v) for k, v in corpus.get("attrs", {}).items()}
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src / "model.safetensors", dst / "model.safetensors")
-    (dst / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     sys.path.insert(0, str(ROOT))
-    from xphyda.model.checkpoint import load_model
+    from xphyda.model.checkpoint import RESERVED, load_checkpoint, load_model, save_checkpoint
+
+    if a.balance_from:
+        state, _ = load_checkpoint(src)
+        groups = dict(state) if card.get("state_dicts") else {"ema": state}
+        groups["balance"] = _balance(Path(a.balance_from), card)
+        save_checkpoint(dst, groups, {k: v for k, v in card.items() if k not in RESERVED}, overwrite=True)
+    else:
+        shutil.copyfile(src / "model.safetensors", dst / "model.safetensors")
+        (dst / "card.json").write_text(json.dumps(card, indent=1) + "\n")
 
     load_model(dst, device="cpu")
     print(f"bundled {src} as {dst} ({(dst / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")

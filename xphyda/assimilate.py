@@ -213,7 +213,7 @@ METHODS: dict[str, Method] = {
     # the diffusion model works on the whole state, not per observed variable: see xphyda.diffusion
     "phyda": Method(
         None,
-        ("model", "members", "steps", "seed", "device", "guidance", "progress"),
+        ("model", "members", "steps", "seed", "device", "guidance", "progress", "balance"),
         "PhyDA diffusion prior with observation guidance (xphyda.diffusion)",
     ),
 }
@@ -289,6 +289,7 @@ def assimilate(
     seed: int | None = None,
     device: str | None = None,
     guidance: str | None = None,
+    balance=None,
     progress: bool | None = None,
     scheduler=None,
 ) -> xr.Dataset:
@@ -362,6 +363,14 @@ def assimilate(
         PhyDA: observation guidance (:mod:`xphyda.model.guidance`; default
         ``"diag-fwd"``, chosen by measurement: with the trained network it is
         both faster and more accurate than ``"mmps"``, see ``docs/benchmarks.md``).
+    balance : "auto", sequence of str, or (), optional
+        PhyDA: laws each member is brought back to the truth's level of balance
+        afterwards (:mod:`xphyda.model.balance`): the smallest change of ``z``
+        and ``t`` (``"hydrostatic"``) or of omega and the divergent wind
+        (``"continuity"``) that does it, column by column.  Default ``"auto"``:
+        ``("hydrostatic",)`` when the model carries balance statistics (the
+        bundled one does), else none.  ``()`` turns it off.  Measured effects
+        are in ``docs/benchmarks.md``.
     progress : bool, optional
         PhyDA: progress bar over the sampling steps; with several times: a
         progress bar over the analysis times (default: on).
@@ -396,6 +405,7 @@ def assimilate(
         "seed": seed,
         "device": device,
         "guidance": guidance,
+        "balance": balance,
         "progress": progress,
         "length_scale": length_scale,
         "background_error": background_error,

@@ -47,18 +47,40 @@ class LoadedModel:
     std: np.ndarray
     lat: np.ndarray
     lon: np.ndarray
+    balance_stats: dict | None = None  # the checkpoint's "balance" group (xphyda.model.balance.balance_statistics)
 
     @property
     def channels(self) -> int:
         return len(self.names)
 
+    def balance(self, laws):
+        """A :class:`~xphyda.model.balance.Balance` for ``laws`` on this model's normalised states."""
+        from .model.balance import Balance
+        from .model.physics_loss import PhysicsLoss
+
+        if self.balance_stats is None:
+            raise ModelError(
+                f"model {self.path.name} carries no balance statistics, so balance={list(laws)} cannot be applied; "
+                "pass balance=() or add them (scripts/bundle_model.py --balance-from RUN/work)"
+            )
+        levels = sorted({lev for _, lev in self.variables if lev is not None})
+        keys = dict.fromkeys(k for k, lev in self.variables if lev is not None)
+        index = {k: [self.variables.index((k, lev)) for lev in levels] for k in keys}
+        physics = PhysicsLoss(lat=self.lat, lon=self.lon, levels_hpa=levels, index=index, mean=self.mean,
+                              std=self.std, laws=("continuity", "hydrostatic"))
+        spread = self.net.denoiser.data_std().detach().cpu().double().reshape(-1)
+        spread = spread.expand(self.channels) if spread.numel() == 1 else spread
+        return Balance.from_statistics(physics, self.balance_stats, spread=spread.tolist(), laws=laws)
+
 
 @lru_cache(maxsize=4)
 def _load_cached(path: str, mtime: float, device: str) -> LoadedModel:
     from .data.channels import ChannelSpec
-    from .model.checkpoint import load_model
+    from .model.checkpoint import load_checkpoint, load_model
 
     net, card = load_model(path, device=device)
+    groups = card.get("state_dicts") or []
+    balance = load_checkpoint(path)[0]["balance"] if "balance" in groups else None
     spec = ChannelSpec.from_dict(card["channels"])
     stats = card["normalisation"]["channels"]
     mean = np.array([stats[n]["mean"] for n in spec.names])
@@ -66,6 +88,7 @@ def _load_cached(path: str, mtime: float, device: str) -> LoadedModel:
     return LoadedModel(
         net, card, Path(path), tuple(spec.names), tuple(spec.channel(i) for i in range(spec.n_channels)),
         mean, std, np.asarray(card["grid"]["latitude"], float), np.asarray(card["grid"]["longitude"], float),
+        balance,
     )
 
 
@@ -234,7 +257,7 @@ def _gridded_obs(H, y, model: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
     return np.where(ok, num / np.maximum(den, 1e-12) / std_vec, 0.0), ok.astype(np.float32)
 
 
-def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device, guidance, progress):
+def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device, guidance, progress, balance=()):
     import torch
 
     from .model.guidance import ObsTerm
@@ -268,6 +291,8 @@ def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device,
         cond, recon = model.net.condition(bg, yg, mg, bmask)
     ens = sample(model.net.denoiser, shape=(c, nlat, nlon), terms=terms, cond=cond[0], members=members,
                  steps=steps, seed=seed, device=dev, guidance=guidance if terms else None, progress=progress)
+    if balance:
+        ens = model.balance(balance)(ens)
     out = ens.detach().cpu().double().numpy().reshape(members, c, nh)
     rec = None if recon is None else recon.detach().cpu().double().numpy().reshape(c, nh)
     to_si = lambda a: a * model.std[:, None] + model.mean[:, None]
@@ -293,7 +318,8 @@ def _background_check(problem, qc: float | None) -> None:
 
 def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 8, steps: int = 16,
                      seed: int = 0, device: str = "auto", guidance: str = "diag-fwd", progress: bool = False,
-                     qc: float | None = 5.0, problem_kwargs: dict | None = None, **overrides) -> xr.Dataset:
+                     qc: float | None = 5.0, problem_kwargs: dict | None = None, balance="auto",
+                     **overrides) -> xr.Dataset:
     """Ensemble analysis with the PhyDA diffusion prior; see :func:`xphyda.assimilate.assimilate`.
 
     Returns the background's variables on its own grid (with a ``member``
@@ -307,6 +333,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     if members < 1 or steps < 1:
         raise ModelError(f"members and steps must be at least 1, got members={members}, steps={steps}")
     lm = load(model, device=device)
+    balance = _balance_laws(balance, lm)
     mapping = _map_background(background, lm, overrides)
     grid = mapping.grid
     problem = build_problem(background, obs, **(problem_kwargs or {}))
@@ -320,7 +347,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
         xb, avail = _model_inputs(background, lm, mapping, t, w_in)
         H, y, sig, _ = _obs_operator(problem, lm, mapping, p_out, ti)
         ens, _ = _run_model(lm, xb, avail, H, y, sig, members=members, steps=steps, seed=seed + 7919 * ti,
-                            device=device, guidance=guidance, progress=progress)
+                            device=device, guidance=guidance, progress=progress, balance=balance)
         for c, src in enumerate(mapping.source):
             if src is None:
                 continue
@@ -334,11 +361,30 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     out = xr.merge([out, diag], join="exact", compat="no_conflicts", combine_attrs="override")
     out.attrs = dict(background.attrs)
     note = (f"model {lm.path.name} ({lm.card.get('description', '')}); {members} members, {steps} steps, "
-            f"guidance {guidance}, seed {seed}; channels filled by the prior: "
+            f"guidance {guidance}, seed {seed}, balance {list(balance) or 'none'}; channels filled by the prior: "
             f"{[n for n, s in zip(lm.names, mapping.source) if s is None]}; background variables not analysed "
             f"(not served by the model): {sorted(set(map(str, background.data_vars)) - {s[0] for s in mapping.source if s})}")
     out.attrs["history"] = _history(background, problem, "phyda", note)
     return out
+
+
+def _balance_laws(balance, model: LoadedModel) -> tuple[str, ...]:
+    """The laws to balance: ``"auto"`` is the hydrostatic balance when the model carries its statistics."""
+    from .model.balance import BALANCE_LAWS
+
+    if isinstance(balance, str) and balance == "auto":
+        return ("hydrostatic",) if model.balance_stats is not None else ()
+    if balance is None or balance is False:
+        return ()
+    laws = (balance,) if isinstance(balance, str) else tuple(balance)
+    bad = [law for law in laws if law not in BALANCE_LAWS]
+    if bad:
+        raise ModelError(
+            f"balance {balance!r}: unknown laws {bad}; expected 'auto', None, or a subset of {BALANCE_LAWS}"
+        )
+    if laws and model.balance_stats is None:
+        model.balance(laws)  # raises with the fix
+    return laws
 
 
 def _assemble(background, mapping, increments, members, times) -> xr.Dataset:

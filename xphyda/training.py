@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import DataError, ModelError
 
-__all__ = ["train_prior", "channel_index", "preset_config", "background_regression"]
+__all__ = ["train_prior", "channel_index", "preset_config", "background_regression", "balance_group"]
 
 
 def preset_config(preset: str) -> dict:
@@ -41,6 +41,28 @@ def preset_config(preset: str) -> dict:
     if preset not in PRESETS:
         raise ModelError(f"unknown preset {preset!r}; available presets: {sorted(PRESETS)}")
     return PRESETS[preset]
+
+
+def balance_group(dataset, spec, stats, lat, lon, *, samples: int = 200, batch: int = 25) -> dict | None:
+    """The checkpoint's ``"balance"`` tensors (:func:`xphyda.model.balance.balance_statistics`) from training truths.
+
+    ``samples`` states spread evenly over ``dataset``; ``None`` when the model
+    lacks a variable the laws need (u, v, w, z, t on at least two levels).
+    """
+    import numpy as np
+    import torch
+
+    from .model.balance import BALANCE_LAWS, balance_statistics
+    from .model.physics_loss import PhysicsLoss
+
+    index = channel_index(spec)
+    if len(spec.levels) < 2 or any(k not in index for k in ("u", "v", "w", "z", "t")) or lat is None:
+        return None
+    physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=index, mean=stats.mean, std=stats.std,
+                          laws=BALANCE_LAWS)
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(samples, len(dataset))).astype(int))
+    batches = (torch.stack([dataset[int(i)]["truth"] for i in picks[k:k + batch]]) for k in range(0, picks.size, batch))
+    return balance_statistics(batches, physics)
 
 
 def channel_index(spec) -> dict[str, list[int]]:
@@ -283,6 +305,10 @@ def train_prior(
         "scores": {},
         **architecture_card(net),
     }
-    save_checkpoint(out, result["ema"], card, overwrite=True)
+    weights = {"ema": result["ema"]}
+    balance = balance_group(dataset, spec, stats, lat, lon)
+    if balance is not None:
+        weights["balance"] = balance
+    save_checkpoint(out, weights, card, overwrite=True)
     (work / "card_preview.json").write_text(json.dumps({k: card[k] for k in ("name", "training")}, indent=1, default=str))
     return out
