@@ -6,7 +6,7 @@ DataArrays.  Neither torch nor xESMF is imported here.
 
 from __future__ import annotations
 
-from . import accessor as _accessor  # noqa: F401  (registers ds.phyda)
+from . import accessor as _accessor  # noqa: F401  (registers ds.phyda and da.phyda)
 from . import metrics, obs, tutorial
 from .errors import (
     CoordinateError,

@@ -1,14 +1,17 @@
-"""The ``.phyda`` accessor on xarray Datasets: thin and stateless.
+"""The ``.phyda`` accessors on xarray Datasets and DataArrays: thin and stateless.
 
-Each method is a few lines that call a function of the package; the accessor
-holds nothing but the object it was created on, and never modifies it.
+Each method is a few lines that call a function of the package; an accessor
+holds nothing but the object it was created on, and never modifies it.  The
+DataArray accessor offers what makes sense for one variable (its grid and its
+values in SI); residuals, assimilation and encoding need several variables and
+live on the Dataset accessor.
 """
 
 from __future__ import annotations
 
 import xarray as xr
 
-__all__ = ["PhydaDatasetAccessor"]
+__all__ = ["PhydaDataArrayAccessor", "PhydaDatasetAccessor"]
 
 
 @xr.register_dataset_accessor("phyda")
@@ -80,3 +83,74 @@ class PhydaDatasetAccessor:
         from .physics import residual_summary
 
         return residual_summary(self._obj, names, **kwargs)
+
+
+@xr.register_dataarray_accessor("phyda")
+class PhydaDataArrayAccessor:
+    """``da.phyda``: the grid and the SI values of one variable.
+
+    Examples
+    --------
+    >>> import xphyda
+    >>> t = xphyda.tutorial.open_dataset("era5-z-t")["t"]
+    >>> t.phyda.grid.level_pa.tolist()
+    [50000.0, 85000.0]
+    >>> t.phyda.to_si().attrs["units"]
+    'K'
+    """
+
+    def __init__(self, obj: xr.DataArray):
+        self._obj = obj
+
+    @property
+    def grid(self):
+        """The discovered :class:`~xphyda.grid.Grid` of this DataArray's coordinates."""
+        from .grid import discover_grid
+
+        return discover_grid(self._obj)
+
+    def to_si(self, kind: str | None = None) -> xr.DataArray:
+        """This variable converted to SI (float64, lazily for dask); see :func:`xphyda.units.to_si`.
+
+        Parameters
+        ----------
+        kind : str, optional
+            The kind of quantity (a key of :data:`xphyda.units.QUANTITIES`, such as
+            ``"temperature"`` or ``"geopotential"``).  By default it is read from the
+            alias table :data:`xphyda.grid.VARIABLES` through the variable's
+            ``standard_name`` or its name.
+
+        Returns
+        -------
+        xarray.DataArray
+            A new DataArray with the SI ``units`` attribute; the original is unchanged.
+
+        Raises
+        ------
+        VariableError
+            When ``kind`` is not given and the variable is not in the alias table.
+        UnitsError
+            When the units are missing, unparseable or of the wrong dimensionality.
+        """
+        from .units import to_si
+
+        return to_si(self._obj, kind or _kind_of(self._obj))
+
+
+def _kind_of(da: xr.DataArray) -> str:
+    """The kind of quantity of ``da`` from the alias table (standard name first, then name)."""
+    from .errors import VariableError
+    from .grid import VARIABLES
+    from .units import QUANTITIES
+
+    standard_name = da.attrs.get("standard_name")
+    for alias in VARIABLES.values():
+        if standard_name and standard_name in alias.standard_names:
+            return alias.kind
+    for alias in VARIABLES.values():
+        if da.name is not None and str(da.name) in alias.names:
+            return alias.kind
+    raise VariableError(
+        f"variable {da.name!r} (standard_name {standard_name!r}) is not in xphyda's alias table, so its kind of "
+        f"quantity is unknown. Fix: pass it, e.g. da.phyda.to_si(kind='temperature'); kinds: {sorted(QUANTITIES)}"
+    )
