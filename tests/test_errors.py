@@ -241,7 +241,7 @@ def test_two_variables_with_one_standard_name():
 # 24
 def test_latitude_out_of_range():
     ds = state().assign_coords(latitude=np.linspace(95, -95, 19))
-    check(GridError, ValueError, ["latitude", "[-90, 90]"], physics_residual, ds, "geostrophic")
+    check(GridError, ValueError, ["latitude", "[-90, 90]", "Fix:", "lat="], physics_residual, ds, "geostrophic")
 
 
 # 25
@@ -289,7 +289,8 @@ def test_level_units_not_pressure():
 # 31
 def test_non_positive_pressure():
     ds = state(levels=(850.0, 500.0, 0.0))
-    check(GridError, ValueError, ["level", "non-positive"], physics_residual, ds, "continuity")
+    check(GridError, ValueError, ["level", "non-positive", "Fix:", "attrs['units']"], physics_residual, ds,
+          "continuity")
 
 
 # 32
@@ -317,3 +318,26 @@ def test_latitude_that_is_not_a_dimension():
     ds = state().rename(latitude="y").assign_coords(latitude=("y", np.linspace(90, -90, 19)))
     ds = ds.drop_vars("y")
     check(CoordinateError, KeyError, ["'latitude'", "'y'", "swap_dims"], physics_residual, ds, "geostrophic")
+
+
+# 36
+def test_nan_in_a_coordinate():
+    ds = state()
+    lat = ds.latitude.values.copy()
+    lat[3] = np.nan
+    ds = ds.assign_coords(latitude=lat)
+    msg = check(GridError, ValueError, ["'latitude'", "NaN", "1 not finite", "Fix:"], physics_residual, ds,
+                "geostrophic")
+    # the fix the message gives works
+    fixed = ds.isel(latitude=np.isfinite(ds["latitude"].values))
+    assert "ds.isel(latitude=np.isfinite(ds['latitude'].values))" in msg
+    physics_residual(fixed, "geostrophic")
+
+
+# 37
+def test_longitude_out_of_range():
+    ds = state().assign_coords(longitude=np.arange(36) * 10.0 + 200.0)  # 200 .. 550
+    msg = check(GridError, ValueError, ["'longitude'", "[-180, 360]", "Fix:"], physics_residual, ds, "geostrophic")
+    assert "% 360" in msg
+    fixed = ds.assign_coords(longitude=ds["longitude"] % 360).sortby("longitude")
+    physics_residual(fixed, "geostrophic")

@@ -343,7 +343,11 @@ def _level_pa(obj, name: str) -> np.ndarray:
                 f"found {np.asarray(var.values)}. Fix: ds.sortby({name!r}) and drop duplicates"
             )
     if np.any(values <= 0):
-        raise GridError(f"pressure coordinate {name!r} has non-positive values {np.asarray(var.values)}")
+        raise GridError(
+            f"pressure coordinate {name!r} has non-positive values {np.asarray(var.values)}; pressure levels must "
+            f"be > 0. Fix: drop those levels (ds.sel({name}=ds[{name!r}] > 0)), or set the right units "
+            f"(ds[{name!r}].attrs['units'] = 'hPa')"
+        )
     return values
 
 
@@ -357,7 +361,11 @@ def _check_horizontal(obj, lat: str, lon: str) -> tuple[np.ndarray, np.ndarray]:
         )
     for name, vals, lim in ((lat, latv, 90.0), (lon, lonv, 360.0)):
         if vals.size == 0 or not np.all(np.isfinite(vals)):
-            raise GridError(f"coordinate {name!r} is empty or has NaN values")
+            raise GridError(
+                f"coordinate {name!r} is empty or has NaN values (found {vals.size} values, "
+                f"{int(np.sum(~np.isfinite(vals)))} not finite); expected finite degrees. "
+                f"Fix: keep the finite points, ds.isel({name}=np.isfinite(ds[{name!r}].values)), or assign the values"
+            )
         if vals.size > 1:
             d = np.diff(vals)
             if np.any(d == 0):
@@ -367,9 +375,16 @@ def _check_horizontal(obj, lat: str, lon: str) -> tuple[np.ndarray, np.ndarray]:
                     f"coordinate {name!r} is not sorted; found {vals[:6]}... Fix: ds.sortby({name!r})"
                 )
     if np.any(np.abs(latv) > 90):
-        raise GridError(f"latitude {lat!r} has values outside [-90, 90]: min {latv.min()}, max {latv.max()}")
+        raise GridError(
+            f"latitude {lat!r} has values outside [-90, 90]: min {latv.min()}, max {latv.max()}. "
+            f"Fix: check that {lat!r} holds latitudes in degrees (not radians or a grid index), "
+            f"or name the latitude coordinate with lat='...'"
+        )
     if lonv.min() < -180 - 1e-9 or lonv.max() > 360 + 1e-9:
-        raise GridError(f"longitude {lon!r} has values outside [-180, 360]: min {lonv.min()}, max {lonv.max()}")
+        raise GridError(
+            f"longitude {lon!r} has values outside [-180, 360]: min {lonv.min()}, max {lonv.max()}. "
+            f"Fix: wrap it into one convention, ds.assign_coords({lon}=ds[{lon!r}] % 360).sortby({lon!r})"
+        )
     if lonv.size > 1 and np.all(np.diff(lonv) < 0):
         raise GridError(f"longitude {lon!r} is descending; expected ascending. Fix: ds.sortby({lon!r})")
     if lonv.size > 2 and abs(abs(lonv[-1] - lonv[0]) - 360.0) < 1e-6:
