@@ -475,14 +475,15 @@ def test_residual_and_encode_outputs_need_a_known_suffix(files, tiny_model, tmp_
 
 
 def test_train_and_evaluate_refuse_a_missing_or_unknown_store(bad_files, tmp_path, capsys):
-    for kind, message in (("missing", "no store at"), ("junk_txt", "cannot tell the format")):
+    for kind, message in (("missing", "no store at"), ("junk_nc", "could not read"),
+                          ("junk_txt", "cannot tell the format")):
         data = str(bad_files[kind])
         assert main(["train", "--data", data, "--out", str(tmp_path / "model"), "--quiet"]) == EXIT_ERROR
         assert message in _error_line(capsys.readouterr().err)
         if cli._evaluate_entry() is not None:
             assert main(["evaluate", "--data", data, "--out", str(tmp_path / "ev"), "--quiet"]) == EXIT_ERROR
             assert message in _error_line(capsys.readouterr().err)
-    assert not (tmp_path / "ev").exists()
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "model").exists()  # refused before any folder
 
 
 def test_models_and_demo_refuse_a_folder_that_is_not_a_model(tmp_path, capsys):

@@ -59,6 +59,39 @@ def test_demo_scores_table(era5):
     assert crps_t500.split()[-2] == "-"  # no CRPS for a deterministic state
 
 
+def test_format_scores_columns_fit_their_labels(era5):
+    """Each label stays inside its column, followed by a gap: ``residual ratio (mean)`` once ran into the next."""
+    import re
+
+    import pandas as pd
+
+    ens = xr.concat([era5 + 1.0, era5 - 1.0], "member")
+    table = demo_scores({"OI": era5.assign(t=era5.t + 1.0), "PhyDA": ens}, era5)
+    assert any(key[0] == "residual ratio (mean)" for key in table.index)
+    long_row = pd.DataFrame(  # longer labels in every column, and a number longer than the default width
+        [[1.2345e25, np.nan]], columns=table.columns,
+        index=pd.MultiIndex.from_tuples([("a very long score name", "geopotential_height", "1000-10 hPa layer",
+                                          "m2 s-2 per day")], names=table.index.names))
+    for t in (table, pd.concat([table, long_row])):
+        lines = format_scores(t).splitlines()
+        header = lines[0]
+        tokens = [m.span() for m in re.finditer(r"\S+", header)]
+        assert [header[a:b] for a, b in tokens] == ["score", "variable", "level", "units", "OI", "PhyDA"]
+        starts = [a for a, _ in tokens[:4]]
+        ends = [b for _, b in tokens[4:]]
+        assert len(lines) == len(t) + 1
+        for line, key, values in zip(lines[1:], t.index, t.to_numpy()):
+            assert len(line) == len(header), line
+            for i in range(3):  # score, variable, level: the label, then blanks up to the next column
+                cell = line[starts[i]:starts[i + 1]]
+                assert cell.rstrip() == key[i] and cell.endswith(" "), (cell, key)
+            assert line[starts[3]:].startswith(key[3] + " "), (line, key)
+            for end, value in zip(ends, values):  # numbers right-aligned under their header, after a blank
+                before, _, number = line[:end].rpartition(" ")
+                assert before.endswith(" ") or before[starts[3]:].strip() == key[3], line
+                assert number == "-" if not np.isfinite(value) else float(number) == pytest.approx(value, rel=1e-3)
+
+
 def test_verdict_puts_the_table_in_words(era5):
     table = demo_scores({"background": era5 + 2.0, "OI": era5 + 1.0, "PhyDA": era5 + 4.0}, era5)
     lines = _verdict(table, {"name": "m", "description": "a test prior", "training": {"steps_done": 600, "lead_hours": 24}})

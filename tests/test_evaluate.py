@@ -262,6 +262,28 @@ def test_cli_writes_the_report_and_refuses_to_overwrite(data, tmp_path, capsys):
     assert phyda(["evaluate", *bad]) == 1 and "method 'phyda': no model named" in capsys.readouterr().err
 
 
+def test_cli_data_that_is_not_netcdf_is_one_data_error_line(tmp_path, capsys):
+    """`phyda evaluate --data junk.nc`: the file, what a store may be and the fix, not the library's bare error."""
+    from xphyda.cli import EXIT_ERROR
+    from xphyda.cli import main as phyda
+    from xphyda.errors import DataError
+    from xphyda.evaluate.cli import main as evaluate_cli
+
+    junk = tmp_path / "junk.nc"
+    junk.write_text("not a netCDF file")
+    argv = ["--data", str(junk), "--methods", "oi", "--out", str(tmp_path / "ev"), "--quiet"]
+    assert phyda(["evaluate", *argv]) == EXIT_ERROR
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith(f"phyda: error: could not read {str(junk)!r} as netCDF")
+    assert "Expected a netCDF (.nc) or GRIB file, a Zarr store (folder), or a corpus folder" in lines[0]
+    assert "Fix:" in lines[0]
+    with pytest.raises(DataError, match="could not read"):
+        evaluate_cli(argv)  # the entry `phyda` forwards to raises it; `phyda` prints it on one line
+    assert not (tmp_path / "ev").exists()
+
+
 def test_an_oi_ensemble_gets_crps_and_spread_skill_rows(data, tmp_path):
     methods = {"background": None, "oi": {}, "oi-ens": {"method": "oi", "members": 8}}
     res = quick(data, cases=1, methods=methods, residuals=None)

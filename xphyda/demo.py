@@ -255,6 +255,21 @@ def demo_scores(analyses: Mapping[str, xr.Dataset], truth: xr.Dataset) -> pd.Dat
 def format_scores(table) -> str:
     """The score table as aligned text (``-`` where a score does not apply).
 
+    Every column is as wide as its longest entry (label, header or number) plus a
+    gap, so a long label such as ``residual ratio (mean)`` never runs into the
+    next column.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`demo_scores`: rows indexed by (score, variable, level, units),
+        one column per method.
+
+    Returns
+    -------
+    str
+        A header line and one line per row; labels left-aligned, numbers right-aligned.
+
     Examples
     --------
     >>> import xphyda
@@ -264,16 +279,17 @@ def format_scores(table) -> str:
     ['score', 'variable', 'level', 'units', 'truth']
     """
     head = ["score", "variable", "level", "units"]
-    widths = [15, 12, 13, 11]
+    keys = [tuple(map(str, key)) for key in table.index]
+    least = (14, 11, 12, 10)  # the widths of the usual labels, so that the usual table keeps its layout
+    widths = [max([n, len(h)] + [len(k[i]) for k in keys]) + 1 for i, (h, n) in enumerate(zip(head, least))]
     cols = [str(c) for c in table.columns]
-    cw = [max(11, len(c) + 1) for c in cols]
+    cells = [[("-" if not np.isfinite(v) else f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}") for v in row]
+             for row in table.to_numpy(dtype=float)]
+    cw = [max([10, len(c)] + [len(r[j]) for r in cells]) + 1 for j, c in enumerate(cols)]
     lines = ["".join(h.ljust(w) for h, w in zip(head, widths)) + "".join(c.rjust(w) for c, w in zip(cols, cw))]
-    for key, row in table.iterrows():
-        cells = []
-        for value, w in zip(row.values, cw):
-            cells.append(("-" if not np.isfinite(value) else f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}")
-                         .rjust(w))
-        lines.append("".join(str(k).ljust(w) for k, w in zip(key, widths)) + "".join(cells))
+    for key, row in zip(keys, cells):
+        labels = "".join(k.ljust(w) for k, w in zip(key, widths))
+        lines.append(labels + "".join(c.rjust(w) for c, w in zip(row, cw)))
     return "\n".join(lines)
 
 

@@ -221,10 +221,20 @@ def train_prior(
     -------
     pathlib.Path
         The model folder.
+
+    Raises
+    ------
+    ModelError
+        For an unknown ``preset``.
+    DataError
+        If ``data`` does not exist, has a format that cannot be told, or cannot be
+        read (checked before any folder is made), or if its training split is
+        smaller than a batch.
     """
     import numpy as np
 
     from .data.pipeline import prepare
+    from .data.sources import open_source
     from .model.checkpoint import architecture_card, save_checkpoint
     from .model.phyda import PhydaNet
     from .model.physics_loss import PhysicsLoss
@@ -232,6 +242,12 @@ def train_prior(
     from .models import user_cache
 
     cfg = preset_config(preset)
+    out = Path(out) if out is not None else user_cache() / preset
+    resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
+    if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
+        # a missing, unknown or unreadable store fails here, before out/work/ is made (lazy: metadata only)
+        for part in open_source(data, engine=None, chunks=None, storage_options=None)[0]:
+            part.close()
     from .model.physics_loss import _NEEDS
 
     have = set(cfg["variables"])
@@ -239,7 +255,6 @@ def train_prior(
     laws = tuple(law for law in laws if law not in dropped)
     if dropped and progress:
         print(f"physics laws {dropped} dropped: preset {preset!r} lacks their variables")
-    out = Path(out) if out is not None else user_cache() / preset
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", 0))

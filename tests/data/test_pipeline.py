@@ -118,6 +118,25 @@ def test_netcdf_files_and_fsspec_urls_give_the_same_dataset(make_corpus, tmp_pat
     )
 
 
+def test_a_file_that_is_not_netcdf_is_a_data_error_naming_it(tmp_path):
+    """Not the netCDF library's bare "Unknown file format": the file, what a store may be, and the fix."""
+    junk = tmp_path / "junk.nc"
+    junk.write_text("<html>404 not found</html>")
+    with pytest.raises(DataError) as info:
+        open_store(junk)
+    text = str(info.value)
+    assert f"could not read {str(junk)!r} as netCDF" in text
+    assert "Expected a netCDF (.nc) or GRIB file, a Zarr store (folder)" in text and "Fix:" in text
+    assert isinstance(info.value.__cause__, OSError)  # the library's error stays in the chain (--debug)
+    # among good files of a folder, the bad one is named
+    folder = tmp_path / "files"
+    folder.mkdir()
+    corpus_dataset(n_times=2).to_netcdf(folder / "a.nc", engine="netcdf4")
+    (folder / "b.nc").write_bytes(junk.read_bytes())
+    with pytest.raises(DataError, match=r"could not read '.*b\.nc' as netCDF"):
+        open_store(folder)
+
+
 def test_real_cfgrib_layout_file_and_cds_netcdf_layout(tmp_path):
     real = open_store(Path(__file__).parent / "ecmwf_pl_10deg.nc")  # ECMWF analysis read by cfgrib
     assert list(real.data_vars) == ["z", "t", "u", "v", "r"]
@@ -141,6 +160,56 @@ def test_real_cfgrib_layout_file_and_cds_netcdf_layout(tmp_path):
             850,
         ]
         np.testing.assert_array_equal(ds["t"].sel(level=850).values, raw["t"].sel(level=850).values)
+
+
+def _era5_grib(path, era5, hours=(0, 6, 12)):
+    """Write the real ERA5 extract (z and t at 500 and 850 hPa) as GRIB 1, as the CDS delivers ERA5,
+    one message per variable, level and time (the same state at each time; only the layout matters)."""
+    eccodes = pytest.importorskip("eccodes")
+    lat, lon = era5.latitude.values, era5.longitude.values
+    with open(path, "wb") as f:
+        for h in hours:
+            for var, param in (("z", 129), ("t", 130)):
+                for level in (500, 850):
+                    msg = eccodes.codes_grib_new_from_samples("regular_ll_pl_grib1")
+                    keys = {
+                        "Ni": lon.size, "Nj": lat.size, "jScansPositively": 0,
+                        "latitudeOfFirstGridPointInDegrees": float(lat[0]),
+                        "latitudeOfLastGridPointInDegrees": float(lat[-1]),
+                        "longitudeOfFirstGridPointInDegrees": float(lon[0]),
+                        "longitudeOfLastGridPointInDegrees": float(lon[-1]),
+                        "iDirectionIncrementInDegrees": 1.0, "jDirectionIncrementInDegrees": 1.0,
+                        "dataDate": 20070101, "dataTime": 100 * h, "level": level, "paramId": param,
+                        "bitsPerValue": 16,
+                    }
+                    for key, value in keys.items():
+                        eccodes.codes_set(msg, key, value)
+                    values = era5[var].sel(level=level).isel(time=0).values.astype(np.float64)
+                    eccodes.codes_set_values(msg, values.ravel())
+                    eccodes.codes_write(msg, f)
+                    eccodes.codes_release(msg)
+    return path
+
+
+def test_era5_grib_file_runs_through_the_same_path(tmp_path):
+    """A GRIB file as the CDS delivers ERA5 (cfgrib names: isobaricInhPa, paramId-named variables)."""
+    # pyproj before eccodes: the other import order makes the binary wheels of the two (each bundles
+    # its own libraries) crash the interpreter at exit, after every test has passed
+    pytest.importorskip("pyproj")
+    pytest.importorskip("cfgrib")
+    era5 = xphyda.tutorial.open_dataset("era5-z-t")
+    grib = _era5_grib(tmp_path / "era5_pl.grib", era5)
+    ds = open_store(grib)
+    assert list(ds.data_vars) == ["z", "t"] and ds["level"].values.tolist() == [500.0, 850.0]
+    assert dict(ds.sizes) == {"time": 3, "level": 2, "latitude": 181, "longitude": 360}
+    assert ds["z"].attrs["units"] == "m2 s-2" and ds["t"].attrs["units"] == "K"
+    reference = open_store(era5)
+    for var, packing in (("z", 0.2), ("t", 1e-3)):  # 16-bit GRIB packing: measured 0.125 m2 s-2 and 6.6e-4 K
+        assert float(abs(ds[var].isel(time=1) - reference[var].isel(time=0)).max()) < packing
+    grid = model_grid(16, 32)
+    data = prepare(grib, grid=grid, split=None, lead="6h")
+    assert data.spec.names == ("z500", "z850", "t500", "t850") and len(data.dataset("train")) == 2
+    assert data.dataset("train")[0]["truth"].shape == (4, 16, 32)
 
 
 def test_an_opened_canonical_dataset_is_a_valid_source(make_corpus):

@@ -1,6 +1,7 @@
 """phyda train end to end on a tiny corpus: the model folder loads and has a complete card."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -47,6 +48,32 @@ def test_train_prior_writes_a_loadable_model(make_corpus, tmp_path, tiny_preset)
                 vre_widths=(8, 16), features=2, progress=False, stats_max_times=None)
     metrics = (out / "work" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(metrics[-1])["step"] == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [("missing", "the path does not exist"), ("junk_nc", "could not read"), ("unknown", "cannot tell the format"),
+     ("empty_folder", "holds no 'traj*.zarr' trajectories")],
+)
+def test_bad_data_fails_before_any_folder_is_made(tmp_path, tiny_preset, capsys, kind, says):
+    """`phyda train --data missing.zarr --out m` used to leave an empty m/work behind."""
+    from xphyda.cli import EXIT_ERROR, main
+    from xphyda.errors import DataError
+
+    data = {"missing": tmp_path / "missing.zarr", "junk_nc": tmp_path / "junk.nc",
+            "unknown": tmp_path / "data.txt", "empty_folder": tmp_path / "empty"}[kind]
+    if kind == "empty_folder":
+        data.mkdir()
+    elif kind != "missing":
+        data.write_text("not a store")
+    out = tmp_path / "out" / "m"
+    with pytest.raises(DataError, match=re.escape(says)) as info:
+        train_prior(data, preset=tiny_preset, out=out, steps=1, progress=False)
+    assert str(data) in str(info.value) and "Fix:" in str(info.value)
+    assert not (tmp_path / "out").exists()
+    assert main(["train", "--data", str(data), "--preset", tiny_preset, "--out", str(out), "--quiet"]) == EXIT_ERROR
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_channel_index_matches_spec_order():

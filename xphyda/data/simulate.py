@@ -36,6 +36,8 @@ The pure-numpy helpers (:func:`interp_log_p`, :func:`extrapolate_below`,
 :func:`sigma_to_pressure_levels`, :func:`omega_on_pressure_levels`,
 :func:`hypsometric_residual`, :func:`mean_sea_level_pressure`) need no GCM.
 :func:`simulate` needs the optional ``jcm`` package (``pip install "xphyda[gcm]"``).
+The module itself is callable: ``xphyda.data.simulate(store, years=...)`` is
+``xphyda.data.simulate.simulate(store, years=...)``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import math
 import shlex
 import sys
 import time as _time
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -543,13 +546,22 @@ def _time_arrays(group):
 
 
 def _complete_chunks(path: Path, states_per_chunk: int) -> int:
-    """Number of complete time chunks in a store; truncates a partially written chunk."""
+    """Number of complete time chunks in a store; truncates a partially written chunk.
+
+    The arrays' own metadata is read, not the consolidated copy: a run killed while
+    appending leaves the consolidated metadata at the last complete chunk and some
+    arrays longer than others.  Those are cut back to the last chunk that every
+    array holds, and the metadata is consolidated again, so the next append
+    continues the time axis without a gap, a duplicate or arrays of unequal length.
+    """
     import zarr
 
     if not (path / "zarr.json").exists() and not (path / ".zgroup").exists():
         return 0
+    # zarr 3 reads consolidated metadata by default; zarr 2's open_group never does
+    own_metadata = {"use_consolidated": False} if int(zarr.__version__.split(".")[0]) >= 3 else {}
     try:
-        group = zarr.open_group(str(path), mode="r+")
+        group = zarr.open_group(str(path), mode="r+", **own_metadata)
     except Exception as exc:  # pragma: no cover - corrupt store
         raise DataError(f"cannot open corpus store {path} to resume ({exc}); delete it to restart.") from exc
     arrays = _time_arrays(group)
@@ -563,7 +575,7 @@ def _complete_chunks(path: Path, states_per_chunk: int) -> int:
         for _, a in arrays:
             if a.shape[0] != keep:
                 a.resize((keep,) + tuple(a.shape[1:]))
-        _consolidate(path)
+    _consolidate(path)  # also when the kill came between the last append and its consolidation
     return done
 
 
@@ -802,6 +814,22 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
     return paths
 
 
+class _CallableModule(types.ModuleType):
+    """This module, made callable: ``xphyda.data.simulate(store, ...)`` runs :func:`simulate`.
+
+    The module stays a module, so ``xphyda.data.simulate.corpus_summary``,
+    ``mock.patch("xphyda.data.simulate.<name>")`` and ``python -m xphyda.data.simulate``
+    keep working; the call looks :func:`simulate` up when it is made, so patching it works too.
+    """
+
+    def __call__(self, store, **kwargs) -> list[Path]:
+        return self.simulate(store, **kwargs)
+
+
+if __name__ != "__main__":  # run as a script, the module is __main__ and needs no call
+    sys.modules[__name__].__class__ = _CallableModule
+
+
 def _area_weights(lat_deg) -> np.ndarray:
     w = np.cos(np.deg2rad(np.asarray(lat_deg, dtype=np.float64)))
     return w / w.sum()
@@ -904,8 +932,61 @@ def corpus_summary(path, *, batch: int = 120) -> dict:
     }
 
 
+def _corpus_stores(store) -> list[Path]:
+    """The trajectory stores ``STORE/traj*.zarr`` that ``--summary`` reads, in trajectory order.
+
+    Parameters
+    ----------
+    store : str or path-like
+        A corpus folder written by :func:`simulate`.
+
+    Returns
+    -------
+    list of pathlib.Path
+        At least one store.
+
+    Raises
+    ------
+    DataError
+        If ``store`` does not exist, is not a folder, or holds no ``traj*.zarr`` store.
+    """
+    path = Path(store)
+    expected = "expected a corpus folder written by `phyda simulate`, holding traj0.zarr, traj1.zarr ..."
+    if not path.exists():
+        raise DataError(f"{str(path)!r} does not exist; {expected}. Fix: check the path, or make a corpus "
+                        f"first with `phyda simulate {path}`")
+    if not path.is_dir():
+        raise DataError(f"{str(path)!r} is a file, not a folder; {expected}. Fix: pass the corpus folder")
+    stores = sorted(path.glob("traj*.zarr"), key=lambda p: (len(p.name), p.name))
+    if not stores:
+        if path.name.startswith("traj") and path.suffix == ".zarr":
+            hint = f"pass the folder that holds it: `phyda simulate {path.parent} --summary`"
+        else:
+            hint = "pass the corpus folder itself (not its parent or a sub-folder)"
+        found = sorted(p.name for p in path.iterdir())[:10]
+        raise DataError(f"{str(path)!r} holds no traj*.zarr store (it has {found}); {expected}. Fix: {hint}")
+    return stores
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m xphyda.data.simulate STORE [options]``."""
+    """Command line: ``python -m xphyda.data.simulate STORE [options]``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success.
+
+    Raises
+    ------
+    DataError
+        With ``--summary``, if ``STORE`` is not a corpus folder holding ``traj*.zarr``
+        stores (the ``phyda`` command prints it on one line and exits with 1).
+    """
     p = argparse.ArgumentParser(prog="phyda simulate", description=simulate.__doc__.splitlines()[0])
     p.add_argument("store")
     p.add_argument("--years", type=float, default=5.0, help="total stored years over all trajectories")
@@ -924,7 +1005,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="do not simulate: print corpus_summary() of every STORE/traj*.zarr as JSON")
     args = p.parse_args(argv)
     if args.summary:
-        stores = sorted(Path(args.store).glob("traj*.zarr"))
+        stores = _corpus_stores(args.store)
         print(json.dumps([corpus_summary(s) for s in stores], indent=1))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -939,4 +1020,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from xphyda.cli import main as _phyda  # one-line errors and the exit codes of `phyda`
+
+    sys.exit(_phyda(["simulate", *sys.argv[1:]]))

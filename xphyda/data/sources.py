@@ -75,7 +75,32 @@ def requested_variables(variables) -> dict[str, str | None]:
 
 # --------------------------------------------------------------------------- opening
 def _open_netcdf(paths: list[str], engine: str | None, chunks, protocol: str, storage_options) -> xr.Dataset:
-    """Open netCDF / GRIB files (``chunks=None``: lazily indexed without dask, one file only)."""
+    """Open netCDF / GRIB files (``chunks=None``: lazily indexed without dask, one file only).
+
+    Parameters
+    ----------
+    paths : list of str
+        Files (local paths, or URLs of ``protocol``).
+    engine : str, optional
+        xarray engine (default ``netcdf4``).
+    chunks : mapping, optional
+        Dask chunks (``None``: no dask; several files always use dask).
+    protocol : str
+        fsspec protocol of ``paths``.
+    storage_options : mapping, optional
+        fsspec options of remote files.
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Raises
+    ------
+    DataError
+        If a file cannot be read by the engine (not netCDF / GRIB, empty, truncated...):
+        names the file and the formats a store may have, instead of the library's message alone.
+    """
+    given = list(paths)
     if protocol not in ("file", "local"):
         import fsspec
 
@@ -84,16 +109,38 @@ def _open_netcdf(paths: list[str], engine: str | None, chunks, protocol: str, st
     kwargs = {"engine": engine or "netcdf4"}
     if kwargs["engine"] == "cfgrib":
         kwargs["backend_kwargs"] = {"indexpath": ""}
-    if len(paths) == 1:
-        return xr.open_dataset(paths[0], chunks=chunks, **kwargs)
-    return xr.open_mfdataset(
-        sorted(paths),
-        combine="by_coords",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-        chunks=chunks if chunks is not None else {},
-        **kwargs,
+    try:
+        if len(paths) == 1:
+            return xr.open_dataset(paths[0], chunks=chunks, **kwargs)
+        return xr.open_mfdataset(
+            sorted(paths),
+            combine="by_coords",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            chunks=chunks if chunks is not None else {},
+            **kwargs,
+        )
+    except (OSError, EOFError) as exc:  # the netCDF / HDF5 / eccodes libraries' "not my format", "truncated"
+        raise _unreadable(given, paths, kwargs["engine"], exc) from exc
+
+
+def _unreadable(given: list[str], local: list[str], engine: str, exc: BaseException) -> DataError:
+    """The DataError for files the engine cannot read: which file, what a store may be, and the fix."""
+    bad = getattr(exc, "filename", None)
+    if bad is not None and os.fspath(bad) in local:
+        bad = given[local.index(os.fspath(bad))]
+    if bad is None:
+        bad = given[0] if len(given) == 1 else f"one of {len(given)} files ({given[0]!r} ...)"
+    what = "GRIB" if engine == "cfgrib" else "netCDF" if engine in ("netcdf4", "h5netcdf", "scipy") else engine
+    check = "`grib_ls FILE`" if what == "GRIB" else "`ncdump -h FILE`"
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return DataError(
+        f"could not read {bad if bad.startswith('one of') else repr(bad)} as {what} (engine {engine!r}: "
+        f"{reason}). Expected a netCDF (.nc) or GRIB file, a Zarr store (folder), or a corpus folder of "
+        f"traj{{k}}.zarr stores. Fix: check that the file is complete and really {what} ({check}; an "
+        "interrupted download or an HTML error page saved under that name fails like this), re-create or "
+        "re-download it, or convert it to netCDF or Zarr"
     )
 
 
@@ -158,7 +205,10 @@ def open_source(source, *, engine, chunks, storage_options) -> tuple[list[xr.Dat
             raise DataError(f"no files match {text!r}. Fix: check the pattern (for example 'era5/*.nc')")
         return open_source(found, engine=engine, chunks=chunks, storage_options=so)
     if not fs.exists(root):
-        raise DataError(f"no store at {text!r}: the path does not exist. Fix: check the path or URL")
+        raise DataError(
+            f"no store at {text!r}: the path does not exist; expected a Zarr store, a corpus folder of "
+            "traj{k}.zarr stores, or netCDF / GRIB files. Fix: check the path or URL"
+        )
     if fs.isdir(root):
         entries = [p.rstrip("/") for p in fs.ls(root, detail=False)]
         base = {p.rsplit("/", 1)[-1] for p in entries}
