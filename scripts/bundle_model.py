@@ -24,12 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _balance(work: Path, card: dict) -> dict:
-    """Balance statistics from the run's training split (the preset's variables and levels)."""
+def _balance(work: Path, card: dict, model: Path | None) -> tuple[dict, dict | None]:
+    """Balance statistics from the run's training split (the preset's variables and levels), and the spread
+    factors of ``model`` on the validation split."""
     import numpy as np
 
     from xphyda.data.pipeline import prepare
-    from xphyda.training import balance_group, preset_config
+    from xphyda.model.checkpoint import load_model
+    from xphyda.training import balance_group, calibration_group, preset_config
 
     cfg = preset_config(card["preset"])
     td = prepare(work / "cache.zarr", variables=list(cfg["variables"]) + list(cfg.get("surface", [])),
@@ -39,7 +41,12 @@ def _balance(work: Path, card: dict) -> dict:
     out = balance_group(ds, td.spec, td.stats, np.asarray(co["latitude"]), np.asarray(co["longitude"]))
     if out is None:
         raise SystemExit(f"the preset {card['preset']} lacks the variables the balance needs")
-    return out
+    if model is None:
+        return out, None
+    net, _ = load_model(model, device="cpu")
+    calibration = calibration_group(net, td.dataset("valid"), np.asarray(co["latitude"]))
+    print("spread factors", [round(float(f), 3) for f in calibration["spread_factor"]])
+    return out, calibration
 
 
 def main(argv: list[str]) -> Path:
@@ -50,6 +57,8 @@ def main(argv: list[str]) -> Path:
     p.add_argument("--name", default="jcm-t31-v1")
     p.add_argument("--status", default=None, help="one line on what the model is fit for")
     p.add_argument("--balance-from", default=None, help="training run's work/ folder (cache.zarr, stats.json)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="with --balance-from: also the spread factors on 8 validation cases (xphyda.training.calibration_group)")
     a = p.parse_args(argv)
     src, dst = Path(a.model), ROOT / "xphyda" / "models" / a.name
     card = json.loads((src / "card.json").read_text())
@@ -66,7 +75,9 @@ def main(argv: list[str]) -> Path:
     if a.balance_from:
         state, _ = load_checkpoint(src)
         groups = dict(state) if card.get("state_dicts") else {"ema": state}
-        groups["balance"] = _balance(Path(a.balance_from), card)
+        groups["balance"], calibration = _balance(Path(a.balance_from), card, src if a.calibrate else None)
+        if calibration is not None:
+            groups["calibration"] = calibration
         save_checkpoint(dst, groups, {k: v for k, v in card.items() if k not in RESERVED}, overwrite=True)
     else:
         shutil.copyfile(src / "model.safetensors", dst / "model.safetensors")

@@ -95,3 +95,17 @@ def test_a_regional_background_is_refused_with_a_clear_error():
     lat, lon = np.linspace(70.0, 30.0, 41), np.linspace(-20.0, 40.0, 61)  # Europe, 1 degree
     with pytest.raises(GridError, match=r"covers \d+ % of the model's global grid.*method='oi'"):
         _to_model_grid(lat, lon, np.linspace(86.25, -86.25, 24), np.arange(0.0, 360.0, 7.5))
+
+
+def test_balance_and_calibration_need_the_model_statistics(case, tiny_model):
+    _, background, obs = case
+    out = background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=2, steps=2)
+    assert "balance none" in out.attrs["history"] and "spread calibration off" in out.attrs["history"]
+    with pytest.raises(ModelError, match="no balance statistics"):
+        background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=2, steps=2, balance=["hydrostatic"])
+    with pytest.raises(ModelError, match="no spread calibration"):
+        background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=2, steps=2, calibrate=True)
+    with pytest.raises(ModelError, match="unknown laws"):
+        background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=2, steps=2, balance="geostrophic")
+    with pytest.raises(ModelError, match="calibrate must be"):
+        background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=2, steps=2, calibrate="yes")

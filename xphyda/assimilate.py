@@ -213,7 +213,7 @@ METHODS: dict[str, Method] = {
     # the diffusion model works on the whole state, not per observed variable: see xphyda.diffusion
     "phyda": Method(
         None,
-        ("model", "members", "steps", "seed", "device", "guidance", "progress", "balance"),
+        ("model", "members", "steps", "seed", "device", "guidance", "progress", "balance", "calibrate"),
         "PhyDA diffusion prior with observation guidance (xphyda.diffusion)",
     ),
 }
@@ -290,6 +290,7 @@ def assimilate(
     device: str | None = None,
     guidance: str | None = None,
     balance=None,
+    calibrate=None,
     progress: bool | None = None,
     scheduler=None,
 ) -> xr.Dataset:
@@ -371,6 +372,11 @@ def assimilate(
         ``("hydrostatic",)`` when the model carries balance statistics (the
         bundled one does), else none.  ``()`` turns it off.  Measured effects
         are in ``docs/benchmarks.md``.
+    calibrate : "auto", bool, optional
+        PhyDA ensembles: scale each member's departure from the ensemble mean by
+        the model's per-channel spread factor (:mod:`xphyda.model.spread`,
+        measured on validation cases; the mean is unchanged).  Default
+        ``"auto"``: when the model carries the factors (the bundled one does).
     progress : bool, optional
         PhyDA: progress bar over the sampling steps; with several times: a
         progress bar over the analysis times (default: on).
@@ -406,6 +412,7 @@ def assimilate(
         "device": device,
         "guidance": guidance,
         "balance": balance,
+        "calibrate": calibrate,
         "progress": progress,
         "length_scale": length_scale,
         "background_error": background_error,

@@ -48,6 +48,7 @@ class LoadedModel:
     lat: np.ndarray
     lon: np.ndarray
     balance_stats: dict | None = None  # the checkpoint's "balance" group (xphyda.model.balance.balance_statistics)
+    spread_factor: object = None  # the checkpoint's "calibration" group's per-channel factor (xphyda.model.spread)
 
     @property
     def channels(self) -> int:
@@ -80,7 +81,9 @@ def _load_cached(path: str, mtime: float, device: str) -> LoadedModel:
 
     net, card = load_model(path, device=device)
     groups = card.get("state_dicts") or []
-    balance = load_checkpoint(path)[0]["balance"] if "balance" in groups else None
+    extra = load_checkpoint(path)[0] if {"balance", "calibration"} & set(groups) else {}
+    balance = extra.get("balance")
+    factor = extra["calibration"]["spread_factor"] if "calibration" in extra else None
     spec = ChannelSpec.from_dict(card["channels"])
     stats = card["normalisation"]["channels"]
     mean = np.array([stats[n]["mean"] for n in spec.names])
@@ -88,7 +91,7 @@ def _load_cached(path: str, mtime: float, device: str) -> LoadedModel:
     return LoadedModel(
         net, card, Path(path), tuple(spec.names), tuple(spec.channel(i) for i in range(spec.n_channels)),
         mean, std, np.asarray(card["grid"]["latitude"], float), np.asarray(card["grid"]["longitude"], float),
-        balance,
+        balance, factor,
     )
 
 
@@ -257,7 +260,8 @@ def _gridded_obs(H, y, model: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
     return np.where(ok, num / np.maximum(den, 1e-12) / std_vec, 0.0), ok.astype(np.float32)
 
 
-def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device, guidance, progress, balance=()):
+def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device, guidance, progress, balance=(),
+               calibrate=False):
     import torch
 
     from .model.guidance import ObsTerm
@@ -291,6 +295,10 @@ def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device,
         cond, recon = model.net.condition(bg, yg, mg, bmask)
     ens = sample(model.net.denoiser, shape=(c, nlat, nlon), terms=terms, cond=cond[0], members=members,
                  steps=steps, seed=seed, device=dev, guidance=guidance if terms else None, progress=progress)
+    if calibrate and members > 1:
+        from .model.spread import apply_spread_factor
+
+        ens = apply_spread_factor(ens, model.spread_factor.to(ens.device))
     if balance:
         ens = model.balance(balance)(ens)
     out = ens.detach().cpu().double().numpy().reshape(members, c, nh)
@@ -319,7 +327,7 @@ def _background_check(problem, qc: float | None) -> None:
 def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 8, steps: int = 16,
                      seed: int = 0, device: str = "auto", guidance: str = "diag-fwd", progress: bool = False,
                      qc: float | None = 5.0, problem_kwargs: dict | None = None, balance="auto",
-                     **overrides) -> xr.Dataset:
+                     calibrate="auto", **overrides) -> xr.Dataset:
     """Ensemble analysis with the PhyDA diffusion prior; see :func:`xphyda.assimilate.assimilate`.
 
     Returns the background's variables on its own grid (with a ``member``
@@ -334,6 +342,14 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
         raise ModelError(f"members and steps must be at least 1, got members={members}, steps={steps}")
     lm = load(model, device=device)
     balance = _balance_laws(balance, lm)
+    if calibrate not in ("auto", True, False):
+        raise ModelError(f"calibrate must be 'auto', True or False, got {calibrate!r}")
+    if calibrate is True and lm.spread_factor is None:
+        raise ModelError(
+            f"model {lm.path.name} carries no spread calibration, so calibrate=True cannot be applied; pass "
+            "calibrate=False or add it (scripts/bundle_model.py --balance-from RUN/work --calibrate)"
+        )
+    calibrate = bool(calibrate) and lm.spread_factor is not None
     mapping = _map_background(background, lm, overrides)
     grid = mapping.grid
     problem = build_problem(background, obs, **(problem_kwargs or {}))
@@ -347,7 +363,8 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
         xb, avail = _model_inputs(background, lm, mapping, t, w_in)
         H, y, sig, _ = _obs_operator(problem, lm, mapping, p_out, ti)
         ens, _ = _run_model(lm, xb, avail, H, y, sig, members=members, steps=steps, seed=seed + 7919 * ti,
-                            device=device, guidance=guidance, progress=progress, balance=balance)
+                            device=device, guidance=guidance, progress=progress, balance=balance,
+                            calibrate=calibrate)
         for c, src in enumerate(mapping.source):
             if src is None:
                 continue
@@ -361,7 +378,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     out = xr.merge([out, diag], join="exact", compat="no_conflicts", combine_attrs="override")
     out.attrs = dict(background.attrs)
     note = (f"model {lm.path.name} ({lm.card.get('description', '')}); {members} members, {steps} steps, "
-            f"guidance {guidance}, seed {seed}, balance {list(balance) or 'none'}; channels filled by the prior: "
+            f"guidance {guidance}, seed {seed}, balance {list(balance) or 'none'}, spread calibration {'on' if calibrate and members > 1 else 'off'}; channels filled by the prior: "
             f"{[n for n, s in zip(lm.names, mapping.source) if s is None]}; background variables not analysed "
             f"(not served by the model): {sorted(set(map(str, background.data_vars)) - {s[0] for s in mapping.source if s})}")
     out.attrs["history"] = _history(background, problem, "phyda", note)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .errors import DataError, ModelError
 
-__all__ = ["train_prior", "channel_index", "preset_config", "background_regression", "balance_group"]
+__all__ = ["train_prior", "channel_index", "preset_config", "background_regression", "balance_group",
+           "calibration_group"]
 
 
 def preset_config(preset: str) -> dict:
@@ -63,6 +64,50 @@ def balance_group(dataset, spec, stats, lat, lon, *, samples: int = 200, batch: 
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(samples, len(dataset))).astype(int))
     batches = (torch.stack([dataset[int(i)]["truth"] for i in picks[k:k + batch]]) for k in range(0, picks.size, batch))
     return balance_statistics(batches, physics)
+
+
+def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, steps: int = 16,
+                      fraction: float = 0.1, seed: int = 0) -> dict:
+    """The checkpoint's ``"calibration"`` tensors: per-channel spread factors (:mod:`xphyda.model.spread`).
+
+    ``cases`` states spread evenly over ``dataset`` (use the validation split)
+    are analysed as the front end does (observations of ``fraction`` of the
+    grid values with normalised noise 0.1, ``diag-fwd`` guidance, ``members``
+    members of ``steps`` steps); the factor makes their corrected spread-skill
+    ratio 1 per channel.
+    """
+    import numpy as np
+    import torch
+
+    from .model.guidance import ObsTerm
+    from .model.sampler import sample
+    from .model.spread import spread_factor
+    from .model.train import simulate_observations
+
+    gen = torch.Generator().manual_seed(seed)
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(cases, len(dataset))).astype(int))
+    ens, truths = [], []
+    for i in picks:
+        item = dataset[int(i)]
+        x, b = item["truth"][None], item["background"][None]
+        y, m = simulate_observations(x, fraction=(fraction, fraction), noise=0.1, generator=gen, groups=None)
+        idx = torch.nonzero(m.flatten()).flatten()
+        shape = tuple(x.shape[1:])
+
+        def H(z, idx=idx):
+            return z.flatten(1)[:, idx]
+
+        def HT(u, idx=idx, shape=shape):
+            return torch.zeros(u.shape[0], int(np.prod(shape)), dtype=u.dtype).index_copy(1, idx, u).reshape(-1, *shape)
+
+        with torch.no_grad():
+            cond, _ = net.condition(b, y, m)
+        terms = [ObsTerm(y.flatten()[idx], H, HT, torch.full((idx.numel(),), 0.01))] if idx.numel() else []
+        ens.append(sample(net.denoiser, shape=shape, terms=terms, cond=cond[0], members=members, steps=steps,
+                          seed=seed + int(i), guidance="diag-fwd" if terms else None))
+        truths.append(x[0])
+    w = torch.as_tensor(np.cos(np.deg2rad(np.asarray(lat, float))), dtype=torch.float32)
+    return {"spread_factor": spread_factor(torch.stack(ens), torch.stack(truths), w).float()}
 
 
 def channel_index(spec) -> dict[str, list[int]]:
