@@ -368,10 +368,11 @@ def assimilate(
         PhyDA: laws each member is brought back to the truth's level of balance
         afterwards (:mod:`xphyda.model.balance`): the smallest change of ``z``
         and ``t`` (``"hydrostatic"``) or of omega and the divergent wind
-        (``"continuity"``) that does it, column by column.  Default ``"auto"``:
-        ``("hydrostatic",)`` when the model carries balance statistics (the
-        bundled one does), else none.  ``()`` turns it off.  Measured effects
-        are in ``docs/benchmarks.md``.
+        (``"continuity"``) that does it, column by column, weighted by the
+        ensemble's spread.  Default ``"auto"``: when the model carries balance
+        statistics (the bundled one does), both laws for an ensemble and
+        ``("hydrostatic",)`` for one member; else none.  ``()`` turns it off.
+        Measured effects are in ``docs/benchmarks.md``.
     calibrate : "auto", bool, optional
         PhyDA ensembles: scale each member's departure from the ensemble mean by
         the model's per-channel spread factor (:mod:`xphyda.model.spread`,

@@ -300,7 +300,8 @@ def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device,
 
         ens = apply_spread_factor(ens, model.spread_factor.to(ens.device))
     if balance:
-        ens = model.balance(balance)(ens)
+        bal = model.balance(balance)
+        ens = bal.ensemble(ens) if members > 1 else bal(ens)
     out = ens.detach().cpu().double().numpy().reshape(members, c, nh)
     rec = None if recon is None else recon.detach().cpu().double().numpy().reshape(c, nh)
     to_si = lambda a: a * model.std[:, None] + model.mean[:, None]
@@ -341,7 +342,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     if members < 1 or steps < 1:
         raise ModelError(f"members and steps must be at least 1, got members={members}, steps={steps}")
     lm = load(model, device=device)
-    balance = _balance_laws(balance, lm)
+    balance = _balance_laws(balance, lm, members)
     if calibrate not in ("auto", True, False):
         raise ModelError(f"calibrate must be 'auto', True or False, got {calibrate!r}")
     if calibrate is True and lm.spread_factor is None:
@@ -385,12 +386,20 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     return out
 
 
-def _balance_laws(balance, model: LoadedModel) -> tuple[str, ...]:
-    """The laws to balance: ``"auto"`` is the hydrostatic balance when the model carries its statistics."""
+def _balance_laws(balance, model: LoadedModel, members: int) -> tuple[str, ...]:
+    """The laws to balance.
+
+    ``"auto"``: when the model carries balance statistics, both laws for an
+    ensemble (weighted by its own spread) and the hydrostatic balance alone for
+    one member (with the fixed prior spread the continuity balance degrades
+    omega; see :meth:`xphyda.model.balance.Balance.ensemble`).
+    """
     from .model.balance import BALANCE_LAWS
 
     if isinstance(balance, str) and balance == "auto":
-        return ("hydrostatic",) if model.balance_stats is not None else ()
+        if model.balance_stats is None:
+            return ()
+        return ("hydrostatic", "continuity") if members > 1 else ("hydrostatic",)
     if balance is None or balance is False:
         return ()
     laws = (balance,) if isinstance(balance, str) else tuple(balance)

@@ -129,3 +129,17 @@ def test_wrong_state_shape_is_a_model_error():
     bal, truth, _ = setup()
     with pytest.raises(ModelError, match="expected"):
         bal(truth[:, :3])
+
+
+def test_ensemble_balance_moves_the_uncertain_fields():
+    bal, truth, _ = setup()
+    g = torch.Generator().manual_seed(1)
+    ens = truth.repeat(4, 1, 1, 1)
+    ens[:, INDEX["t"]] += 0.5 * torch.randn(ens[:, INDEX["t"]].shape, generator=g, dtype=ens.dtype)  # t uncertain
+    out = bal.ensemble(ens)
+    dz = (out - ens)[:, INDEX["z"]].abs().max()
+    dt = (out - ens)[:, INDEX["t"]].abs().max()
+    assert float(dt) > 100 * float(dz)  # the members agree on z: t gives
+    assert bool((bal.rms(out)["hydrostatic"] < 0.2 * bal.rms(ens)["hydrostatic"]).all())
+    with pytest.raises(ModelError, match="members >= 2"):
+        bal.ensemble(ens[:1])

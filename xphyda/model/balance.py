@@ -154,29 +154,45 @@ class Balance:
         area = self.physics.area.double().to(x.device)
         return {law: ((res[law] ** 2) * area).sum((-2, -1)).div(area.sum()).sqrt() for law in self.laws}
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The balanced states, same shape and dtype as ``x`` (a new tensor)."""
+    def __call__(self, x: torch.Tensor, *, spread: torch.Tensor | None = None,
+                 divergence_spread: torch.Tensor | None = None) -> torch.Tensor:
+        """The balanced states, same shape and dtype as ``x`` (a new tensor).
+
+        ``spread`` (normalised, broadcasting to ``(B, C, lat, lon)``) and
+        ``divergence_spread`` (s-1, to ``(B, levels, lat, lon)``) replace the
+        fixed spreads, e.g. by an ensemble's own spread per grid point.
+        """
         if x.ndim != 4 or x.shape[1] != self.physics.mean.numel():
             raise ModelError(
                 f"states have shape {tuple(x.shape)}, expected (batch, {self.physics.mean.numel()}, lat, lon)"
             )
         x64 = x.detach().double()
+        dev = x.device
+        s = self.spread.to(dev).reshape(1, -1, 1, 1) if spread is None else \
+            torch.as_tensor(spread, dtype=torch.float64, device=dev).broadcast_to(x.shape)[:, self.moving]
+        s = s.broadcast_to((x.shape[0], len(self.moving), *x.shape[2:]))
+        sd_div = None
+        if self.sd_div is not None:
+            sd_div = self.sd_div.to(dev).reshape(1, -1, 1, 1) if divergence_spread is None else \
+                torch.as_tensor(divergence_spread, dtype=torch.float64, device=dev)
+            sd_div = sd_div.broadcast_to((x.shape[0], self.sd_div.numel(), *x.shape[2:]))
         with torch.no_grad():
             a0 = self._scaled(x64)
             cols = []
-            for c, s in zip(self.moving, self.spread.tolist()):  # affine: a unit step of a whole channel
+            for j, c in enumerate(self.moving):  # affine and local to a column: one step of a whole channel
                 step = torch.zeros_like(x64)
-                step[:, c] = s
+                step[:, c] = s[:, j]
                 cols.append(self._scaled(x64 + step) - a0)
-            if self.sd_div is not None:  # divergence of each level as an unknown of the continuity rows
-                nl, rows = self.sd_div.numel(), a0.shape[1]
+            if sd_div is not None:  # divergence of each level as an unknown of the continuity rows
+                nl, rows = sd_div.shape[1], a0.shape[1]
                 first = list(self.laws).index("continuity") * (nl - 1)
+                tau = self.tau["continuity"].flatten().to(dev)
                 for k in range(nl):
-                    col = torch.zeros(rows, dtype=x64.dtype, device=x.device)
+                    col = torch.zeros_like(a0)
                     for layer in (k - 1, k):
                         if 0 <= layer < nl - 1:
-                            col[first + layer] = 0.5 * float(self.sd_div[k]) / float(self.tau["continuity"].flatten()[layer])
-                    cols.append(col.reshape(1, rows, 1, 1).expand_as(a0))
+                            col[:, first + layer] = 0.5 * sd_div[:, k] / tau[layer]
+                    cols.append(col)
             A = torch.stack(cols, -1).permute(0, 2, 3, 1, 4)  # (B, lat, lon, rows, unknowns)
             a = a0.permute(0, 2, 3, 1).unsqueeze(-1)
             eye = torch.eye(A.shape[-2], dtype=A.dtype, device=A.device)
@@ -184,10 +200,37 @@ class Balance:
             z = z.squeeze(-1).permute(0, 3, 1, 2)  # (B, unknowns, lat, lon)
             nm = len(self.moving)
             out = x64.clone()
-            out[:, self.moving] += z[:, :nm] * self.spread.to(x.device).reshape(1, -1, 1, 1)
-        if self.sd_div is not None:
-            self._add_divergent_wind(out, z[:, nm:] * self.sd_div.to(x.device).reshape(1, -1, 1, 1))
+            out[:, self.moving] += z[:, :nm] * s
+        if sd_div is not None:
+            self._add_divergent_wind(out, z[:, nm:] * sd_div)
         return out.to(x.dtype)
+
+    def ensemble(self, ens: torch.Tensor) -> torch.Tensor:
+        """Balance the members of ``ens`` ``(members, C, lat, lon)`` with the ensemble's own spread.
+
+        Each grid point's change is weighted by the members' standard deviation
+        there (of every moving channel, and of the divergence for continuity)
+        instead of the fixed prior spread: where the ensemble agrees, a field
+        stays; where it is uncertain, it gives.  Measured on the corpus (4 test
+        states, 10 % observed, 8 members): with the fixed spread the continuity
+        balance put the wind's divergence errors into omega (w RMSE x 2.2 to
+        2.6); with the ensemble's spread, w is unchanged and v 2 to 6 % worse,
+        while the continuity residual of the mean comes to the truth's.
+        """
+        if ens.ndim != 4 or ens.shape[0] < 2:
+            raise ModelError(f"an ensemble (members >= 2, C, lat, lon) is needed, got shape {tuple(ens.shape)}")
+        from ..physics import operators as ops
+
+        e64 = ens.detach().double()
+        floor = 1e-3 * self.spread.to(ens.device).min()
+        spread = e64.std(0, keepdim=True).clamp_min(floor)
+        div = None
+        if self.sd_div is not None:
+            phys = self.physics
+            xs = e64 * phys.std.double().to(ens.device)[:, None, None] + phys.mean.double().to(ens.device)[:, None, None]
+            d = ops.divergence(xs[:, phys.index["u"]], xs[:, phys.index["v"]], phys.grid)
+            div = d.std(0, keepdim=True).clamp_min(1e-3 * float(self.sd_div.min()))
+        return self(ens, spread=spread, divergence_spread=div)
 
     def _add_divergent_wind(self, out: torch.Tensor, change: torch.Tensor) -> None:
         """Add the smallest wind ``(du, dv)`` (m s-1) per level whose divergence is ``change`` (s-1), in place."""
