@@ -30,3 +30,34 @@ def test_bundled_model_assimilates_the_real_era5_extract_on_cpu(era5):
     assert out["t"].dims[0] == "member" and out.sizes["member"] == 2
     assert np.isfinite(out["t"]).all() and np.isfinite(out["z"]).all()
     assert DEFAULT_MODEL in out.attrs["history"].splitlines()[0]
+
+
+def test_bundled_model_carries_its_balance_statistics_and_spread_factors():
+    import torch
+
+    from xphyda.diffusion import load
+
+    lm = load(device="cpu")
+    factor = lm.spread_factor.numpy()
+    assert factor.shape == (lm.channels,) and 0.2 < factor.min() and factor.max() < 2.0
+    bal = lm.balance(("hydrostatic",))
+    x = 0.3 * torch.randn(2, lm.channels, lm.lat.size, lm.lon.size, generator=torch.Generator().manual_seed(0))
+    before, after = bal.rms(x)["hydrostatic"], bal.rms(bal(x))["hydrostatic"]
+    target = lm.balance_stats["hydrostatic.target"].double()
+    area = bal.physics.area.double()
+    truth_level = ((target**2 * area).sum((-2, -1)) / area.sum()).sqrt() + lm.balance_stats["hydrostatic.tolerance"]
+    assert bool((after < 0.2 * before).all()), (before, after)
+    assert bool((after < 2 * truth_level).all()), (after, truth_level)
+
+
+def test_the_front_end_balances_and_calibrates_by_default(era5):
+    truth = era5
+    background = truth.copy(deep=True)
+    obs = xphyda.obs.simulate(truth, n_stations=100, seed=0)
+    out = background.phyda.assimilate(obs, method="phyda", members=2, steps=3, device="cpu")
+    raw = background.phyda.assimilate(obs, method="phyda", members=2, steps=3, device="cpu", balance=(),
+                                      calibrate=False)
+    assert "balance ['hydrostatic', 'continuity']" in out.attrs["history"] and "spread calibration on" in out.attrs["history"]
+    assert "balance none" in raw.attrs["history"] and "spread calibration off" in raw.attrs["history"]
+    spread = lambda ds: float(ds["t"].std("member").mean())  # noqa: E731
+    assert spread(out) != spread(raw)
