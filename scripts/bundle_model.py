@@ -43,8 +43,15 @@ def _balance(work: Path, card: dict, model: Path | None) -> tuple[dict, dict | N
         raise SystemExit(f"the preset {card['preset']} lacks the variables the balance needs")
     if model is None:
         return out, None
+    from xphyda.model.balance import BALANCE_LAWS, Balance
+    from xphyda.model.physics_loss import PhysicsLoss
+    from xphyda.training import channel_index
+
     net, _ = load_model(model, device="cpu")
-    calibration = calibration_group(net, td.dataset("valid"), np.asarray(co["latitude"]))
+    physics = PhysicsLoss(lat=np.asarray(co["latitude"]), lon=np.asarray(co["longitude"]), levels_hpa=td.spec.levels,
+                          index=channel_index(td.spec), mean=td.stats.mean, std=td.stats.std, laws=BALANCE_LAWS)
+    bal = Balance.from_statistics(physics, out, spread=net.denoiser.data_std().reshape(-1).tolist(), laws=BALANCE_LAWS)
+    calibration = calibration_group(net, td.dataset("valid"), np.asarray(co["latitude"]), balance=bal.ensemble)
     print("spread factors", [round(float(f), 3) for f in calibration["spread_factor"]])
     return out, calibration
 

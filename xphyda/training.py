@@ -67,14 +67,17 @@ def balance_group(dataset, spec, stats, lat, lon, *, samples: int = 200, batch: 
 
 
 def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, steps: int = 16,
-                      fraction: float = 0.1, seed: int = 0) -> dict:
+                      fraction: float = 0.1, seed: int = 0, balance=None) -> dict:
     """The checkpoint's ``"calibration"`` tensors: per-channel spread factors (:mod:`xphyda.model.spread`).
 
     ``cases`` states spread evenly over ``dataset`` (use the validation split)
     are analysed as the front end does (observations of ``fraction`` of the
     grid values with normalised noise 0.1, ``diag-fwd`` guidance, ``members``
     members of ``steps`` steps); the factor makes their corrected spread-skill
-    ratio 1 per channel.
+    ratio 1 per channel.  With ``balance`` (a callable on an ensemble, e.g.
+    :meth:`xphyda.model.balance.Balance.ensemble`, applied after the factor as
+    ``assimilate`` does), the factor is corrected once for what the balance
+    does to spread and error (it shrinks the spread of ``z`` and its error).
     """
     import numpy as np
     import torch
@@ -106,8 +109,15 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
         ens.append(sample(net.denoiser, shape=shape, terms=terms, cond=cond[0], members=members, steps=steps,
                           seed=seed + int(i), guidance="diag-fwd" if terms else None))
         truths.append(x[0])
+    from .model.spread import apply_spread_factor
+
     w = torch.as_tensor(np.cos(np.deg2rad(np.asarray(lat, float))), dtype=torch.float32)
-    return {"spread_factor": spread_factor(torch.stack(ens), torch.stack(truths), w).float()}
+    ens, truths = torch.stack(ens), torch.stack(truths)
+    factor = spread_factor(ens, truths, w)
+    if balance is not None:
+        after = torch.stack([balance(apply_spread_factor(e, factor)).to(e.dtype) for e in ens])
+        factor = factor * spread_factor(after, truths, w)
+    return {"spread_factor": factor.float()}
 
 
 def channel_index(spec) -> dict[str, list[int]]:

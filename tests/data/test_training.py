@@ -39,6 +39,7 @@ def test_train_prior_writes_a_loadable_model(make_corpus, tmp_path, tiny_preset)
     assert list(card["normalisation"]["channels"]) == card["channels"]["names"]
     assert len(card["grid"]["latitude"]) == 8
     assert card["architecture"]["centred"] and len(card["architecture"]["sigma_data"]) == 11
+    assert card["state_dicts"] == ["balance", "ema"]  # the balance statistics travel with the weights
     net, card2 = load_model(out, device="cpu")
     x = torch.zeros(1, 11, 8, 16)
     d, r = net(x, torch.ones(1), x, x, torch.zeros_like(x))
@@ -104,3 +105,23 @@ def test_background_regression_recovers_gain_and_spread(tmp_path):
     assert json.loads((tmp_path / "background_regression.json").read_text()) == reg
     (tmp_path / "background_regression.json").write_text(json.dumps({"gain": [1, 1], "spread": [1, 1]}))
     assert background_regression(Pairs(), tmp_path)["gain"] == [1, 1]  # a resumed run keeps its values
+
+
+def test_calibration_factors_account_for_what_the_balance_does():
+    from xphyda.model.phyda import PhydaNet
+    from xphyda.training import calibration_group
+
+    torch.manual_seed(0)
+    net = PhydaNet(3, features=2, widths=(8, 16), vre_widths=(8, 16), groups=4).eval()
+    g = torch.Generator().manual_seed(1)
+    data = [{"truth": torch.randn(3, 8, 16, generator=g), "background": torch.randn(3, 8, 16, generator=g)}
+            for _ in range(3)]
+    lat = np.linspace(80, -80, 8)
+    kw = dict(cases=3, members=3, steps=2)
+    plain = calibration_group(net, data, lat, **kw)["spread_factor"]
+    assert plain.shape == (3,) and bool((plain > 0).all()) and bool(torch.isfinite(plain).all())
+    same = calibration_group(net, data, lat, balance=lambda e: e, **kw)["spread_factor"]
+    assert torch.allclose(same, plain, rtol=1e-4)
+    # a "balance" that halves every departure from the mean: the factor doubles to compensate
+    halved = calibration_group(net, data, lat, balance=lambda e: e.mean(0) + 0.5 * (e - e.mean(0)), **kw)
+    assert torch.allclose(halved["spread_factor"], 2 * plain, rtol=1e-3)
