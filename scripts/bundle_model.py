@@ -67,6 +67,8 @@ def main(argv: list[str]) -> Path:
     p.add_argument("--calibrate", action="store_true",
                    help="with --balance-from: also the spread factors on 8 validation cases (xphyda.training.calibration_group)")
     a = p.parse_args(argv)
+    if a.calibrate and not a.balance_from:
+        p.error("--calibrate needs --balance-from RUN/work (the validation split is read from that run's cache)")
     src, dst = Path(a.model), ROOT / "xphyda" / "models" / a.name
     card = json.loads((src / "card.json").read_text())
     scores = json.loads(Path(a.scores).read_text())

@@ -109,3 +109,16 @@ def test_balance_and_calibration_need_the_model_statistics(case, tiny_model):
         background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=2, steps=2, balance="geostrophic")
     with pytest.raises(ModelError, match="calibrate must be"):
         background.phyda.assimilate(obs, method="phyda", model=tiny_model, members=2, steps=2, calibrate="yes")
+
+
+def test_balance_option_values(tiny_model):
+    from xphyda.diffusion import _balance_laws, load
+
+    lm = load(tiny_model, device="cpu")
+    for auto in ("auto", True, None):
+        assert _balance_laws(auto, lm, 2) == ()  # the tiny model has no statistics: auto is off
+    assert _balance_laws(False, lm, 2) == () and _balance_laws((), lm, 2) == ()
+    with pytest.raises(ModelError, match="unknown laws"):
+        _balance_laws(3, lm, 2)
+    with pytest.raises(ModelError, match="no balance statistics"):
+        _balance_laws(["hydrostatic", "hydrostatic"], lm, 2)

@@ -64,11 +64,13 @@ class LoadedModel:
                 f"model {self.path.name} carries no balance statistics, so balance={list(laws)} cannot be applied; "
                 "pass balance=() or add them (scripts/bundle_model.py --balance-from RUN/work)"
             )
-        levels = sorted({lev for _, lev in self.variables if lev is not None})
+        levels = list(dict.fromkeys(lev for _, lev in self.variables if lev is not None))  # the card's order
         keys = dict.fromkeys(k for k, lev in self.variables if lev is not None)
-        index = {k: [self.variables.index((k, lev)) for lev in levels] for k in keys}
+        index = {k: [self.variables.index((k, lev)) for lev in levels] for k in keys if
+                 all((k, lev) in self.variables for lev in levels)}
         physics = PhysicsLoss(lat=self.lat, lon=self.lon, levels_hpa=levels, index=index, mean=self.mean,
-                              std=self.std, laws=("continuity", "hydrostatic"))
+                              std=self.std, laws=laws)
+        physics.to(next(self.net.parameters()).device)
         spread = self.net.denoiser.data_std().detach().cpu().double().reshape(-1)
         spread = spread.expand(self.channels) if spread.numel() == 1 else spread
         return Balance.from_statistics(physics, self.balance_stats, spread=spread.tolist(), laws=laws)
@@ -80,11 +82,16 @@ def _load_cached(path: str, mtime: float, device: str) -> LoadedModel:
     from .model.checkpoint import load_checkpoint, load_model
 
     net, card = load_model(path, device=device)
+    spec = ChannelSpec.from_dict(card["channels"])
     groups = card.get("state_dicts") or []
     extra = load_checkpoint(path)[0] if {"balance", "calibration"} & set(groups) else {}
     balance = extra.get("balance")
-    factor = extra["calibration"]["spread_factor"] if "calibration" in extra else None
-    spec = ChannelSpec.from_dict(card["channels"])
+    factor = extra["calibration"].get("spread_factor") if "calibration" in extra else None
+    if "calibration" in extra and (factor is None or factor.numel() != len(spec.names)):
+        raise ModelError(
+            f"{path}: the 'calibration' group must hold 'spread_factor' with one value per channel "
+            f"({len(spec.names)}); rebuild it with scripts/bundle_model.py --calibrate"
+        )
     stats = card["normalisation"]["channels"]
     mean = np.array([stats[n]["mean"] for n in spec.names])
     std = np.array([stats[n]["std"] for n in spec.names])
@@ -299,9 +306,9 @@ def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device,
         from .model.spread import apply_spread_factor
 
         ens = apply_spread_factor(ens, model.spread_factor.to(ens.device))
-    if balance:
+    if balance:  # an ensemble by its own spread; one member by the prior's (which knows the missing channels)
         bal = model.balance(balance)
-        ens = bal.ensemble(ens) if members > 1 else bal(ens)
+        ens = bal.ensemble(ens) if members > 1 else bal(ens, spread=model.net.denoiser.data_std(cond[:1]))
     out = ens.detach().cpu().double().numpy().reshape(members, c, nh)
     rec = None if recon is None else recon.detach().cpu().double().numpy().reshape(c, nh)
     to_si = lambda a: a * model.std[:, None] + model.mean[:, None]
@@ -396,17 +403,21 @@ def _balance_laws(balance, model: LoadedModel, members: int) -> tuple[str, ...]:
     """
     from .model.balance import BALANCE_LAWS
 
-    if isinstance(balance, str) and balance == "auto":
+    if balance is None or balance is True or (isinstance(balance, str) and balance == "auto"):
         if model.balance_stats is None:
             return ()
         return ("hydrostatic", "continuity") if members > 1 else ("hydrostatic",)
-    if balance is None or balance is False:
+    if balance is False:
         return ()
-    laws = (balance,) if isinstance(balance, str) else tuple(balance)
+    try:
+        laws = (balance,) if isinstance(balance, str) else tuple(dict.fromkeys(balance))
+    except TypeError:
+        laws = (balance,)
     bad = [law for law in laws if law not in BALANCE_LAWS]
     if bad:
         raise ModelError(
-            f"balance {balance!r}: unknown laws {bad}; expected 'auto', None, or a subset of {BALANCE_LAWS}"
+            f"balance {balance!r}: unknown laws {bad}; expected 'auto' (or True/None), False or (), or a subset of "
+            f"{BALANCE_LAWS}"
         )
     if laws and model.balance_stats is None:
         model.balance(laws)  # raises with the fix

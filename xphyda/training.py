@@ -116,7 +116,7 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
     factor = spread_factor(ens, truths, w)
     if balance is not None:
         after = torch.stack([balance(apply_spread_factor(e, factor)).to(e.dtype) for e in ens])
-        factor = factor * spread_factor(after, truths, w)
+        factor = (factor * spread_factor(after, truths, w)).clamp(0.1, 10.0)
     return {"spread_factor": factor.float()}
 
 
@@ -375,10 +375,9 @@ def train_prior(
         "scores": {},
         **architecture_card(net),
     }
-    weights = {"ema": result["ema"]}
+    save_checkpoint(out, {"ema": result["ema"]}, card, overwrite=True)  # the weights are safe first
     balance = balance_group(dataset, spec, stats, lat, lon)
-    if balance is not None:
-        weights["balance"] = balance
-    save_checkpoint(out, weights, card, overwrite=True)
+    if balance is not None:  # then the balance statistics beside them
+        save_checkpoint(out, {"ema": result["ema"], "balance": balance}, card, overwrite=True)
     (work / "card_preview.json").write_text(json.dumps({k: card[k] for k in ("name", "training")}, indent=1, default=str))
     return out

@@ -143,3 +143,31 @@ def test_ensemble_balance_moves_the_uncertain_fields():
     assert bool((bal.rms(out)["hydrostatic"] < 0.2 * bal.rms(ens)["hydrostatic"]).all())
     with pytest.raises(ModelError, match="members >= 2"):
         bal.ensemble(ens[:1])
+
+
+@pytest.mark.parametrize("wind_iters", [10, 150, 600])
+def test_continuity_reaches_the_tolerance_whatever_the_wind_iterations(wind_iters):
+    """The wind takes what its solve gives; omega takes the rest, so the residual always ends at the tolerance."""
+    state = hydrostatic_state()
+    loss, mean, std = make_loss(("continuity", "hydrostatic"), state=state + 0.0)
+    truth = normalise(state, mean, std).double()
+    bal = Balance(loss, target={"continuity": loss.residuals(truth)["continuity"][0]},
+                  tolerance={"continuity": [1e-8] * LAYERS}, spread=np.ones(15), laws=("continuity",),
+                  divergence_spread=[2e-6] * len(LEV), wind_iters=wind_iters)
+    x = noisy(truth)
+    out = bal(x)
+    assert bool(torch.isfinite(out).all())
+    assert bool((bal.rms(out)["continuity"] < 3e-8).all()), bal.rms(out)["continuity"]
+    moved_wind = (out - x)[:, INDEX["u"] + INDEX["v"]].abs().max()
+    assert float(moved_wind) > 0
+
+
+def test_a_per_point_spread_keeps_a_channel_the_prior_is_sure_of():
+    bal, truth, _ = setup(laws=("hydrostatic",), divergence=False)
+    x = noisy(truth)
+    spread = torch.ones(1, 15, 1, 1, dtype=torch.float64)
+    spread[:, INDEX["z"]] = 1e-6  # e.g. z given by the background, t filled by the prior
+    out = bal(x, spread=spread)
+    assert float((out - x)[:, INDEX["z"]].abs().max()) < 1e-4 * float((out - x)[:, INDEX["t"]].abs().max())
+    with pytest.raises(ModelError, match="does not broadcast"):
+        bal(x, spread=torch.ones(3))

@@ -48,3 +48,12 @@ def test_bad_shapes_and_factors_are_model_errors():
         apply_spread_factor(ens[0], torch.tensor([1.0]))
     with pytest.raises(ModelError, match="one positive value"):
         apply_spread_factor(ens[0], torch.tensor([1.0, -1.0]))
+
+
+def test_degenerate_channels_keep_their_members_and_factors_are_bounded():
+    truth = torch.zeros(4, 2, 4, 8)
+    ens = torch.zeros(4, 3, 2, 4, 8)
+    ens[:, :, 1] = 1e-3 * torch.randn(4, 3, 4, 8, generator=torch.Generator().manual_seed(0))
+    truth[:, 1] = 5.0  # channel 1: a tiny spread, a huge error
+    f = spread_factor(ens, truth, torch.ones(4))
+    assert float(f[0]) == 1.0 and float(f[1]) == 10.0

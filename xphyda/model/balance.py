@@ -17,20 +17,26 @@ discretisation residual), ``tau_k`` per layer the truth's RMS departure from
 ``t_k``, and ``S = diag(s)`` the per-channel prior spread (the denoiser's
 ``sigma_data``: a channel the prior knows well moves less).
 
-Only channels that keep the problem local to a column move: omega (``w``) for
-continuity -- the divergence of the analysed wind is kept, as in the kinematic
-method of diagnosing omega -- and ``z`` and ``t`` for the hydrostatic balance,
-with humidity (virtual temperature) held fixed.  Both residuals are then affine
-in the moving channels with no horizontal coupling, so each column is a small
-linear least-squares problem solved exactly: its Jacobian ``J`` (layers x moving
-channels) is read off by perturbing whole channels, and
-``z = -A^T (I + A A^T)^-1 a0`` with ``A = diag(1/tau) J S``, ``a0 = (r_k(x) - t_k) / tau``.
+Only channels that keep the problem local to a column move: ``z`` and ``t``
+for the hydrostatic balance (humidity, hence the virtual-temperature factor,
+held fixed) and, for continuity, omega (``w``) and the divergence of the wind
+at each level.  Both residuals are then affine in the unknowns with no
+horizontal coupling, so each column is a small linear least-squares problem
+solved exactly: its Jacobian ``J`` (layers x unknowns) is read off by
+perturbing whole channels, and ``z = -A^T (I + A A^T)^-1 a0`` with
+``A = diag(1/tau) J S``, ``a0 = (r_k(x) - t_k) / tau``.  The divergence change
+asked of each level is then made by the smallest wind change whose discrete
+divergence it is (``(du, dv) = D^T lambda``, ``lambda`` from a regularised
+conjugate-gradient solve of ``(D D^T + eps) lambda = delta``, after removing
+the area mean no wind can change), and whatever that leaves of the continuity
+residual is put into omega by a second, omega-only column solve.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ..errors import ModelError
@@ -62,6 +68,11 @@ class Balance:
         Per-channel prior spread ``s`` in normalised units (``C`` values).
     laws : sequence of str
         Some of :data:`BALANCE_LAWS`.
+    divergence_spread : sequence of float, optional
+        Per level (s-1): the spread of the wind's divergence.  With it the
+        continuity balance also moves the divergent wind; without it only omega.
+    wind_iters : int
+        Conjugate-gradient iterations of the divergent-wind solve.
 
     Examples
     --------
@@ -119,7 +130,7 @@ class Balance:
                 f"spread has {s.numel()} values; expected {physics.mean.numel()} positive values, one per channel"
             )
         self.moving = sorted({i for law in laws for key in _MOVES[law] for i in physics.index[key]})
-        self.spread = s[self.moving]
+        self.spread_all = s
         self.physics, self.laws = physics, laws
         self.sd_div, self.wind_iters = None, int(wind_iters)
         if divergence_spread is not None and "continuity" in laws:
@@ -158,34 +169,67 @@ class Balance:
                  divergence_spread: torch.Tensor | None = None) -> torch.Tensor:
         """The balanced states, same shape and dtype as ``x`` (a new tensor).
 
-        ``spread`` (normalised, broadcasting to ``(B, C, lat, lon)``) and
-        ``divergence_spread`` (s-1, to ``(B, levels, lat, lon)``) replace the
-        fixed spreads, e.g. by an ensemble's own spread per grid point.
+        Parameters
+        ----------
+        x : torch.Tensor
+            Normalised states ``(B, C, lat, lon)``.
+        spread : torch.Tensor, optional
+            Normalised spread per channel (and grid point), broadcasting to
+            ``(B, C, lat, lon)``; replaces the fixed spread (e.g. the denoiser's
+            ``data_std(cond)``, which knows which channels the background lacks).
+        divergence_spread : torch.Tensor, optional
+            Spread of the divergence (s-1) broadcasting to ``(B, levels, lat, lon)``.
+
+        Returns
+        -------
+        torch.Tensor
         """
-        if x.ndim != 4 or x.shape[1] != self.physics.mean.numel():
-            raise ModelError(
-                f"states have shape {tuple(x.shape)}, expected (batch, {self.physics.mean.numel()}, lat, lon)"
-            )
-        x64 = x.detach().double()
+        c = self.physics.mean.numel()
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ModelError(f"states have shape {tuple(x.shape)}, expected (batch, {c}, lat, lon)")
         dev = x.device
-        s = self.spread.to(dev).reshape(1, -1, 1, 1) if spread is None else \
-            torch.as_tensor(spread, dtype=torch.float64, device=dev).broadcast_to(x.shape)[:, self.moving]
-        s = s.broadcast_to((x.shape[0], len(self.moving), *x.shape[2:]))
-        sd_div = None
-        if self.sd_div is not None:
-            sd_div = self.sd_div.to(dev).reshape(1, -1, 1, 1) if divergence_spread is None else \
-                torch.as_tensor(divergence_spread, dtype=torch.float64, device=dev)
-            sd_div = sd_div.broadcast_to((x.shape[0], self.sd_div.numel(), *x.shape[2:]))
+        self.physics.to(dev)
+        x64 = x.detach().double()
+        full = (x.shape[0], c, *x.shape[2:])
+        try:
+            s = self.spread_all.to(dev).reshape(1, -1, 1, 1) if spread is None else \
+                torch.as_tensor(spread, dtype=torch.float64, device=dev)
+            s = s.broadcast_to(full)
+            sd_div = None
+            if self.sd_div is not None:
+                sd_div = self.sd_div.to(dev).reshape(1, -1, 1, 1) if divergence_spread is None else \
+                    torch.as_tensor(divergence_spread, dtype=torch.float64, device=dev)
+                sd_div = sd_div.broadcast_to((x.shape[0], self.sd_div.numel(), *x.shape[2:]))
+        except RuntimeError as err:
+            raise ModelError(
+                f"spread {tuple(torch.as_tensor(spread).shape) if spread is not None else None} or divergence_spread "
+                f"does not broadcast to the states {full}: {err}"
+            ) from None
+        out = x64.clone()
+        z = self._column_solve(out, self.laws, self.moving, s, sd_div)
+        if sd_div is not None:
+            nm = len(self.moving)
+            self._add_divergent_wind(out, z[:, nm:] * sd_div)
+            w = self.physics.index["w"]
+            self._column_solve(out, ("continuity",), w, s, None)  # what the wind could not take goes into omega
+        return out.to(x.dtype)
+
+    def _column_solve(self, out, laws, moving, s, sd_div):
+        """Solve every column for ``laws`` moving channels ``moving`` (and divergence); update ``out`` in place."""
         with torch.no_grad():
-            a0 = self._scaled(x64)
+            res = self.physics.residuals(out)
+            dev = out.device
+            a0 = torch.cat([(res[law] - self.target[law].to(dev)) / self.tau[law].to(dev) for law in laws], 1)
             cols = []
-            for j, c in enumerate(self.moving):  # affine and local to a column: one step of a whole channel
-                step = torch.zeros_like(x64)
-                step[:, c] = s[:, j]
-                cols.append(self._scaled(x64 + step) - a0)
+            for c in moving:  # affine and local to a column: one step of a whole channel
+                step = out.clone()
+                step[:, c] += s[:, c]
+                r = self.physics.residuals(step)
+                cols.append(torch.cat([(r[law] - self.target[law].to(dev)) / self.tau[law].to(dev)
+                                       for law in laws], 1) - a0)
             if sd_div is not None:  # divergence of each level as an unknown of the continuity rows
-                nl, rows = sd_div.shape[1], a0.shape[1]
-                first = list(self.laws).index("continuity") * (nl - 1)
+                nl = sd_div.shape[1]
+                first = list(laws).index("continuity") * (nl - 1)
                 tau = self.tau["continuity"].flatten().to(dev)
                 for k in range(nl):
                     col = torch.zeros_like(a0)
@@ -195,15 +239,11 @@ class Balance:
                     cols.append(col)
             A = torch.stack(cols, -1).permute(0, 2, 3, 1, 4)  # (B, lat, lon, rows, unknowns)
             a = a0.permute(0, 2, 3, 1).unsqueeze(-1)
-            eye = torch.eye(A.shape[-2], dtype=A.dtype, device=A.device)
+            eye = torch.eye(A.shape[-2], dtype=A.dtype, device=dev)
             z = -A.transpose(-1, -2) @ torch.linalg.solve(eye + A @ A.transpose(-1, -2), a)
             z = z.squeeze(-1).permute(0, 3, 1, 2)  # (B, unknowns, lat, lon)
-            nm = len(self.moving)
-            out = x64.clone()
-            out[:, self.moving] += z[:, :nm] * s
-        if sd_div is not None:
-            self._add_divergent_wind(out, z[:, nm:] * sd_div)
-        return out.to(x.dtype)
+            out[:, moving] += z[:, : len(moving)] * s[:, moving]
+        return z
 
     def ensemble(self, ens: torch.Tensor) -> torch.Tensor:
         """Balance the members of ``ens`` ``(members, C, lat, lon)`` with the ensemble's own spread.
@@ -211,34 +251,58 @@ class Balance:
         Each grid point's change is weighted by the members' standard deviation
         there (of every moving channel, and of the divergence for continuity)
         instead of the fixed prior spread: where the ensemble agrees, a field
-        stays; where it is uncertain, it gives.  Measured on the corpus (4 test
-        states, 10 % observed, 8 members): with the fixed spread the continuity
-        balance put the wind's divergence errors into omega (w RMSE x 2.2 to
-        2.6); with the ensemble's spread, w is unchanged and v 2 to 6 % worse,
-        while the continuity residual of the mean comes to the truth's.
+        stays; where it is uncertain, it gives.  Measured on the corpus
+        (``benchmarks/probe_balance.py``, docs/benchmarks.md): with the fixed
+        spread the continuity balance put the wind's divergence errors into
+        omega (w RMSE x 2.2 to 2.6); with the ensemble's, w is unchanged and v a
+        few per cent worse, while the continuity residual comes to the truth's.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> lat, lon = np.linspace(80, -80, 9), np.arange(0, 360, 22.5)
+        >>> idx = {"z": [0, 1], "t": [2, 3]}
+        >>> phys = PhysicsLoss(lat=lat, lon=lon, levels_hpa=[500, 850], index=idx, mean=[5.5e4, 1.4e4, 255, 275],
+        ...                    std=[1e3, 1e3, 5, 5], laws=["hydrostatic"])
+        >>> bal = Balance(phys, target={"hydrostatic": 0.0}, tolerance={"hydrostatic": [1.0]}, spread=[0.1] * 4,
+        ...               laws=["hydrostatic"])
+        >>> ens = torch.randn(3, 4, 9, 16, generator=torch.Generator().manual_seed(0))
+        >>> bool((bal.rms(bal.ensemble(ens))["hydrostatic"] < 2.0).all())
+        True
         """
         if ens.ndim != 4 or ens.shape[0] < 2:
             raise ModelError(f"an ensemble (members >= 2, C, lat, lon) is needed, got shape {tuple(ens.shape)}")
         from ..physics import operators as ops
 
         e64 = ens.detach().double()
-        floor = 1e-3 * self.spread.to(ens.device).min()
+        floor = 1e-3 * float(self.spread_all.min())
         spread = e64.std(0, keepdim=True).clamp_min(floor)
         div = None
         if self.sd_div is not None:
-            phys = self.physics
-            xs = e64 * phys.std.double().to(ens.device)[:, None, None] + phys.mean.double().to(ens.device)[:, None, None]
+            phys = self.physics.to(ens.device)
+            xs = e64 * phys.std.double()[:, None, None] + phys.mean.double()[:, None, None]
             d = ops.divergence(xs[:, phys.index["u"]], xs[:, phys.index["v"]], phys.grid)
             div = d.std(0, keepdim=True).clamp_min(1e-3 * float(self.sd_div.min()))
         return self(ens, spread=spread, divergence_spread=div)
 
     def _add_divergent_wind(self, out: torch.Tensor, change: torch.Tensor) -> None:
-        """Add the smallest wind ``(du, dv)`` (m s-1) per level whose divergence is ``change`` (s-1), in place."""
+        """Add the smallest wind ``(du, dv)`` (m s-1) per level whose divergence is ``change`` (s-1), in place.
+
+        The area mean of ``change`` is removed (no wind on the sphere changes it), and
+        ``(D D^T + eps I) lambda = change`` is solved by conjugate gradients with ``eps`` a
+        thousandth of ``D D^T``'s scale ``1 / (a dlat)^2``: the checkerboard modes of the
+        collocated divergence are nearly in its null space and would make the plain solve diverge.
+        """
         from ..physics import operators as ops
 
-        grid, phys = self.physics.grid, self.physics
+        phys = self.physics
+        grid = phys.grid
         iu, iv = phys.index["u"], phys.index["v"]
         std = phys.std.double().to(out.device)
+        area = phys.area.double().to(out.device)
+        change = change - (change * area).sum((-2, -1), keepdim=True) / area.sum()
+        dlat = abs(float(np.deg2rad(np.diff(grid.lat)).mean()))
+        eps = 1e-3 / (6.371e6 * dlat) ** 2
 
         def D(uv):
             return ops.divergence(uv[:, 0], uv[:, 1], grid)
@@ -250,10 +314,9 @@ class Balance:
                 (g,) = torch.autograd.grad((D(uv) * lam).sum(), uv)
             return g
 
-        b = change.flatten(1)
         shape = change.shape
-        lam, _ = conjugate_gradient(lambda p: (D(DT(p.reshape(shape))).flatten(1), p), b, iters=self.wind_iters,
-                                    tol=1e-6)
+        lam, _ = conjugate_gradient(lambda p: ((D(DT(p.reshape(shape))) + eps * p.reshape(shape)).flatten(1), p),
+                                    change.flatten(1), iters=self.wind_iters, tol=1e-6)
         duv = DT(lam.reshape(shape))
         out[:, iu] += duv[:, 0] / std[iu].reshape(1, -1, 1, 1)
         out[:, iv] += duv[:, 1] / std[iv].reshape(1, -1, 1, 1)

@@ -38,7 +38,8 @@ def spread_factor(ensembles: torch.Tensor, truths: torch.Tensor, weights: torch.
     Returns
     -------
     torch.Tensor
-        ``(C,)``: ``sqrt(mean squared error of the mean) / (sqrt((M + 1) / M) sqrt(mean variance))``.
+        ``(C,)``: ``sqrt(mean squared error of the mean) / (sqrt((M + 1) / M) sqrt(mean variance))``,
+        clipped to [0.1, 10]; 1 for a channel with neither spread nor error.
 
     Examples
     --------
@@ -60,12 +61,15 @@ def spread_factor(ensembles: torch.Tensor, truths: torch.Tensor, weights: torch.
     m = ensembles.shape[1]
     if m < 2:
         raise ModelError(f"a spread needs at least 2 members, got {m}")
-    w = (weights / weights.sum()).to(ensembles.dtype).reshape(1, 1, -1, 1)
+    w = (weights / weights.sum()).to(device=ensembles.device, dtype=ensembles.dtype).reshape(1, 1, -1, 1)
     mean = ensembles.mean(1)
     mse = (((mean - truths) ** 2) * w).sum(-2).mean((0, -1))
     var = ((ensembles.var(1, unbiased=True)) * w).sum(-2).mean((0, -1))
-    ssr = ((m + 1) / m) ** 0.5 * var.sqrt() / mse.sqrt().clamp_min(1e-30)
-    return 1.0 / ssr.clamp_min(1e-6)
+    spread = ((m + 1) / m) ** 0.5 * var.sqrt()
+    factor = mse.sqrt() / spread.clamp_min(1e-30)
+    # a channel with neither spread nor error (e.g. constant) keeps its members; others within [0.1, 10]
+    tiny = (spread < 1e-12) & (mse.sqrt() < 1e-12)
+    return torch.where(tiny, torch.ones_like(factor), factor.clamp(0.1, 10.0))
 
 
 def apply_spread_factor(ens: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
