@@ -302,6 +302,44 @@ def test_slabs_give_the_same_answer(analytic, monkeypatch, name, budget_planes):
     xr.testing.assert_identical(physics_residual(ds, name), ref)
 
 
+@pytest.mark.parametrize("min_rows, column_bytes", [(4, None), (5, None), (8, None), (4, 1)])
+@pytest.mark.parametrize("grid", ["pole33x64", "gauss48x96", "regional"])
+@pytest.mark.parametrize("name", ["continuity", "hydrostatic", "geostrophic"])
+def test_bands_of_rows_give_the_same_answer(analytic, monkeypatch, name, grid, min_rows, column_bytes):
+    """Bands of rows (a halo row on either side) and blocks of levels: the whole grid's numbers, bit for bit."""
+    from xphyda.physics import residuals
+
+    ds = _state(analytic, "pole33x64" if grid == "regional" else grid, with_humidity=True)
+    if grid == "regional":  # neither global nor periodic: the outer rows and columns are extrapolated
+        ds = ds.isel(latitude=slice(3, 27), longitude=slice(5, 45))
+    ref = physics_residual(ds, name)
+    monkeypatch.setattr(residuals, "_SLAB_BYTES", 1)  # bands of _MIN_ROWS rows
+    monkeypatch.setattr(residuals, "_MIN_ROWS", min_rows)
+    if column_bytes is not None:  # and blocks of two levels
+        monkeypatch.setattr(residuals, "_COLUMN_BYTES", column_bytes)
+    xr.testing.assert_identical(physics_residual(ds, name), ref)
+    for dtype in (np.float32,):  # float32 data are computed in float32, also in bands
+        small = ds.astype(dtype)
+        monkeypatch.setattr(residuals, "_SLAB_BYTES", 2**30)
+        whole = physics_residual(small, name)
+        monkeypatch.setattr(residuals, "_SLAB_BYTES", 1)
+        xr.testing.assert_identical(physics_residual(small, name), whole)
+
+
+@pytest.mark.parametrize("name", ["continuity", "hydrostatic", "geostrophic"])
+def test_many_leading_indices_at_once(analytic, name):
+    """Small fields go to the kernel several leading indices at a time: each gets its own answer."""
+    base = _state(analytic, "reg32x64", with_humidity=True)
+    times = xr.DataArray(np.arange(10).astype("datetime64[D]").astype("datetime64[ns]"), dims="time")
+    ds = xr.concat([base * (1 + 0.01 * i) for i in range(10)], dim=times).expand_dims(number=2)
+    for k in ds.data_vars:
+        ds[k].attrs["units"] = base[k].attrs["units"]
+    res = physics_residual(ds, name)  # 10 times > 8 levels
+    for i in (0, 9):
+        one = physics_residual(ds.isel(number=1, time=i), name)
+        np.testing.assert_array_equal(res.isel(number=1, time=i).values, one.values)
+
+
 def test_summary_of_continuity_is_per_layer(analytic):
     ds = _state(analytic)
     s = residual_summary(ds, ["continuity"])

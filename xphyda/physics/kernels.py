@@ -23,12 +23,13 @@ from .operators import (
     SphereGrid,
     _add_,
     _check_levels,
+    _divergence,
+    _fast,
+    _layer_sum,
     _like,
     _scale_,
-    divergence,
     gradient,
     layer_difference,
-    layer_mean,
 )
 
 __all__ = ["GEOSTROPHIC_BAND", "ageostrophic", "continuity", "geostrophic", "hydrostatic", "virtual_temperature"]
@@ -52,7 +53,11 @@ def virtual_temperature(t, q=None):
     if q is None:
         return t
     eps = constants().epsilon
-    return t * _add_(q * ((1.0 - eps) / eps), 1.0)
+    factor = _add_(q * ((1.0 - eps) / eps), 1.0)
+    if _fast(factor) and _fast(t) and factor.shape == t.shape and factor.dtype == t.dtype:
+        factor *= t  # numpy: in place, the same numbers as t * factor
+        return factor
+    return t * factor
 
 
 def continuity(u, v, w, p, grid: SphereGrid, *, axis: int = -3):
@@ -74,10 +79,11 @@ def continuity(u, v, w, p, grid: SphereGrid, *, axis: int = -3):
         Shape of ``u`` with one fewer level.
     """
     p = _check_levels(p, u, axis)
-    d = divergence(u, v, grid)
+    # (D[k] + D[k+1]) / 2 as D[k] / 2 + D[k+1] / 2: halving is exact, so the numbers are the same
+    half = _divergence(u, v, grid, 0.5)
     dp = _layer_view(np.diff(p), u.ndim, axis)
     tendency = _scale_(layer_difference(w, axis=axis), _like(1.0 / dp, w))
-    return _add_(tendency, layer_mean(d, axis=axis))
+    return _add_(tendency, _layer_sum(half, axis))
 
 
 def hydrostatic(phi, t, p, *, q=None, axis: int = -3):
@@ -105,7 +111,8 @@ def hydrostatic(phi, t, p, *, q=None, axis: int = -3):
     up = np.sign(p[:-1] - p[1:])  # +1 where level k + 1 is above level k
     log_ratio = _layer_view(np.abs(np.log(p[:-1] / p[1:])), phi.ndim, axis)
     thickness = _scale_(layer_difference(phi, axis=axis), _like(_layer_view(up / c.g, phi.ndim, axis), phi))
-    hypsometric = _scale_(layer_mean(virtual_temperature(t, q), axis=axis), _like(-c.Rd / c.g * log_ratio, phi))
+    # (Tv[k] + Tv[k+1]) / 2 * F as (Tv[k] + Tv[k+1]) * (F / 2): halving is exact, the numbers are the same
+    hypsometric = _scale_(_layer_sum(virtual_temperature(t, q), axis), _like(-c.Rd / c.g * log_ratio * 0.5, phi))
     return _add_(thickness, hypsometric)
 
 
@@ -130,5 +137,13 @@ def ageostrophic(u, v, phi, grid: SphereGrid, *, band: float = GEOSTROPHIC_BAND)
 def geostrophic(u, v, phi, grid: SphereGrid, *, band: float = GEOSTROPHIC_BAND):
     """Magnitude of the ageostrophic wind ``|V - V_g|`` (m s-1); NaN where ``|lat| < band``."""
     du, dv, valid = ageostrophic(u, v, phi, grid, band=band)
+    if _fast(du) and _fast(dv) and du.shape == dv.shape and du.dtype == dv.dtype:
+        # numpy: the same numbers in place (du and dv are ours); x + 0 is x for x = sqrt(...) >= +0
+        np.multiply(du, du, out=du)
+        np.multiply(dv, dv, out=dv)
+        du += dv
+        np.sqrt(du, out=du)
+        du[..., ~valid[:, 0], :] = np.nan
+        return du
     nan = np.where(valid, 0.0, np.nan)
     return _sqrt(_add_(du * du, dv * dv)) + _like(nan, du)

@@ -126,6 +126,7 @@ class SphereGrid:
     cos_row: np.ndarray = field(init=False, repr=False)
     dlam: float | None = field(init=False, repr=False)
     pole_rows: tuple[bool, bool] = field(init=False, repr=False)
+    dphi_even: float | None = field(init=False, repr=False)  # see _even_step
 
     def __post_init__(self):
         lat = np.asarray(self.lat, dtype=np.float64).ravel()
@@ -188,6 +189,7 @@ class SphereGrid:
         at_pole = np.abs(lat) >= 90.0 - 1e-9
         set_(self, "pole_rows", (bool(at_pole[0]), bool(at_pole[-1])))
         set_(self, "cos_row", np.where(at_pole, 1.0, np.cos(phi)))  # pole rows: see gradient()
+        set_(self, "dphi_even", _even_step(phi))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -215,6 +217,28 @@ class SphereGrid:
                 f"{name} has horizontal shape {tuple(x.shape[-2:])}, expected {self.shape} "
                 "(latitude, longitude) as its last two axes"
             )
+
+    def _rows(self, start: int, stop: int) -> SphereGrid:
+        """The rows ``start:stop`` of this grid, with this grid's own metric factors.
+
+        For evaluating an operator on a band of rows (see
+        :func:`xphyda.physics.residuals._by_slabs`): every row of the band that has
+        its neighbours in the band gets exactly the numbers of the whole grid; a
+        band's first and last rows are treated as the grid's outer rows only where
+        they are (elsewhere they are a halo, to be discarded).
+        """
+        if (start, stop) == (0, self.lat.size):
+            return self
+        sub = object.__new__(SphereGrid)
+        n = self.lat.size
+        set_ = object.__setattr__
+        for name in ("lon", "radius", "periodic", "global_lat", "lam", "dlam", "dphi_even"):
+            set_(sub, name, getattr(self, name))
+        for name in ("lat", "phi", "coscell", "dsin", "cos_row"):
+            set_(sub, name, getattr(self, name)[start:stop])
+        set_(sub, "cos_edge", self.cos_edge[start:stop + 1])
+        set_(sub, "pole_rows", (self.pole_rows[0] and start == 0, self.pole_rows[1] and stop == n))
+        return sub
 
 
 # --------------------------------------------------------------------------- horizontal
@@ -252,12 +276,28 @@ def _add_(x, y):
     return x
 
 
-def _derivative(f, x: np.ndarray, axis: int, scale=1.0):
+def _even_step(x: np.ndarray) -> float | None:
+    """The mean spacing of ``x`` when it is even (to 1e-4 of a spacing), else None."""
+    h = np.diff(x)
+    mean = h.mean()
+    return float(mean) if np.all(np.abs(h - mean) <= 1e-4 * np.abs(mean)) else None
+
+
+def _fast(f) -> bool:
+    """Whether ``f`` is a floating numpy array: its results can be written into preallocated arrays."""
+    return isinstance(f, np.ndarray) and f.dtype.kind == "f"
+
+
+_AUTO = object()
+
+
+def _derivative(f, x: np.ndarray, axis: int, scale=1.0, step=_AUTO):
     """``scale * df/dx`` along ``axis``: second order, centred inside and one-sided at both ends.
 
     ``x`` is strictly monotonic; unevenly spaced points get the three-point
     weights of the local spacings.  ``scale`` is a number or an array that
-    broadcasts against ``f`` without varying along ``axis``.
+    broadcasts against ``f`` without varying along ``axis``.  ``step`` is
+    :func:`_even_step` of ``x`` when already known (a grid's, for its rows).
     """
     axis = axis % f.ndim
     n = x.size
@@ -265,12 +305,20 @@ def _derivative(f, x: np.ndarray, axis: int, scale=1.0):
     def at(i, j=None):
         return _take(f, slice(i, j), axis)
 
-    h = np.diff(x)
-    if np.all(np.abs(h - h.mean()) <= 1e-4 * np.abs(h.mean())):  # even spacing: one number
+    if step is _AUTO:
+        step = _even_step(x)
+    if step is not None:  # even spacing: one number
         first = 4.0 * at(1, 2) - 3.0 * at(0, 1) - at(2, 3)
         last = 3.0 * at(n - 1, n) - 4.0 * at(n - 2, n - 1) + at(n - 3, n - 2)
-        out = _cat([first, at(2, n) - at(0, n - 2), last], axis)
-        return _scale_(out, _factor(np.asarray(scale) * (0.5 / h.mean()), f))
+        if _fast(f):  # the same numbers, written in place of a concatenation
+            out = np.empty(f.shape, f.dtype)
+            _take(out, slice(0, 1), axis)[...] = first
+            np.subtract(at(2, n), at(0, n - 2), out=_take(out, slice(1, n - 1), axis))
+            _take(out, slice(n - 1, n), axis)[...] = last
+        else:
+            out = _cat([first, at(2, n) - at(0, n - 2), last], axis)
+        return _scale_(out, _factor(np.asarray(scale) * (0.5 / step), f))
+    h = np.diff(x)
     h0, h1 = h[:-1], h[1:]
     weights = (-h1 / (h0 * (h0 + h1)), (h1 - h0) / (h0 * h1), h0 / (h1 * (h0 + h1)))
     inner = sum(_like(_axis_view(w, f.ndim, axis), f) * at(i, n - 2 + i) for i, w in enumerate(weights))
@@ -292,7 +340,13 @@ def _ddlambda(f, grid: SphereGrid, scale=1.0):
     n = grid.shape[1]
     at = lambda i, j: _take(f, slice(i, j), -1)
     # f[i + 1] - f[i - 1] with wrap-around, without rolled copies of f
-    diff = _cat([at(1, 2) - at(n - 1, n), at(2, n) - at(0, n - 2), at(0, 1) - at(n - 2, n - 1)], -1)
+    if _fast(f):  # the same numbers, written in place of a concatenation
+        diff = np.empty(f.shape, f.dtype)
+        np.subtract(at(1, 2), at(n - 1, n), out=diff[..., :1])
+        np.subtract(at(2, n), at(0, n - 2), out=diff[..., 1:n - 1])
+        np.subtract(at(0, 1), at(n - 2, n - 1), out=diff[..., n - 1:])
+    else:
+        diff = _cat([at(1, 2) - at(n - 1, n), at(2, n) - at(0, n - 2), at(0, 1) - at(n - 2, n - 1)], -1)
     if grid.dlam is not None:
         return _scale_(diff, _factor(np.asarray(scale) * (0.5 / grid.dlam), f))
     lam = grid.lam
@@ -315,7 +369,7 @@ def ddlambda(f, grid: SphereGrid):
 def ddphi(f, grid: SphereGrid):
     """Second-order derivative with respect to latitude (radians) on possibly uneven rows."""
     grid.check_shape(f)
-    return _derivative(f, grid.phi, -2)
+    return _derivative(f, grid.phi, -2, step=grid.dphi_even)
 
 
 def gradient(f, grid: SphereGrid):
@@ -338,14 +392,19 @@ def gradient(f, grid: SphereGrid):
     grid.check_shape(f)
     dfdx = _ddlambda(f, grid, 1.0 / (grid.radius * grid.cos_row[:, None]))
     first, last = grid.pole_rows
-    if first or last:
+    if (first or last) and isinstance(dfdx, np.ndarray):  # dfdx is ours: copy the rows in place
+        if first:
+            dfdx[..., 0, :] = dfdx[..., 1, :]
+        if last:
+            dfdx[..., -1, :] = dfdx[..., -2, :]
+    elif first or last:
         row = lambda i: _take(dfdx, slice(i, i + 1 if i != -1 else None), -2)
         dfdx = _cat([row(1 if first else 0), _take(dfdx, slice(1, -1), -2), row(-2 if last else -1)], -2)
-    dfdy = _derivative(f, grid.phi, -2, 1.0 / grid.radius)
+    dfdy = _derivative(f, grid.phi, -2, 1.0 / grid.radius, step=grid.dphi_even)
     return dfdx, dfdy
 
 
-def _meridional_flux_divergence(g, grid: SphereGrid):
+def _meridional_flux_divergence(g, grid: SphereGrid, scale: float = 1.0):
     """``(1 / a) d(g cos(phi)) / d(sin(phi))`` in finite-volume form (``g`` is v or u).
 
     The flux through each inner cell edge is the mean of the two rows times the
@@ -361,8 +420,15 @@ def _meridional_flux_divergence(g, grid: SphereGrid):
         row = lambda i: _take(g, slice(i, i + 1), -2)
         first = first - (1.5 * row(0) - 0.5 * row(1)) * float(grid.cos_edge[0])
         last = last + (1.5 * row(n - 1) - 0.5 * row(n - 2)) * float(grid.cos_edge[-1])
-    inner = _take(flux, slice(1, n - 1), -2) - _take(flux, slice(0, n - 2), -2)
-    return _scale_(_cat([first, inner, last], -2), _like(1.0 / (grid.radius * grid.dsin[:, None]), g))
+    if _fast(flux):  # the same numbers, written in place of a concatenation
+        out = np.empty(flux.shape[:-2] + g.shape[-2:], flux.dtype)
+        out[..., :1, :] = first
+        np.subtract(flux[..., 1:, :], flux[..., :-1, :], out=out[..., 1:n - 1, :])
+        out[..., n - 1:, :] = last
+    else:
+        inner = _take(flux, slice(1, n - 1), -2) - _take(flux, slice(0, n - 2), -2)
+        out = _cat([first, inner, last], -2)
+    return _scale_(out, _like(scale / (grid.radius * grid.dsin[:, None]), g))
 
 
 def divergence(u, v, grid: SphereGrid):
@@ -378,10 +444,17 @@ def divergence(u, v, grid: SphereGrid):
     >>> float(abs(divergence(u, 0 * u, g)).max()) < 1e-20
     True
     """
+    return _divergence(u, v, grid)
+
+
+def _divergence(u, v, grid: SphereGrid, scale: float = 1.0):
+    """``scale`` times :func:`divergence`; with ``scale`` a power of two the numbers are exactly those
+    of the divergence scaled afterwards (the layer mean of :func:`xphyda.physics.kernels.continuity`
+    takes half of it), without the pass over the result."""
     grid.check_shape(u, "u")
     grid.check_shape(v, "v")
-    zonal = _ddlambda(u, grid, 1.0 / (grid.radius * grid.coscell[:, None]))
-    return _add_(zonal, _meridional_flux_divergence(v, grid))
+    zonal = _ddlambda(u, grid, scale / (grid.radius * grid.coscell[:, None]))
+    return _add_(zonal, _meridional_flux_divergence(v, grid, scale))
 
 
 def vorticity(u, v, grid: SphereGrid):
@@ -442,8 +515,12 @@ def layer_difference(f, *, axis: int = -3):
 
 def layer_mean(f, *, axis: int = -3):
     """``(f[k] + f[k + 1]) / 2`` along ``axis``: one value per layer between adjacent levels."""
+    return _scale_(_layer_sum(f, axis), 0.5)
+
+
+def _layer_sum(f, axis: int):
     n = f.shape[axis]
-    return _scale_(_take(f, slice(1, n), axis) + _take(f, slice(0, n - 1), axis), 0.5)
+    return _take(f, slice(1, n), axis) + _take(f, slice(0, n - 1), axis)
 
 
 def omega_from_continuity(u, v, lat, lon, plev_pa, *, axis: int = -3, radius: float = EARTH_RADIUS):
