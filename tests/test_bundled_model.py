@@ -59,5 +59,17 @@ def test_the_front_end_balances_and_calibrates_by_default(era5):
                                       calibrate=False)
     assert "balance ['hydrostatic', 'continuity']" in out.attrs["history"] and "spread calibration on" in out.attrs["history"]
     assert "balance none" in raw.attrs["history"] and "spread calibration off" in raw.attrs["history"]
-    spread = lambda ds: float(ds["t"].std("member").mean())  # noqa: E731
-    assert spread(out) != spread(raw)
+    # calibration alone: the same members (same seed), each departure from the mean scaled by the channel's factor
+    cal = background.phyda.assimilate(obs, method="phyda", members=2, steps=3, device="cpu", balance=(),
+                                      calibrate=True)
+    from xphyda.diffusion import load
+
+    lm = load(device="cpu")
+    for level in (500, 850):
+        factor = float(lm.spread_factor[lm.names.index(f"t{level}")])
+        a, b = cal["t"].sel(level=level), raw["t"].sel(level=level)
+        np.testing.assert_allclose(a.mean("member"), b.mean("member"), atol=1e-3)
+        dev_a, dev_b = (a - a.mean("member")).values, (b - b.mean("member")).values
+        assert abs(float((dev_a * dev_b).sum() / (dev_b * dev_b).sum()) - factor) < 1e-3 * factor  # float32 output
+        big = np.abs(dev_b) > 0.1
+        np.testing.assert_allclose(dev_a[big] / dev_b[big], factor, rtol=1e-2)
