@@ -122,3 +122,22 @@ def test_balance_option_values(tiny_model):
         _balance_laws(3, lm, 2)
     with pytest.raises(ModelError, match="no balance statistics"):
         _balance_laws(["hydrostatic", "hydrostatic"], lm, 2)
+
+
+def test_the_vre_sees_no_more_observed_points_than_it_was_trained_on():
+    """A dense user grid observes every model point; the VRE gets at most its training fraction of them."""
+    import scipy.sparse as sp
+
+    from xphyda.diffusion import _gridded_obs, load
+
+    lm = load(device="cpu")  # trained with observed fractions up to the card's obs_fraction[1]
+    top = lm.card["training"]["config"]["obs_fraction"][1]
+    nh = lm.lat.size * lm.lon.size
+    n = lm.channels * nh
+    H = sp.identity(n, format="csr")  # every model value observed
+    y = H @ np.repeat(lm.mean, nh)
+    values, mask = _gridded_obs(H, y, lm)
+    per_channel = mask.reshape(lm.channels, nh).mean(1)
+    assert np.all(per_channel <= top + 1e-9) and np.all(per_channel >= top - 1.0 / nh)
+    sparse = sp.identity(n, format="csr")[:: 50]  # 2 % observed: all kept
+    assert _gridded_obs(sparse, sparse @ np.repeat(lm.mean, nh), lm)[1].sum() == sparse.shape[0]
