@@ -97,7 +97,7 @@ class Balance:
         spread: Sequence[float],
         laws: Sequence[str] = BALANCE_LAWS,
         divergence_spread: Sequence[float] | None = None,
-        wind_iters: int = 150,
+        wind_iters: int = 50,
     ):
         laws = tuple(laws)
         bad = [law for law in laws if law not in BALANCE_LAWS]
