@@ -8,6 +8,31 @@ import pytest
 import xarray as xr
 
 DATA = Path(__file__).parent / "data"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@pytest.fixture
+def run_doc_page(tmp_path, monkeypatch):
+    """``run(name, min_blocks)``: every ``python`` block of ``docs/<name>`` run in order, in one namespace.
+
+    Runs in a temporary folder; a failing block raises an AssertionError that shows it.  Returns the namespace.
+    """
+    import re
+
+    def run(name: str, min_blocks: int = 1) -> dict:
+        monkeypatch.chdir(tmp_path)
+        text = (DOCS / name).read_text()
+        blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+        assert len(blocks) >= min_blocks, f"docs/{name} has {len(blocks)} python blocks, expected {min_blocks}"
+        namespace: dict = {}
+        for i, code in enumerate(blocks):
+            try:
+                exec(compile(code, f"{name} block {i}", "exec"), namespace)  # noqa: S102  (our own page)
+            except Exception as exc:  # pragma: no cover - the message is the point
+                raise AssertionError(f"docs/{name} python block {i} failed:\n{code}") from exc
+        return namespace
+
+    return run
 
 
 @pytest.fixture(scope="session")

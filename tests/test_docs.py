@@ -19,10 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
 
-def _python_blocks(page: Path) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.DOTALL | re.MULTILINE)
-
-
 def test_docs_build_strict(tmp_path):
     """``mkdocs build --strict``: any warning (broken link or anchor, docstring that does not parse) fails."""
     pytest.importorskip("mkdocs")
@@ -51,17 +47,9 @@ def test_docs_build_strict(tmp_path):
     assert "Copernicus" in (site / "index.html").read_text()
 
 
-def test_quickstart_code_runs(tmp_path, monkeypatch):
+def test_quickstart_code_runs(run_doc_page):
     """Every ``python`` block of the quickstart runs, in order, in one namespace."""
-    monkeypatch.chdir(tmp_path)
-    blocks = _python_blocks(DOCS / "quickstart.md")
-    assert len(blocks) >= 5
-    namespace: dict = {}
-    for i, code in enumerate(blocks):
-        try:
-            exec(compile(code, f"quickstart.md block {i}", "exec"), namespace)  # noqa: S102  (our own page)
-        except Exception as exc:  # pragma: no cover - the message is the point
-            raise AssertionError(f"quickstart.md python block {i} failed:\n{code}") from exc
+    namespace = run_doc_page("quickstart.md", min_blocks=5)
     assert namespace["res"].attrs["units"] == "m"
     assert list(namespace["summary"].data_vars) == ["hydrostatic_rms", "hydrostatic_relative"]
 

@@ -499,18 +499,7 @@ def test_write_store_round_trip_for_trajectories(make_corpus, tmp_path):
     np.testing.assert_array_equal(back["available"].values, ds["available"].values)
 
 
-def test_docs_data_page_code_runs(tmp_path, monkeypatch):
+def test_docs_data_page_code_runs(run_doc_page):
     """Every runnable ``python`` block of docs/data.md runs, in order, in one namespace."""
-    import re
-
-    monkeypatch.chdir(tmp_path)
-    page = Path(__file__).resolve().parents[2] / "docs" / "data.md"
-    blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.DOTALL | re.MULTILINE)
-    assert len(blocks) >= 5
-    namespace: dict = {}
-    for i, code in enumerate(blocks):
-        try:
-            exec(compile(code, f"data.md block {i}", "exec"), namespace)  # noqa: S102  (our own page)
-        except Exception as exc:  # pragma: no cover - the message is the point
-            raise AssertionError(f"docs/data.md python block {i} failed:\n{code}") from exc
+    namespace = run_doc_page("data.md", min_blocks=5)
     assert namespace["item"]["truth"].shape == (4, 32, 64)

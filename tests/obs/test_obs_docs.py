@@ -7,33 +7,15 @@ such as an OI ensemble on a grid above ``ENSEMBLE_MAX_POINTS``, fails here).
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "observations.md"
 
-
-def _python_blocks(page: Path) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.DOTALL | re.MULTILINE)
-
-
-def test_observations_page_code_runs(tmp_path, monkeypatch, capsys):
+def test_observations_page_code_runs(run_doc_page, capsys):
     pytest.importorskip("torch")
     from xphyda.baselines.oi import ENSEMBLE_MAX_POINTS
     from xphyda.obs import FLAGS
 
-    monkeypatch.chdir(tmp_path)
-    blocks = _python_blocks(PAGE)
-    assert len(blocks) >= 8
-    namespace: dict = {}
-    for i, code in enumerate(blocks):
-        try:
-            exec(compile(code, f"observations.md block {i}", "exec"), namespace)  # noqa: S102  (our own page)
-        except Exception as exc:  # pragma: no cover - the message is the point
-            raise AssertionError(f"docs/observations.md python block {i} failed:\n{code}") from exc
-    ns = namespace
+    ns = run_doc_page("observations.md", min_blocks=8)
     # the first example: an analysis with per-observation diagnostics
     assert {"t_flag", "t_innovation", "t_residual", "t_obs_error"} <= set(ns["analysis"].data_vars)
     assert "assimilate(method='oi')" in capsys.readouterr().out
