@@ -218,6 +218,22 @@ def test_assimilate_phyda_with_a_model_folder(files, tiny_model, tmp_path, capsy
     assert "tiny" in ana.attrs["history"] and "--seed 3" in ana.attrs["history"]
 
 
+def test_assimilate_phyda_balance_and_calibration_options(files, tmp_path, capsys):
+    """The bundled model: --balance none --no-calibrate is the raw ensemble; the default balances and calibrates."""
+    base = ["assimilate", str(files["background"]), str(files["obs"]), "--method", "phyda", "--members", "2",
+            "--steps", "2", "--device", "cpu", "--quiet"]
+    assert main(base + ["-o", str(tmp_path / "raw.nc"), "--balance", "none", "--no-calibrate"]) == EXIT_OK
+    assert main(base + ["-o", str(tmp_path / "default.nc")]) == EXIT_OK
+    assert main(base + ["-o", str(tmp_path / "hydro.nc"), "--balance", "hydrostatic"]) == EXIT_OK
+    raw, default, hydro = (_open(tmp_path / n).attrs["history"] for n in ("raw.nc", "default.nc", "hydro.nc"))
+    assert "balance none, spread calibration off" in raw
+    assert "balance ['hydrostatic', 'continuity'], spread calibration on" in default
+    assert "balance ['hydrostatic'], spread calibration on" in hydro
+    assert main(["assimilate", str(files["background"]), str(files["obs"]), "-o", str(tmp_path / "x.nc"),
+                 "--balance", "none"]) == EXIT_USAGE  # the OI method does not balance
+    assert "used by --method phyda only" in capsys.readouterr().err
+
+
 def test_existing_output_exits_3_and_is_kept(files, tmp_path, capsys):
     out = tmp_path / "analysis.nc"
     out.write_text("precious")

@@ -260,13 +260,13 @@ def _cmd_demo(args) -> int:
 
 
 _OI_OPTIONS = ("background_error", "length_scale")
-_PHYDA_OPTIONS = ("model", "steps", "device", "guidance")
+_PHYDA_OPTIONS = ("model", "steps", "device", "guidance", "balance", "no_calibrate")
 # --members and --seed serve both methods: PhyDA's ensemble, and OI's perturbed-observation ensemble
 
 
 def _cmd_assimilate(args) -> int:
     unused = _PHYDA_OPTIONS if args.method == "oi" else _OI_OPTIONS
-    wrong = [f"--{n.replace('_', '-')}" for n in unused if getattr(args, n) not in (None, [])]
+    wrong = [f"--{n.replace('_', '-')}" for n in unused if getattr(args, n) not in (None, [], False)]
     if wrong:
         other = "phyda" if args.method == "oi" else "oi"
         raise UsageError(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} used by --method {other} only "
@@ -301,8 +301,11 @@ def _cmd_assimilate(args) -> int:
         options.update(background_error=background_error, length_scale=length_scale, members=args.members,
                        seed=args.seed)
     else:
+        balance = {None: None, "auto": "auto", "none": (), "both": ("hydrostatic", "continuity")}.get(
+            args.balance, (args.balance,))
         options.update(model=args.model, members=args.members, steps=args.steps, seed=args.seed,
-                       device=args.device, guidance=args.guidance, progress=not args.quiet)
+                       device=args.device, guidance=args.guidance, progress=not args.quiet, balance=balance,
+                       calibrate=False if args.no_calibrate else None)
         _note(args, f"analysing with PhyDA (model {args.model or 'bundled'}) ...")
     analysis = assimilate(background, obs, **{k: v for k, v in options.items() if v is not None or k == "qc"})
     _stamp(analysis, args.command_line)
@@ -543,6 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", metavar="NAME_OR_PATH", help="model name or folder (default: the bundled model)")
     g.add_argument("--steps", type=_positive_int, metavar="N", help="sampling steps (default: 16)")
     g.add_argument("--guidance", choices=["mmps", "diag", "diag-fwd", "dps"], help="observation guidance (default: diag-fwd)")
+    g.add_argument("--balance", choices=["auto", "none", "hydrostatic", "continuity", "both"],
+                   help="laws each member is balanced to the truth's level afterwards (default auto: both for an "
+                        "ensemble, hydrostatic for one member, when the model carries balance statistics)")
+    g.add_argument("--no-calibrate", action="store_true",
+                   help="keep the raw ensemble spread (default: the model's spread factors when it has them)")
     _device(g)
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     p.set_defaults(func=_cmd_assimilate)
