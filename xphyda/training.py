@@ -88,12 +88,14 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
     from .model.train import simulate_observations
 
     gen = torch.Generator().manual_seed(seed)
+    dev = next(net.parameters()).device  # the network's device (CPU or CUDA)
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(cases, len(dataset))).astype(int))
     ens, truths = [], []
     for i in picks:
         item = dataset[int(i)]
         x, b = item["truth"][None], item["background"][None]
         y, m = simulate_observations(x, fraction=(fraction, fraction), noise=0.1, generator=gen, groups=None)
+        x, b, y, m = (t.to(dev) for t in (x, b, y, m))
         idx = torch.nonzero(m.flatten()).flatten()
         shape = tuple(x.shape[1:])
 
@@ -101,23 +103,24 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
             return z.flatten(1)[:, idx]
 
         def HT(u, idx=idx, shape=shape):
-            return torch.zeros(u.shape[0], int(np.prod(shape)), dtype=u.dtype).index_copy(1, idx, u).reshape(-1, *shape)
+            flat = torch.zeros(u.shape[0], int(np.prod(shape)), dtype=u.dtype, device=u.device)
+            return flat.index_copy(1, idx, u).reshape(-1, *shape)
 
         with torch.no_grad():
             cond, _ = net.condition(b, y, m)
-        terms = [ObsTerm(y.flatten()[idx], H, HT, torch.full((idx.numel(),), 0.01))] if idx.numel() else []
+        terms = [ObsTerm(y.flatten()[idx], H, HT, torch.full((idx.numel(),), 0.01, device=dev))] if idx.numel() else []
         ens.append(sample(net.denoiser, shape=shape, terms=terms, cond=cond[0], members=members, steps=steps,
-                          seed=seed + int(i), guidance="diag-fwd" if terms else None))
+                          seed=seed + int(i), guidance="diag-fwd" if terms else None, device=dev))
         truths.append(x[0])
     from .model.spread import apply_spread_factor
 
-    w = torch.as_tensor(np.cos(np.deg2rad(np.asarray(lat, float))), dtype=torch.float32)
+    w = torch.as_tensor(np.cos(np.deg2rad(np.asarray(lat, float))), dtype=torch.float32, device=dev)
     ens, truths = torch.stack(ens), torch.stack(truths)
     factor = spread_factor(ens, truths, w)
     if balance is not None:
         after = torch.stack([balance(apply_spread_factor(e, factor)).to(e.dtype) for e in ens])
         factor = (factor * spread_factor(after, truths, w)).clamp(0.1, 10.0)
-    return {"spread_factor": factor.float()}
+    return {"spread_factor": factor.float().cpu()}
 
 
 def channel_index(spec) -> dict[str, list[int]]:
