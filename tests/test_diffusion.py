@@ -141,3 +141,21 @@ def test_the_vre_sees_no_more_observed_points_than_it_was_trained_on():
     assert np.all(per_channel <= top + 1e-9) and np.all(per_channel >= top - 1.0 / nh)
     sparse = sp.identity(n, format="csr")[:: 50]  # 2 % observed: all kept
     assert _gridded_obs(sparse, sparse @ np.repeat(lm.mean, nh), lm)[1].sum() == sparse.shape[0]
+
+
+def test_the_vre_sees_only_observations_as_accurate_as_in_training():
+    """Observations far noisier (in the channel's normalised units) than the training noise are for the guidance."""
+    import scipy.sparse as sp
+
+    from xphyda.diffusion import _vre_rows, load
+
+    lm = load(device="cpu")
+    noise = lm.card["training"]["config"]["obs_noise"]
+    nh = lm.lat.size * lm.lon.size
+    t500, w200 = lm.names.index("t500"), lm.names.index("w200")
+    rows = [t500 * nh + 5, t500 * nh + 6, w200 * nh + 5]
+    H = sp.csr_matrix((np.ones(3), (np.arange(3), rows)), shape=(3, lm.channels * nh))
+    sigma = np.array([1.0, 10 * noise * lm.std[t500], 0.1])  # 1 K; 10x the training noise; omega 0.1 Pa s-1
+    keep = _vre_rows(H, sigma, lm)
+    assert keep.tolist() == [True, False, 0.1 / lm.std[w200] <= 3 * noise]
+    assert not keep[2]  # omega's default error is more than twice w200's spread
