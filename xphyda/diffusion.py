@@ -264,7 +264,7 @@ def _vre_rows(H, sigma_o, model: LoadedModel) -> np.ndarray:
     return np.asarray(sigma_o) / model.std[channel] <= 3.0 * float(noise)
 
 
-def _gridded_obs(H, y, model: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+def _gridded_obs(H, y, model: LoadedModel, *, sigma_o=None) -> tuple[np.ndarray, np.ndarray]:
     """Observations spread onto the model grid for the VRE: ``(y_grid, mask)``, flat ``(C * nlat * nlon,)``.
 
     ``y_grid = H^T (y - H mean) / (H^T 1) / std`` (normalised) where ``H^T 1 > 0.9``, zero elsewhere:
@@ -275,9 +275,13 @@ def _gridded_obs(H, y, model: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
     docs/benchmarks.md).  On a grid so dense that more model points count as observed than the largest
     fraction the model was trained with (the card's ``training.config.obs_fraction``), a random subset of
     that size is kept: at 181 x 360 (10 % of the columns) every point was observed, and the cap took t850
-    RMSE from 1.49 to 1.42 K (one run).  The guidance still uses every observation.
+    RMSE from 1.49 to 1.42 K (one run).  Given ``sigma_o``, only the rows :func:`_vre_rows` keeps are used.
+    The guidance still uses every observation.
     """
     nh = model.lat.size * model.lon.size
+    if H is not None and sigma_o is not None:  # with their errors: only those as accurate as in training
+        keep = _vre_rows(H, sigma_o, model)
+        H, y = (H[keep], y[keep]) if keep.any() else (None, None)
     if H is None:
         return np.zeros(model.channels * nh), np.zeros(model.channels * nh, np.float32)
     mean_vec, std_vec = np.repeat(model.mean, nh), np.repeat(model.std, nh)
@@ -324,9 +328,7 @@ def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device,
             lambda u: op.adjoint(u).reshape(u.shape[0], *shape),
             torch.as_tensor(sigma_o**2, dtype=torch.float32),
         ))
-    keep = _vre_rows(H, sigma_o, model)
-    grid_obs, mask = _gridded_obs(H[keep] if H is not None and keep.any() else None,
-                                  y[keep] if H is not None else y, model)
+    grid_obs, mask = _gridded_obs(H, y, model, sigma_o=sigma_o)
     yg = torch.as_tensor(grid_obs.reshape(1, c, nlat, nlon), dtype=torch.float32, device=dev)
     mg = torch.as_tensor(mask.reshape(1, c, nlat, nlon), device=dev)
     with torch.no_grad():
@@ -520,9 +522,7 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
         problem = build_problem(background, obs)
         p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
         H, y, sig, _ = _obs_operator(problem, lm, mapping, p_out, 0)
-        keep = _vre_rows(H, sig, lm)
-        yg, mg = _gridded_obs(H[keep] if H is not None and keep.any() else None,
-                              y[keep] if H is not None else y, lm)
+        yg, mg = _gridded_obs(H, y, lm, sigma_o=sig)
     dev = next(lm.net.parameters()).device
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(1, c, nlat, nlon), device=dev)
     xb_n = ((xb - lm.mean[:, None]) / lm.std[:, None]) * avail[:, None]

@@ -84,7 +84,7 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
 
     from .model.guidance import ObsTerm
     from .model.sampler import sample
-    from .model.spread import spread_factor
+    from .model.spread import apply_spread_factor, spread_factor
     from .model.train import simulate_observations
 
     gen = torch.Generator().manual_seed(seed)
@@ -112,8 +112,6 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
         ens.append(sample(net.denoiser, shape=shape, terms=terms, cond=cond[0], members=members, steps=steps,
                           seed=seed + int(i), guidance="diag-fwd" if terms else None, device=dev))
         truths.append(x[0])
-    from .model.spread import apply_spread_factor
-
     w = torch.as_tensor(np.cos(np.deg2rad(np.asarray(lat, float))), dtype=torch.float32, device=dev)
     ens, truths = torch.stack(ens), torch.stack(truths)
     factor = spread_factor(ens, truths, w)
