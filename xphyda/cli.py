@@ -362,6 +362,7 @@ def _cmd_train(args) -> int:
 
     out = train_prior(
         args.data, preset=args.preset, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        lr_decay_steps=args.lr_decay_steps,
         device=args.device, physics_lambda=0.0 if args.no_physics else args.physics_lambda,
         use_vre=not args.no_vre, seed=args.seed, num_workers=args.workers, progress=not args.quiet,
     )
@@ -597,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=2000, metavar="N", help="total optimiser steps")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="global batch size")
     p.add_argument("--lr", type=float, default=2e-4, help="learning rate")
+    p.add_argument("--lr-decay-steps", type=int, default=0, metavar="N",
+                   help="anneal the learning rate to 0 (half cosine) over the last N steps (default: constant)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--physics-lambda", type=float, default=0.02, metavar="W", help="weight of the physics term")
     p.add_argument("--no-physics", action="store_true", help="ablation: train without the physics term")

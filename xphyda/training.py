@@ -214,6 +214,7 @@ def train_prior(
     steps: int = 2000,
     batch_size: int = 8,
     lr: float = 2e-4,
+    lr_decay_steps: int = 0,
     device: str = "auto",
     physics_lambda: float = 0.02,
     laws=("continuity", "hydrostatic", "geostrophic"),
@@ -247,6 +248,10 @@ def train_prior(
         Global batch size (split across processes under ``torchrun``).
     lr : float
         Peak learning rate (AdamW, linear warm-up).
+    lr_decay_steps : int
+        Anneal the learning rate to 0 along a half cosine over the last this
+        many steps before ``steps`` (0: constant after the warm-up).  To anneal
+        a run at its end, resume it with a larger ``steps`` and this set.
     device : str
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     physics_lambda : float
@@ -281,7 +286,7 @@ def train_prior(
     Raises
     ------
     ModelError
-        For an unknown ``preset``.
+        For an unknown ``preset``, or ``lr_decay_steps`` outside ``0..steps``.
     DataError
         If ``data`` does not exist, has a format that cannot be told, or cannot be
         read (checked before any folder is made), or if its training split is
@@ -298,6 +303,11 @@ def train_prior(
     from .models import user_cache
 
     cfg = preset_config(preset)
+    if isinstance(lr_decay_steps, bool) or int(lr_decay_steps) != lr_decay_steps or not 0 <= lr_decay_steps <= steps:
+        raise ModelError(
+            f"lr_decay_steps must be an integer from 0 to steps={steps}; got {lr_decay_steps!r}. "
+            "Fix: the number of final steps over which the learning rate anneals, e.g. steps // 10"
+        )
     out = Path(out) if out is not None else user_cache() / preset
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
@@ -338,7 +348,7 @@ def train_prior(
     if physics_lambda > 0:
         physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),
                               mean=stats.mean, std=stats.std, laws=laws)
-    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_decay_steps=int(lr_decay_steps), seed=seed, device=device,
                          physics_lambda=physics_lambda, physics_laws=tuple(laws), num_workers=num_workers)
     result = train(net, dataset, config=config, out_dir=work, physics=physics, lat=lat, groups=_groups(spec),
                    progress=progress)

@@ -127,3 +127,20 @@ def test_calibration_factors_account_for_what_the_balance_does():
     # a "balance" that halves every departure from the mean: the factor doubles to compensate
     halved = calibration_group(net, data, lat, balance=lambda e: e.mean(0) + 0.5 * (e - e.mean(0)), **kw)
     assert torch.allclose(halved["spread_factor"], 2 * plain, rtol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [-1, 11, 2.5, True])
+def test_train_prior_rejects_a_bad_lr_decay_before_making_folders(make_corpus, tmp_path, tiny_preset, bad, capsys):
+    from xphyda.cli import EXIT_ERROR, main
+    from xphyda.errors import ModelError
+
+    corpus = make_corpus()
+    with pytest.raises(ModelError, match="lr_decay_steps must be an integer from 0 to steps=10") as info:
+        train_prior(corpus, preset=tiny_preset, out=tmp_path / "m", steps=10, lr_decay_steps=bad, progress=False)
+    assert "Fix:" in str(info.value)
+    assert not (tmp_path / "m").exists()
+    if isinstance(bad, int) and not isinstance(bad, bool):
+        argv = ["train", "--data", str(corpus), "--preset", tiny_preset, "--out", str(tmp_path / "m"),
+                "--steps", "10", "--lr-decay-steps", str(bad), "--quiet"]
+        assert main(argv) == EXIT_ERROR
+        assert "lr_decay_steps" in capsys.readouterr().err

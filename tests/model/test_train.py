@@ -130,3 +130,39 @@ def test_distributed_two_cpu_processes_gloo(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("OK 2") == 2
+
+
+def test_learning_rate_warms_up_then_anneals_to_zero():
+    from xphyda.model.train import learning_rate
+
+    cfg = TrainConfig(steps=100, lr=1e-3, warmup=10, lr_decay_steps=40)
+    rates = np.array([learning_rate(cfg, s) for s in range(100)])
+    assert np.allclose(rates[:10], 1e-3 * np.arange(1, 11) / 10)  # linear warm-up
+    assert np.allclose(rates[10:61], 1e-3)  # constant up to the start of the decay
+    assert np.all(np.diff(rates[60:]) < 0) and rates[-1] < 1e-3 * 0.01  # strictly down, ends near 0
+    assert np.isclose(rates[80], 0.5e-3)  # half-way down the cosine at its middle
+    flat = TrainConfig(steps=100, lr=1e-3, warmup=10)
+    assert learning_rate(flat, 99) == 1e-3  # no decay unless asked
+
+
+def test_annealed_run_applies_the_schedule_and_resumes_on_it(tmp_path):
+    """The optimiser runs with the scheduled rate, also after a resume (the schedule is a function of the step)."""
+    seen = []
+
+    class Spy(torch.optim.AdamW):
+        def step(self, *a, **k):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(*a, **k)
+
+    from unittest import mock
+
+    from xphyda.model.train import learning_rate
+
+    cfg = config(steps=6, lr=1e-3, lr_decay_steps=4)
+    with mock.patch("torch.optim.AdamW", Spy):
+        train(tiny_net(), Toy(), config=config(steps=3, lr=1e-3, lr_decay_steps=4), out_dir=tmp_path, physics=None,
+              lat=LAT, progress=False)  # stage 1 of a run that will end at 6
+        seen.clear()
+        train(tiny_net(), Toy(), config=cfg, out_dir=tmp_path, physics=None, lat=LAT, progress=False)
+    assert seen == pytest.approx([learning_rate(cfg, s) for s in range(3, 6)])
+    assert seen[0] > seen[1] > seen[2]

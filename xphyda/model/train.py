@@ -39,7 +39,7 @@ from ..errors import ModelError
 from .physics_loss import PhysicsLoss, physics_weight
 from .schedule import loss_weight
 
-__all__ = ["TrainConfig", "train", "simulate_observations", "area_weights"]
+__all__ = ["TrainConfig", "learning_rate", "train", "simulate_observations", "area_weights"]
 
 
 @dataclass
@@ -51,6 +51,7 @@ class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup: int = 200
+    lr_decay_steps: int = 0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     seed: int = 0
@@ -67,6 +68,29 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     extra: dict = field(default_factory=dict)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then constant.
+
+    With ``config.lr_decay_steps = N > 0`` the last ``N`` steps before
+    ``config.steps`` follow a half cosine from ``config.lr`` down to 0, so a run
+    can be annealed at its end.  The rate depends only on the step and the
+    configuration, so a resumed run continues the same schedule.
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(steps=1000, lr=1e-3, warmup=100, lr_decay_steps=200)
+    >>> [round(learning_rate(cfg, s), 6) for s in (0, 99, 500, 800, 900, 999)]
+    [1e-05, 0.001, 0.001, 0.001, 0.0005, 0.0]
+    """
+    rate = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
+    n = int(config.lr_decay_steps)
+    if n > 0:
+        start = config.steps - n
+        frac = min(1.0, max(0.0, (step - start) / n))
+        rate *= 0.5 * (1.0 + math.cos(math.pi * frac))
+    return rate
 
 
 def area_weights(lat_deg) -> torch.Tensor:
@@ -302,7 +326,7 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
         for g in opt.param_groups:
-            g["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
+            g["lr"] = learning_rate(config, step)
         opt.step()
         with torch.no_grad():
             decay = min(config.ema_decay, (1.0 + step) / (10.0 + step))  # warm-up: early EMA follows the net
