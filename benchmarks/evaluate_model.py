@@ -5,8 +5,10 @@ state 24 h earlier, observations of every variable at the fraction's random colu
 with the default realistic errors), with methods:
 
 * ``background``;
-* ``oi``: OI with the default length scales; ``oi-tuned``: with the length scales
-  tuned on the validation split (``benchmarks/tune_oi.py``, per variable and fraction);
+* ``oi``: OI with the default length scales and background errors from the
+  innovations; ``oi-tuned``: with the background errors and length scales of the
+  validation split (``benchmarks/tune_oi.py``: per variable and level, and per
+  variable and fraction);
 * ``phyda``: the model, ensemble mean of ``--members``;
 * any ``--ablation NAME=MODEL_FOLDER`` (e.g. ``no-physics=...``, ``no-vre=...``);
 * any ``--variant NAME=JSON``: the model with other options, e.g.
@@ -35,10 +37,17 @@ LEVELS = (200, 300, 500, 700, 850)
 
 
 def _tuned(path: Path, setting: str) -> dict | None:
+    """Options of the tuned OI: length scales per variable, and background errors when the tuning has them."""
     if not path.exists():
         return None
-    best = json.loads(path.read_text())["best"].get(setting)
-    return None if best is None else {v: b["length_scale_km"] * 1e3 for v, b in best.items()}
+    tuning = json.loads(path.read_text())
+    best = tuning["best"].get(setting)
+    if best is None:
+        return None
+    out = {"length_scale": {v: b["length_scale_km"] * 1e3 for v, b in best.items()}}
+    if "background_error" in tuning:
+        out["background_error"] = tuning["background_error"]
+    return out
 
 
 def _pivot(summary, metric: str) -> dict:
@@ -83,7 +92,7 @@ def main(argv: list[str]) -> dict:
         methods = {"background": None, "oi": dict(oi)}
         tuned = _tuned(Path(a.tuning), setting)
         if tuned:
-            methods["oi-tuned"] = {"method": "oi", "length_scale": tuned, **oi}
+            methods["oi-tuned"] = {"method": "oi", **tuned, **oi}
         methods["phyda"] = phyda
         for item in a.ablation:
             name, model = item.split("=", 1)
@@ -103,7 +112,8 @@ def main(argv: list[str]) -> dict:
             "rmse": rmse, f"rmse_ratio_to_{ref}": ratio, "crps": _pivot(s, "crps"),
             "spread_skill_ratio": _pivot(s, "spread_skill_ratio"), "residual_ratio": _pivot(s, "residual_ratio"),
             "residual_ratio_ensemble_mean": _pivot(s, "residual_ratio_mean"),
-            "median_seconds_per_analysis": runs, "oi_length_scales_m": tuned,
+            "median_seconds_per_analysis": runs, "oi_length_scales_m": tuned and tuned["length_scale"],
+            "oi_background_error": tuned and tuned.get("background_error"),
         }
         print(setting, json.dumps(summary["settings"][setting][f"rmse_ratio_to_{ref}"], indent=None))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

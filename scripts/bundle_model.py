@@ -52,7 +52,8 @@ def _balance(work: Path, card: dict, model: Path | None) -> tuple[dict, dict | N
                           index=channel_index(td.spec), mean=td.stats.mean, std=td.stats.std, laws=BALANCE_LAWS)
     bal = Balance.from_statistics(physics, out, spread=net.denoiser.data_std().reshape(-1).tolist(), laws=BALANCE_LAWS)
     calibration = calibration_group(net, td.dataset("valid"), np.asarray(co["latitude"]), balance=bal.ensemble)
-    print("spread factors", [round(float(f), 3) for f in calibration["spread_factor"]])
+    for key, f in calibration.items():
+        print(key, [round(float(v), 3) for v in f])
     return out, calibration
 
 

@@ -260,7 +260,7 @@ def _cmd_demo(args) -> int:
 
 
 _OI_OPTIONS = ("background_error", "length_scale")
-_PHYDA_OPTIONS = ("model", "steps", "device", "guidance", "balance", "no_calibrate")
+_PHYDA_OPTIONS = ("model", "steps", "device", "guidance", "balance", "no_calibrate", "independent")
 # --members and --seed serve both methods: PhyDA's ensemble, and OI's perturbed-observation ensemble
 
 
@@ -305,7 +305,8 @@ def _cmd_assimilate(args) -> int:
             args.balance, (args.balance,))
         options.update(model=args.model, members=args.members, steps=args.steps, seed=args.seed,
                        device=args.device, guidance=args.guidance, progress=not args.quiet, balance=balance,
-                       calibrate=False if args.no_calibrate else None)
+                       calibrate=False if args.no_calibrate else None,
+                       antithetic=False if args.independent else None)
         _note(args, f"analysing with PhyDA (model {args.model or 'bundled'}) ...")
     analysis = assimilate(background, obs, **{k: v for k, v in options.items() if v is not None or k == "qc"})
     _stamp(analysis, args.command_line)
@@ -552,6 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ensemble, hydrostatic for one member, when the model carries balance statistics)")
     g.add_argument("--no-calibrate", action="store_true",
                    help="keep the raw ensemble spread (default: the model's spread factors when it has them)")
+    g.add_argument("--independent", action="store_true",
+                   help="independent members (default: mirror pairs, whose mean carries less sampling noise)")
     _device(g)
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     p.set_defaults(func=_cmd_assimilate)

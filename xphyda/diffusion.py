@@ -49,6 +49,11 @@ class LoadedModel:
     lon: np.ndarray
     balance_stats: dict | None = None  # the checkpoint's "balance" group (xphyda.model.balance.balance_statistics)
     spread_factor: object = None  # the checkpoint's "calibration" group's per-channel factor (xphyda.model.spread)
+    spread_factor_antithetic: object = None  # the same for mirror-pair ensembles (sample(antithetic=True))
+
+    def factor(self, antithetic: bool):
+        """The spread factor for independent members or mirror pairs (``None`` when the checkpoint lacks it)."""
+        return self.spread_factor_antithetic if antithetic else self.spread_factor
 
     @property
     def channels(self) -> int:
@@ -86,11 +91,13 @@ def _load_cached(path: str, mtime: float, device: str) -> LoadedModel:
     groups = card.get("state_dicts") or []
     extra = load_checkpoint(path)[0] if {"balance", "calibration"} & set(groups) else {}
     balance = extra.get("balance")
-    factor = extra["calibration"].get("spread_factor") if "calibration" in extra else None
-    if "calibration" in extra and (factor is None or factor.numel() != len(spec.names)):
+    calib = extra.get("calibration", {})
+    factor, anti = calib.get("spread_factor"), calib.get("spread_factor_antithetic")
+    if "calibration" in extra and (factor is None or any(f is not None and f.numel() != len(spec.names)
+                                                         for f in (factor, anti))):
         raise ModelError(
-            f"{path}: the 'calibration' group must hold 'spread_factor' with one value per channel "
-            f"({len(spec.names)}); rebuild it with scripts/bundle_model.py --calibrate"
+            f"{path}: the 'calibration' group must hold 'spread_factor' (and optionally 'spread_factor_antithetic') "
+            f"with one value per channel ({len(spec.names)}); rebuild it with scripts/bundle_model.py --calibrate"
         )
     stats = card["normalisation"]["channels"]
     mean = np.array([stats[n]["mean"] for n in spec.names])
@@ -98,7 +105,7 @@ def _load_cached(path: str, mtime: float, device: str) -> LoadedModel:
     return LoadedModel(
         net, card, Path(path), tuple(spec.names), tuple(spec.channel(i) for i in range(spec.n_channels)),
         mean, std, np.asarray(card["grid"]["latitude"], float), np.asarray(card["grid"]["longitude"], float),
-        balance, factor,
+        balance, factor, anti,
     )
 
 
@@ -301,7 +308,7 @@ def _gridded_obs(H, y, model: LoadedModel, *, sigma_o=None) -> tuple[np.ndarray,
 
 
 def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device, guidance, progress, balance=(),
-               calibrate=False):
+               calibrate=False, antithetic=False):
     import torch
 
     from .model.guidance import ObsTerm
@@ -334,11 +341,12 @@ def _run_model(model, xb, avail, H, y, sigma_o, *, members, steps, seed, device,
     with torch.no_grad():
         cond, recon = model.net.condition(bg, yg, mg, bmask)
     ens = sample(model.net.denoiser, shape=(c, nlat, nlon), terms=terms, cond=cond[0], members=members,
-                 steps=steps, seed=seed, device=dev, guidance=guidance if terms else None, progress=progress)
+                 steps=steps, seed=seed, device=dev, guidance=guidance if terms else None, progress=progress,
+                 antithetic=antithetic)
     if calibrate and members > 1:
         from .model.spread import apply_spread_factor
 
-        ens = apply_spread_factor(ens, model.spread_factor.to(ens.device))
+        ens = apply_spread_factor(ens, model.factor(antithetic).to(ens.device))
     if balance:  # an ensemble by its own spread; one member by the prior's (which knows the missing channels)
         bal = model.balance(balance)
         ens = bal.ensemble(ens) if members > 1 else bal(ens, spread=model.net.denoiser.data_std(cond[:1]))
@@ -360,7 +368,7 @@ def _background_check(problem, qc: float | None) -> None:
         d = target.y - model_equivalent(target, target.background)
         cand = target.flags == FLAGS["used"]
         wlev = target.level_weights()
-        sigma_b, _ = _sigma_b(target, None, d, cand, wlev)
+        sigma_b, _ = _sigma_b(target, None, d, cand, wlev, warn=False)
         reject = cand & background_check(np.where(cand, d, 0.0), target.sigma_o, wlev @ sigma_b, k=qc)
         target.flags[reject] = FLAGS["rejected_by_background_check"]
 
@@ -368,7 +376,7 @@ def _background_check(problem, qc: float | None) -> None:
 def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 8, steps: int = 16,
                      seed: int = 0, device: str = "auto", guidance: str = "diag-fwd", progress: bool = False,
                      qc: float | None = 5.0, problem_kwargs: dict | None = None, balance="auto",
-                     calibrate="auto", **overrides) -> xr.Dataset:
+                     calibrate="auto", antithetic: bool = True, **overrides) -> xr.Dataset:
     """Ensemble analysis with the PhyDA diffusion prior; see :func:`xphyda.assimilate.assimilate`.
 
     Returns the background's variables on its own grid (with a ``member``
@@ -385,12 +393,17 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     balance = _balance_laws(balance, lm, members)
     if calibrate not in ("auto", True, False):
         raise ModelError(f"calibrate must be 'auto', True or False, got {calibrate!r}")
-    if calibrate is True and lm.spread_factor is None:
+    if not isinstance(antithetic, (bool, np.bool_)):
+        raise ModelError(f"antithetic must be True or False, got {antithetic!r}")
+    antithetic = bool(antithetic) and members > 1
+    if calibrate is True and lm.factor(antithetic) is None:
+        kind = "for mirror-pair (antithetic) ensembles " if antithetic else ""
         raise ModelError(
-            f"model {lm.path.name} carries no spread calibration, so calibrate=True cannot be applied; pass "
-            "calibrate=False or add it (scripts/bundle_model.py --balance-from RUN/work --calibrate)"
+            f"model {lm.path.name} carries no spread calibration {kind}so calibrate=True cannot be applied; pass "
+            f"calibrate=False{', or antithetic=False' if antithetic and lm.spread_factor is not None else ''}, "
+            "or add it (scripts/bundle_model.py --balance-from RUN/work --calibrate)"
         )
-    calibrate = bool(calibrate) and lm.spread_factor is not None
+    calibrate = bool(calibrate) and lm.factor(antithetic) is not None
     mapping = _map_background(background, lm, overrides)
     grid = mapping.grid
     problem = build_problem(background, obs, **(problem_kwargs or {}))
@@ -405,7 +418,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
         H, y, sig, _ = _obs_operator(problem, lm, mapping, p_out, ti)
         ens, _ = _run_model(lm, xb, avail, H, y, sig, members=members, steps=steps, seed=seed + 7919 * ti,
                             device=device, guidance=guidance, progress=progress, balance=balance,
-                            calibrate=calibrate)
+                            calibrate=calibrate, antithetic=antithetic)
         for c, src in enumerate(mapping.source):
             if src is None:
                 continue
@@ -418,7 +431,8 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     diag = diagnostics(problem, analyses_si, background)
     out = xr.merge([out, diag], join="exact", compat="no_conflicts", combine_attrs="override")
     out.attrs = dict(background.attrs)
-    note = (f"model {lm.path.name} ({lm.card.get('description', '')}); {members} members, {steps} steps, "
+    note = (f"model {lm.path.name} ({lm.card.get('description', '')}); {members} members"
+            f"{' in mirror pairs (antithetic)' if antithetic else ''}, {steps} steps, "
             f"guidance {guidance}, seed {seed}, balance {list(balance) or 'none'}, spread calibration {'on' if calibrate and members > 1 else 'off'}; channels filled by the prior: "
             f"{[n for n, s in zip(lm.names, mapping.source) if s is None]}; background variables not analysed "
             f"(not served by the model): {sorted(set(map(str, background.data_vars)) - {s[0] for s in mapping.source if s})}")

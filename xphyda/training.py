@@ -78,7 +78,19 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
     :meth:`xphyda.model.balance.Balance.ensemble`, applied after the factor as
     ``assimilate`` does), the factor is corrected once for what the balance
     does to spread and error (it shrinks the spread of ``z`` and its error).
+    Two factors: ``"spread_factor"`` for independent members and
+    ``"spread_factor_antithetic"`` for mirror pairs (``sample(antithetic=True)``,
+    whose mean is closer to the truth for the same spread).
     """
+    return {
+        "spread_factor": _spread_factor(net, dataset, lat, cases=cases, members=members, steps=steps,
+                                        fraction=fraction, seed=seed, balance=balance, antithetic=False),
+        "spread_factor_antithetic": _spread_factor(net, dataset, lat, cases=cases, members=members, steps=steps,
+                                                   fraction=fraction, seed=seed, balance=balance, antithetic=True),
+    }
+
+
+def _spread_factor(net, dataset, lat, *, cases, members, steps, fraction, seed, balance, antithetic):
     import numpy as np
     import torch
 
@@ -110,7 +122,8 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
             cond, _ = net.condition(b, y, m)
         terms = [ObsTerm(y.flatten()[idx], H, HT, torch.full((idx.numel(),), 0.01, device=dev))] if idx.numel() else []
         ens.append(sample(net.denoiser, shape=shape, terms=terms, cond=cond[0], members=members, steps=steps,
-                          seed=seed + int(i), guidance="diag-fwd" if terms else None, device=dev))
+                          seed=seed + int(i), guidance="diag-fwd" if terms else None, device=dev,
+                          antithetic=antithetic))
         truths.append(x[0])
     w = torch.as_tensor(np.cos(np.deg2rad(np.asarray(lat, float))), dtype=torch.float32, device=dev)
     ens, truths = torch.stack(ens), torch.stack(truths)
@@ -118,7 +131,7 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
     if balance is not None:
         after = torch.stack([balance(apply_spread_factor(e, factor)).to(e.dtype) for e in ens])
         factor = (factor * spread_factor(after, truths, w)).clamp(0.1, 10.0)
-    return {"spread_factor": factor.float().cpu()}
+    return factor.float().cpu()
 
 
 def channel_index(spec) -> dict[str, list[int]]:

@@ -11,6 +11,7 @@ from xphyda.baselines.oi import (
     ENSEMBLE_MAX_POINTS,
     correlation,
     default_length_scale,
+    unresolved,
     estimate_background_error,
     oi_analysis,
     support,
@@ -182,6 +183,18 @@ def test_background_error_from_innovations():
     assert estimate_background_error(d, 0.5) == pytest.approx(1.5, rel=0.05)
     assert estimate_background_error(d[:10], 0.5) is None
     assert estimate_background_error(np.zeros(100), 0.5) is None
+    assert not unresolved(estimate_background_error(d, 0.5), d)
+
+
+def test_background_error_unresolved_when_observation_errors_dominate():
+    """sigma_o 30x sigma_b: the innovations cannot resolve sigma_b, and say so; with 3x, 5000 of them can."""
+    rng = np.random.default_rng(5)
+    d = rng.normal(0.0, 0.1, 500) + rng.normal(0.0, 3.0, 500)
+    est = estimate_background_error(d, 3.0)
+    assert unresolved(est, d)
+    assert est > 2 * 0.1  # far above the true background error: why the front warns
+    d = rng.normal(0.0, 1.0, 5000) + rng.normal(0.0, 3.0, 5000)
+    assert not unresolved(estimate_background_error(d, 3.0), d)
 
 
 def test_default_length_scales():

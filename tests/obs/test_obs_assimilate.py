@@ -248,3 +248,26 @@ def test_oi_ensemble_of_many_times(coarse_surface):
     assert out.t2m.dims == ("member", *sfc.t2m.dims) and out.t2m_flag.dims == ("time", "station")
     one = assimilate((sfc + 0.5).isel(time=[2]), obs.isel(time=[2]), members=3, seed=time_seed(1, 2))
     xr.testing.assert_allclose(one.t2m, out.t2m.isel(time=[2]))
+
+
+def test_background_error_that_innovations_cannot_resolve_is_reported(coarse_era5):
+    """Observation errors 25x the background error: OI warns that the innovations cannot resolve sigma_b, says so in the
+    history, and with the background error given it is silent and closer to the truth than the floored run."""
+    truth = coarse_era5[["t"]]
+    bg = truth.copy(deep=True)
+    bg["t"] = truth.t + 0.2 * np.random.default_rng(0).standard_normal(truth.t.shape)
+    obs = simulate(truth, n_stations=800, noise={"t": 5.0}, seed=1)
+    with pytest.warns(UserWarning, match=r"background error of 't' at \[.*\] hPa cannot be estimated") as rec:
+        floored = assimilate(bg, obs, method="oi", length_scale="300 km")
+    assert "Fix: pass background_error" in str(rec[0].message)
+    assert "unresolved by the innovations" in floored.attrs["history"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        given = assimilate(bg, obs, method="oi", length_scale="300 km", background_error={"t": 0.2})
+
+    def err(a):
+        return float(np.sqrt(((a.t - truth.t) ** 2).mean()))
+
+    assert err(given) < err(floored)

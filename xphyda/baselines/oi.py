@@ -88,6 +88,7 @@ __all__ = [
     "check_members",
     "correlation",
     "default_length_scale",
+    "unresolved",
     "estimate_background_error",
     "oi_analysis",
     "support",
@@ -241,6 +242,28 @@ def estimate_background_error(innovations, sigma_o, *, min_count: int = 20) -> f
     if not spread2 > 0:
         return None
     return float(np.sqrt(max(spread2 - np.median(so**2), 0.01 * spread2)))
+
+
+def unresolved(sigma_b: float, innovations) -> bool:
+    """Whether the innovations cannot tell ``sigma_b`` (from :func:`estimate_background_error`) from zero.
+
+    True when ``sigma_b^2`` is below one standard error of the innovation
+    variance it was taken from (for the median-based estimate about
+    ``2.3 s^2 / sqrt(n)``, ``s`` the innovation spread, ``n`` the count): the
+    observation errors dominate and ``sigma_b`` may be far too large (the floor,
+    or sampling noise).  Give it from past background errors instead.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> d = rng.normal(0.0, 0.1, 500) + rng.normal(0.0, 3.0, 500)  # sigma_b 0.1, sigma_o 3
+    >>> unresolved(estimate_background_error(d, 3.0), d)
+    True
+    """
+    d = np.asarray(innovations, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    spread2 = (1.4826 * np.median(np.abs(d))) ** 2
+    return bool(sigma_b**2 < 2.32 * spread2 / np.sqrt(max(d.size, 1)))
 
 
 def _blas_threads(n: int):

@@ -69,16 +69,23 @@ def member_generator(seed: int, member: int) -> torch.Generator:
 
 
 class _Noise:
-    """Draws noise for a chunk of members, one generator per member or one for all."""
+    """Draws noise for a chunk of members, one generator per member or one for all.
 
-    def __init__(self, *, seed: int, members: int, per_member: bool):
+    ``antithetic``: member ``2j + 1`` draws the negated noise of member ``2j``
+    (its own copy of that member's generator), so pairs are mirror images.
+    """
+
+    def __init__(self, *, seed: int, members: int, per_member: bool, antithetic: bool = False):
         self.per_member = per_member
-        self.gens = [member_generator(seed, k) for k in range(members)] if per_member else None
+        self.sign = [-1.0 if antithetic and k % 2 else 1.0 for k in range(members)]
+        source = [k - k % 2 if antithetic else k for k in range(members)]
+        self.gens = [member_generator(seed, j) for j in source] if per_member else None
         self.shared = None if per_member else torch.Generator(device="cpu").manual_seed(int(seed))
 
     def draw(self, index: range, shape, *, dtype, device) -> torch.Tensor:
         if self.per_member:
-            z = torch.stack([torch.randn(tuple(shape), generator=self.gens[k], dtype=dtype) for k in index])
+            z = torch.stack([self.sign[k] * torch.randn(tuple(shape), generator=self.gens[k], dtype=dtype)
+                             for k in index])
         else:
             z = torch.randn((len(index), *shape), generator=self.shared, dtype=dtype)
         return z.to(device)
@@ -125,6 +132,7 @@ def sample(
     dtype: torch.dtype | str = torch.float32,
     progress: bool = False,
     generator_per_member: bool = True,
+    antithetic: bool = False,
     check_operators: bool = True,
 ) -> torch.Tensor:
     """Draw ``members`` states from the prior, or from the posterior given ``terms``.
@@ -165,6 +173,14 @@ def sample(
     generator_per_member : bool
         False uses a single generator (member ``k`` then depends on ``members``
         and ``batch_size``).
+    antithetic : bool
+        Draw members in mirror pairs: member ``2j + 1`` starts from the negated
+        noise of member ``2j`` (antithetic variates).  Each member is still a
+        draw of the same sampler, but the pair's mean cancels the part of the
+        sampling noise that is odd in the starting noise (all of it for a
+        Gaussian prior and linear observations), so the ensemble mean carries
+        much less Monte-Carlo noise; members of a pair are not independent.
+        Needs ``generator_per_member``.
     check_operators : bool
         Probe each term's ``H``/``HT`` shapes and adjointness first.
 
@@ -216,7 +232,9 @@ def sample(
             check_term(t.to(device=dev, dtype=dtype), shape, dtype=dtype, device=dev)
     guided = bool(terms) and guidance is not None
     sigmas = edm_sigmas(steps, sigma_min, sigma_max, rho=rho).tolist()
-    noise = _Noise(seed=seed, members=members, per_member=generator_per_member)
+    if antithetic and not generator_per_member:
+        raise ModelError("antithetic=True needs generator_per_member=True (pairs share their first member's stream)")
+    noise = _Noise(seed=seed, members=members, per_member=generator_per_member, antithetic=bool(antithetic))
     cond = None if cond is None else torch.as_tensor(cond).to(device=dev, dtype=dtype)
     chunks = [range(i, min(i + batch, members)) for i in range(0, members, batch)]
     bar = None
