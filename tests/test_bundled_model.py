@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 import xphyda
 from xphyda.models import DEFAULT_MODEL, available, find, read_card
@@ -38,8 +39,8 @@ def test_bundled_model_carries_its_balance_statistics_and_spread_factors():
     from xphyda.diffusion import load
 
     lm = load(device="cpu")
-    factor = lm.spread_factor.numpy()
-    assert factor.shape == (lm.channels,) and 0.2 < factor.min() and factor.max() < 2.0
+    for factor in (lm.spread_factor.numpy(), lm.spread_factor_antithetic.numpy()):
+        assert factor.shape == (lm.channels,) and 0.2 < factor.min() and factor.max() < 2.0
     bal = lm.balance(("hydrostatic",))
     x = 0.3 * torch.randn(2, lm.channels, lm.lat.size, lm.lon.size, generator=torch.Generator().manual_seed(0))
     before, after = bal.rms(x)["hydrostatic"], bal.rms(bal(x))["hydrostatic"]
@@ -66,10 +67,28 @@ def test_the_front_end_balances_and_calibrates_by_default(era5):
 
     lm = load(device="cpu")
     for level in (500, 850):
-        factor = float(lm.spread_factor[lm.names.index(f"t{level}")])
+        factor = float(lm.factor(antithetic=True)[lm.names.index(f"t{level}")])  # members come in mirror pairs
         a, b = cal["t"].sel(level=level), raw["t"].sel(level=level)
         np.testing.assert_allclose(a.mean("member"), b.mean("member"), atol=1e-3)
         dev_a, dev_b = (a - a.mean("member")).values, (b - b.mean("member")).values
         assert abs(float((dev_a * dev_b).sum() / (dev_b * dev_b).sum()) - factor) < 1e-3 * factor  # float32 output
         big = np.abs(dev_b) > 0.1
         np.testing.assert_allclose(dev_a[big] / dev_b[big], factor, rtol=1e-2)
+
+
+def test_a_model_without_the_mirror_pair_factor_says_so(era5, monkeypatch):
+    """Calibration factors are fitted per kind of ensemble: a checkpoint with only the independent-member
+    factor calibrates independent members, skips mirror pairs under "auto", and refuses calibrate=True."""
+    import dataclasses
+
+    from xphyda import diffusion
+    from xphyda.errors import ModelError
+
+    old = dataclasses.replace(diffusion.load(device="cpu"), spread_factor_antithetic=None)
+    monkeypatch.setattr(diffusion, "load", lambda model=None, device="auto": old)
+    obs = xphyda.obs.simulate(era5, n_stations=50, seed=0)
+    kw = dict(method="phyda", members=2, steps=2, device="cpu", balance=())
+    assert "spread calibration off" in era5.phyda.assimilate(obs, **kw).attrs["history"]
+    assert "spread calibration on" in era5.phyda.assimilate(obs, antithetic=False, **kw).attrs["history"]
+    with pytest.raises(ModelError, match="for mirror-pair .* or antithetic=False"):
+        era5.phyda.assimilate(obs, calibrate=True, **kw)

@@ -159,3 +159,18 @@ def test_the_vre_sees_only_observations_as_accurate_as_in_training():
     keep = _vre_rows(H, sigma, lm)
     assert keep.tolist() == [True, False, 0.1 / lm.std[w200] <= 3 * noise]
     assert not keep[2]  # omega's default error is more than twice w200's spread
+
+
+def test_members_come_in_mirror_pairs_unless_asked_for_independent_ones(case, tiny_model):
+    _, background, obs = case
+    kw = dict(method="phyda", model=tiny_model, members=2, steps=2, seed=4)
+    pairs = background.phyda.assimilate(obs, **kw)
+    indep = background.phyda.assimilate(obs, antithetic=False, **kw)
+    assert "in mirror pairs (antithetic)" in pairs.attrs["history"]
+    assert "mirror" not in indep.attrs["history"]
+    np.testing.assert_allclose(pairs["t"].isel(member=0), indep["t"].isel(member=0), rtol=0, atol=1e-4)
+    assert float(abs(pairs["t"].isel(member=1) - indep["t"].isel(member=1)).max()) > 1e-3
+    one = background.phyda.assimilate(obs, **{**kw, "members": 1})
+    assert "mirror" not in one.attrs["history"]
+    with pytest.raises(ModelError, match="antithetic must be True or False"):
+        background.phyda.assimilate(obs, antithetic="yes", **kw)
