@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
         row = g.loc[g["value"].idxmin()]
         best.setdefault(setting, {})[var] = {
             "length_scale_km": int(row["method"].split("-")[1]),
-            "rmse_by_scale": {m.split("-")[1]: round(float(v), 4) for m, v in zip(g["method"], g["value"])},
+            "rmse_by_scale": {m.split("-")[1]: float(f"{v:.4g}") for m, v in zip(g["method"], g["value"])},
         }
     out = {"command": "python benchmarks/tune_oi.py " + " ".join(argv or []), "split": "valid",
            "cases": a.cases, "levels_hPa": list(LEVELS), "error_cases": a.error_cases,

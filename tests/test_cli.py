@@ -232,6 +232,13 @@ def test_assimilate_phyda_balance_and_calibration_options(files, tmp_path, capsy
     assert main(["assimilate", str(files["background"]), str(files["obs"]), "-o", str(tmp_path / "x.nc"),
                  "--balance", "none"]) == EXIT_USAGE  # the OI method does not balance
     assert "used by --method phyda only" in capsys.readouterr().err
+    assert "in mirror pairs (antithetic)" in default
+    assert main(base + ["-o", str(tmp_path / "indep.nc"), "--independent"]) == EXIT_OK
+    indep = _open(tmp_path / "indep.nc")
+    assert "mirror" not in indep.attrs["history"] and "spread calibration on" in indep.attrs["history"]
+    assert main(["assimilate", str(files["background"]), str(files["obs"]), "-o", str(tmp_path / "y.nc"),
+                 "--independent"]) == EXIT_USAGE
+    assert "--independent is used by --method phyda only" in capsys.readouterr().err
 
 
 def test_existing_output_exits_3_and_is_kept(files, tmp_path, capsys):

@@ -172,5 +172,7 @@ def test_members_come_in_mirror_pairs_unless_asked_for_independent_ones(case, ti
     assert float(abs(pairs["t"].isel(member=1) - indep["t"].isel(member=1)).max()) > 1e-3
     one = background.phyda.assimilate(obs, **{**kw, "members": 1})
     assert "mirror" not in one.attrs["history"]
+    three = background.phyda.assimilate(obs, **{**kw, "members": 3})
+    assert "in mirror pairs (antithetic), the last unpaired" in three.attrs["history"]
     with pytest.raises(ModelError, match="antithetic must be True or False"):
         background.phyda.assimilate(obs, antithetic="yes", **kw)

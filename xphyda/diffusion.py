@@ -389,12 +389,12 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
 
     if members < 1 or steps < 1:
         raise ModelError(f"members and steps must be at least 1, got members={members}, steps={steps}")
+    if not isinstance(antithetic, (bool, np.bool_)):
+        raise ModelError(f"antithetic must be True or False, got {antithetic!r}")
     lm = load(model, device=device)
     balance = _balance_laws(balance, lm, members)
     if calibrate not in ("auto", True, False):
         raise ModelError(f"calibrate must be 'auto', True or False, got {calibrate!r}")
-    if not isinstance(antithetic, (bool, np.bool_)):
-        raise ModelError(f"antithetic must be True or False, got {antithetic!r}")
     antithetic = bool(antithetic) and members > 1
     if calibrate is True and lm.factor(antithetic) is None:
         kind = "for mirror-pair (antithetic) ensembles " if antithetic else ""
@@ -432,7 +432,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     out = xr.merge([out, diag], join="exact", compat="no_conflicts", combine_attrs="override")
     out.attrs = dict(background.attrs)
     note = (f"model {lm.path.name} ({lm.card.get('description', '')}); {members} members"
-            f"{' in mirror pairs (antithetic)' if antithetic else ''}, {steps} steps, "
+            f"{' in mirror pairs (antithetic)' if antithetic else ''}{', the last unpaired' if antithetic and members % 2 else ''}, {steps} steps, "
             f"guidance {guidance}, seed {seed}, balance {list(balance) or 'none'}, spread calibration {'on' if calibrate and members > 1 else 'off'}; channels filled by the prior: "
             f"{[n for n, s in zip(lm.names, mapping.source) if s is None]}; background variables not analysed "
             f"(not served by the model): {sorted(set(map(str, background.data_vars)) - {s[0] for s in mapping.source if s})}")

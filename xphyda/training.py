@@ -25,8 +25,14 @@ from pathlib import Path
 
 from .errors import DataError, ModelError
 
-__all__ = ["train_prior", "channel_index", "preset_config", "background_regression", "balance_group",
-           "calibration_group"]
+__all__ = [
+    "background_regression",
+    "balance_group",
+    "calibration_group",
+    "channel_index",
+    "preset_config",
+    "train_prior",
+]
 
 
 def preset_config(preset: str) -> dict:
@@ -316,7 +322,8 @@ def train_prior(
     from .models import user_cache
 
     cfg = preset_config(preset)
-    if isinstance(lr_decay_steps, bool) or int(lr_decay_steps) != lr_decay_steps or not 0 <= lr_decay_steps <= steps:
+    if (isinstance(lr_decay_steps, bool) or not isinstance(lr_decay_steps, (int, float, np.integer))
+            or int(lr_decay_steps) != lr_decay_steps or not 0 <= lr_decay_steps <= steps):
         raise ModelError(
             f"lr_decay_steps must be an integer from 0 to steps={steps}; got {lr_decay_steps!r}. "
             "Fix: the number of final steps over which the learning rate anneals, e.g. steps // 10"

@@ -11,11 +11,11 @@ from xphyda.baselines.oi import (
     ENSEMBLE_MAX_POINTS,
     correlation,
     default_length_scale,
-    unresolved,
     estimate_background_error,
     oi_analysis,
     support,
     unit_vectors,
+    unresolved,
 )
 from xphyda.errors import GridError, ObservationError, PhydaError
 from xphyda.obs.operator import build_operator

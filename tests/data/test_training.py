@@ -129,7 +129,7 @@ def test_calibration_factors_account_for_what_the_balance_does():
     assert torch.allclose(halved["spread_factor"], 2 * plain, rtol=1e-3)
 
 
-@pytest.mark.parametrize("bad", [-1, 11, 2.5, True])
+@pytest.mark.parametrize("bad", [-1, 11, 2.5, True, None, "5"])
 def test_train_prior_rejects_a_bad_lr_decay_before_making_folders(make_corpus, tmp_path, tiny_preset, bad, capsys):
     from xphyda.cli import EXIT_ERROR, main
     from xphyda.errors import ModelError

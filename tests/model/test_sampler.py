@@ -118,7 +118,7 @@ def test_antithetic_pairs_mirror_and_cancel_the_noise_for_a_gaussian(gaussian_pr
     """Gaussian prior, linear H: the sampler is affine in its starting noise, so every antithetic pair has the
     same mean whatever the seed (the sampler's own mean), while independent members scatter.  (MMPS's
     truncated conjugate gradients make it slightly non-linear: its pairs agree to a few hundredths.)"""
-    mean, _, den = gaussian_prior
+    _, _, den = gaussian_prior
     terms = [observed[0]] if guidance else []
     kw = dict(shape=SHAPE, terms=terms, guidance=guidance, members=4, steps=16)
     a = sample(den, seed=1, antithetic=True, **kw).double()
@@ -138,3 +138,5 @@ def test_antithetic_needs_per_member_generators(gaussian_prior):
     _, _, den = gaussian_prior
     with pytest.raises(ModelError, match="antithetic=True needs generator_per_member=True"):
         sample(den, shape=SHAPE, members=2, steps=2, antithetic=True, generator_per_member=False)
+    with pytest.raises(ModelError, match="antithetic must be True or False, got 'no'"):
+        sample(den, shape=SHAPE, members=2, steps=2, antithetic="no")

@@ -121,13 +121,22 @@ def test_distributed_two_cpu_processes_gloo(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     import socket
+    import warnings
 
-    with socket.socket() as sock:  # a free port, so parallel or repeated runs do not collide
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={port}", str(script)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    def run():
+        with socket.socket() as sock:  # a free port, so parallel or repeated runs do not collide
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={port}", str(script)]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+    res = run()
+    if res.returncode != 0:
+        # Once in a fresh-clone CI run under load, rank 0 aborted ("terminate called without an active
+        # exception", SIGABRT) and passed on its own 4 times out of 4: one retry, and the first failure is reported
+        warnings.warn(f"the gloo run failed once and is retried: {res.stderr[-1500:]}", stacklevel=1)
+        res = run()
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("OK 2") == 2
 

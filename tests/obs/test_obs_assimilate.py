@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -257,9 +259,12 @@ def test_background_error_that_innovations_cannot_resolve_is_reported(coarse_era
     bg = truth.copy(deep=True)
     bg["t"] = truth.t + 0.2 * np.random.default_rng(0).standard_normal(truth.t.shape)
     obs = simulate(truth, n_stations=800, noise={"t": 5.0}, seed=1)
-    with pytest.warns(UserWarning, match=r"background error of 't' at \[.*\] hPa cannot be estimated") as rec:
-        floored = assimilate(bg, obs, method="oi", length_scale="300 km")
-    assert "Fix: pass background_error" in str(rec[0].message)
+    with pytest.warns(UserWarning, match=r"background error of 't' cannot be estimated from the innovations") as rec:
+        floored = bg.phyda.assimilate(obs, method="oi", length_scale="300 km")
+    message = str(rec[0].message)
+    assert re.search(r"in K, at \d+ hPa: estimate [\d.]+, innovation spread [\d.]+, observation error 5 \(\d+ obs", message)
+    assert "Fix: pass background_error" in message and "--background-error t=VALUE" in message
+    assert rec[0].filename == __file__  # points at the user's call, through the accessor
     assert "unresolved by the innovations" in floored.attrs["history"]
     import warnings
 

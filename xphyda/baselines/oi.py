@@ -88,11 +88,11 @@ __all__ = [
     "check_members",
     "correlation",
     "default_length_scale",
-    "unresolved",
     "estimate_background_error",
     "oi_analysis",
     "support",
     "unit_vectors",
+    "unresolved",
 ]
 
 CORRELATIONS = ("gaspari-cohn", "soar", "gaussian")

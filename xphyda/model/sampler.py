@@ -232,6 +232,8 @@ def sample(
             check_term(t.to(device=dev, dtype=dtype), shape, dtype=dtype, device=dev)
     guided = bool(terms) and guidance is not None
     sigmas = edm_sigmas(steps, sigma_min, sigma_max, rho=rho).tolist()
+    if not isinstance(antithetic, (bool, np.bool_)):
+        raise ModelError(f"antithetic must be True or False, got {antithetic!r}")
     if antithetic and not generator_per_member:
         raise ModelError("antithetic=True needs generator_per_member=True (pairs share their first member's stream)")
     noise = _Noise(seed=seed, members=members, per_member=generator_per_member, antithetic=bool(antithetic))

@@ -39,7 +39,7 @@ from ..errors import ModelError
 from .physics_loss import PhysicsLoss, physics_weight
 from .schedule import loss_weight
 
-__all__ = ["TrainConfig", "learning_rate", "train", "simulate_observations", "area_weights"]
+__all__ = ["TrainConfig", "area_weights", "learning_rate", "simulate_observations", "train"]
 
 
 @dataclass
