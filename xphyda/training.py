@@ -87,6 +87,12 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
     Two factors: ``"spread_factor"`` for independent members and
     ``"spread_factor_antithetic"`` for mirror pairs (``sample(antithetic=True)``,
     whose mean is closer to the truth for the same spread).
+
+    Returns
+    -------
+    dict
+        ``{"spread_factor": (C,), "spread_factor_antithetic": (C,)}`` float32 CPU
+        tensors, clipped to [0.1, 10].
     """
     return {
         "spread_factor": _spread_factor(net, dataset, lat, cases=cases, members=members, steps=steps,

@@ -253,6 +253,17 @@ def unresolved(sigma_b: float, innovations) -> bool:
     observation errors dominate and ``sigma_b`` may be far too large (the floor,
     or sampling noise).  Give it from past background errors instead.
 
+    Parameters
+    ----------
+    sigma_b : float
+        The estimate, in the innovations' units.
+    innovations : array_like
+        The observation-minus-background values it was estimated from (NaN ignored).
+
+    Returns
+    -------
+    bool
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)

@@ -78,6 +78,18 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     can be annealed at its end.  The rate depends only on the step and the
     configuration, so a resumed run continues the same schedule.
 
+    Parameters
+    ----------
+    config : TrainConfig
+        Uses ``lr``, ``warmup``, ``steps`` and ``lr_decay_steps``.
+    step : int
+        The optimiser step about to be taken, from 0.
+
+    Returns
+    -------
+    float
+        The learning rate for that step.
+
     Examples
     --------
     >>> cfg = TrainConfig(steps=1000, lr=1e-3, warmup=100, lr_decay_steps=200)
