@@ -107,7 +107,7 @@ def _sigma_b(
     ``warn``: say so when the innovations cannot resolve an estimate (for
     an analysis; a quality check merely gets more lenient).
     """
-    from .baselines.oi import estimate_background_error, unresolved
+    from .baselines.oi import estimate_background_error, innovation_spread, unresolved
 
     nlev = target.nlev
     if given is not None and not (isinstance(given, str) and given == "estimate"):
@@ -132,9 +132,9 @@ def _sigma_b(
         if est is None:
             sel, est = cand, pooled
         if est is not None and unresolved(est, d[sel]):
-            spread = 1.4826 * float(np.median(np.abs(d[sel])))
-            unresolved_levels.append((k, est, spread, float(np.sqrt(np.median(target.sigma_o[sel] ** 2))),
-                                      int(sel.sum())))
+            so = float(np.sqrt(np.median(target.sigma_o[sel] ** 2)))
+            values = target.from_si(np.array([est, innovation_spread(d[sel]), so]), difference=True)
+            unresolved_levels.append((k, *values, int(sel.sum())))
         if est is None:
             if target.kind is None:
                 raise ObservationError(
@@ -152,9 +152,7 @@ def _sigma_b(
             return ":" if target.levels_pa is None else f", at {target.levels_pa[k] / 100:g} hPa:"
 
         found = "; ".join(
-            f"{at(k)} estimate {target.from_si(np.array([e]), difference=True)[0]:.3g}, innovation spread "
-            f"{target.from_si(np.array([sp]), difference=True)[0]:.3g}, observation error "
-            f"{target.from_si(np.array([so]), difference=True)[0]:.3g} ({n} observations)"
+            f"{at(k)} estimate {e:.3g}, innovation spread {sp:.3g}, observation error {so:.3g} ({n} observations)"
             for k, e, sp, so, n in unresolved_levels
         )
         warnings.warn(

@@ -56,6 +56,11 @@ class LoadedModel:
         return self.spread_factor_antithetic if antithetic else self.spread_factor
 
     @property
+    def train_config(self) -> dict:
+        """The card's ``training.config`` (empty when the card has none)."""
+        return (self.card.get("training") or {}).get("config") or {}
+
+    @property
     def channels(self) -> int:
         return len(self.names)
 
@@ -263,7 +268,7 @@ def _vre_rows(H, sigma_o, model: LoadedModel) -> np.ndarray:
     200 hPa (1 g/kg) 16, against 0.1 in training; fed to the VRE they made w and q worse with more observations.
     The guidance still uses every observation with its own error.
     """
-    noise = ((model.card.get("training") or {}).get("config") or {}).get("obs_noise")
+    noise = model.train_config.get("obs_noise")
     if H is None or sigma_o is None or not noise:
         return np.ones(0 if H is None else H.shape[0], bool)
     nh = model.lat.size * model.lon.size
@@ -295,7 +300,7 @@ def _gridded_obs(H, y, model: LoadedModel, *, sigma_o=None) -> tuple[np.ndarray,
     den = np.asarray(abs(H).T @ np.ones(H.shape[0])).ravel()
     num = H.T @ (y - H @ mean_vec)
     ok = den > 0.9
-    top = ((model.card.get("training") or {}).get("config") or {}).get("obs_fraction")
+    top = model.train_config.get("obs_fraction")
     if top:  # keep the VRE within the observed fractions it was trained on (a dense user grid observes every point)
         rng = np.random.default_rng(0)
         for c in range(model.channels):

@@ -94,15 +94,6 @@ def calibration_group(net, dataset, lat, *, cases: int = 8, members: int = 8, st
         ``{"spread_factor": (C,), "spread_factor_antithetic": (C,)}`` float32 CPU
         tensors, clipped to [0.1, 10].
     """
-    return {
-        "spread_factor": _spread_factor(net, dataset, lat, cases=cases, members=members, steps=steps,
-                                        fraction=fraction, seed=seed, balance=balance, antithetic=False),
-        "spread_factor_antithetic": _spread_factor(net, dataset, lat, cases=cases, members=members, steps=steps,
-                                                   fraction=fraction, seed=seed, balance=balance, antithetic=True),
-    }
-
-
-def _spread_factor(net, dataset, lat, *, cases, members, steps, fraction, seed, balance, antithetic):
     import numpy as np
     import torch
 
@@ -114,8 +105,9 @@ def _spread_factor(net, dataset, lat, *, cases, members, steps, fraction, seed, 
     gen = torch.Generator().manual_seed(seed)
     dev = next(net.parameters()).device  # the network's device (CPU or CUDA)
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(cases, len(dataset))).astype(int))
-    ens, truths = [], []
-    for i in picks:
+    kinds = {"spread_factor": False, "spread_factor_antithetic": True}
+    ens, truths = {k: [] for k in kinds}, []
+    for i in picks:  # each case read, observed and encoded once, then sampled both ways
         item = dataset[int(i)]
         x, b = item["truth"][None], item["background"][None]
         y, m = simulate_observations(x, fraction=(fraction, fraction), noise=0.1, generator=gen, groups=None)
@@ -133,17 +125,22 @@ def _spread_factor(net, dataset, lat, *, cases, members, steps, fraction, seed, 
         with torch.no_grad():
             cond, _ = net.condition(b, y, m)
         terms = [ObsTerm(y.flatten()[idx], H, HT, torch.full((idx.numel(),), 0.01, device=dev))] if idx.numel() else []
-        ens.append(sample(net.denoiser, shape=shape, terms=terms, cond=cond[0], members=members, steps=steps,
-                          seed=seed + int(i), guidance="diag-fwd" if terms else None, device=dev,
-                          antithetic=antithetic))
+        for key, antithetic in kinds.items():
+            ens[key].append(sample(net.denoiser, shape=shape, terms=terms, cond=cond[0], members=members, steps=steps,
+                                   seed=seed + int(i), guidance="diag-fwd" if terms else None, device=dev,
+                                   antithetic=antithetic))
         truths.append(x[0])
     w = torch.as_tensor(np.cos(np.deg2rad(np.asarray(lat, float))), dtype=torch.float32, device=dev)
-    ens, truths = torch.stack(ens), torch.stack(truths)
-    factor = spread_factor(ens, truths, w)
-    if balance is not None:
-        after = torch.stack([balance(apply_spread_factor(e, factor)).to(e.dtype) for e in ens])
-        factor = (factor * spread_factor(after, truths, w)).clamp(0.1, 10.0)
-    return factor.float().cpu()
+    truths = torch.stack(truths)
+    out = {}
+    for key, draws in ens.items():
+        stacked = torch.stack(draws)
+        factor = spread_factor(stacked, truths, w)
+        if balance is not None:
+            after = torch.stack([balance(apply_spread_factor(e, factor)).to(e.dtype) for e in stacked])
+            factor = (factor * spread_factor(after, truths, w)).clamp(0.1, 10.0)
+        out[key] = factor.float().cpu()
+    return out
 
 
 def channel_index(spec) -> dict[str, list[int]]:

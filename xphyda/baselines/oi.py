@@ -89,6 +89,7 @@ __all__ = [
     "correlation",
     "default_length_scale",
     "estimate_background_error",
+    "innovation_spread",
     "oi_analysis",
     "support",
     "unit_vectors",
@@ -238,10 +239,17 @@ def estimate_background_error(innovations, sigma_o, *, min_count: int = 20) -> f
     if ok.sum() < min_count:
         return None
     d, so = d[ok], so[ok]
-    spread2 = (1.4826 * np.median(np.abs(d))) ** 2
+    spread2 = innovation_spread(d) ** 2
     if not spread2 > 0:
         return None
     return float(np.sqrt(max(spread2 - np.median(so**2), 0.01 * spread2)))
+
+
+def innovation_spread(innovations) -> float:
+    """Robust root-mean-square of innovations: 1.4826 times the median of ``|O - B|`` (NaN ignored)."""
+    d = np.asarray(innovations, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    return float(1.4826 * np.median(np.abs(d))) if d.size else float("nan")
 
 
 def unresolved(sigma_b: float, innovations) -> bool:
@@ -271,10 +279,8 @@ def unresolved(sigma_b: float, innovations) -> bool:
     >>> unresolved(estimate_background_error(d, 3.0), d)
     True
     """
-    d = np.asarray(innovations, dtype=np.float64)
-    d = d[np.isfinite(d)]
-    spread2 = (1.4826 * np.median(np.abs(d))) ** 2
-    return bool(sigma_b**2 < 2.32 * spread2 / np.sqrt(max(d.size, 1)))
+    n = int(np.isfinite(np.asarray(innovations, dtype=np.float64)).sum())
+    return bool(sigma_b**2 < 2.32 * innovation_spread(innovations) ** 2 / np.sqrt(max(n, 1)))
 
 
 def _blas_threads(n: int):
