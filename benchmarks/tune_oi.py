@@ -9,7 +9,9 @@ observation errors dominate: q at 200 hPa, with an observation error 30 times
 its background error, got 3 times too large a value and an analysis 4 times
 worse than its background.)  With those, OI analyses each variable on its own,
 so one sweep over length scales gives the best scale per variable: the one with
-the smallest latitude-weighted RMSE averaged over levels and cases.  Writes
+the smallest latitude-weighted RMSE averaged over cases and over levels, each
+level's RMSE in units of its background error (so that every level counts the
+same, not just the one with the largest values).  Writes
 ``benchmarks/results/oi_tuning.json``, which ``benchmarks/evaluate_model.py``
 uses for the tuned-OI rows.
 
@@ -61,14 +63,17 @@ def main(argv=None) -> dict:
                    methods=methods, levels=LEVELS, metrics=["rmse"], residuals=None, maps=None, report=False,
                    progress=False)
     t = res.table
-    t = t[t.metric == "rmse"]
+    t = t[t.metric == "rmse"].copy()
+    # each level counts the same: RMSE in units of that level's background error (else q850 decides q200's scale)
+    t["value"] = [value / (sigma_b[var][LEVELS.index(int(lev))] if np.isfinite(lev) else sigma_b[var][0])
+                  for value, var, lev in zip(t["value"], t["variable"], t["level"])]
     mean = t.groupby(["setting", "variable", "method"])["value"].mean().reset_index()
     best: dict = {}
     for (setting, var), g in mean.groupby(["setting", "variable"]):
         row = g.loc[g["value"].idxmin()]
         best.setdefault(setting, {})[var] = {
             "length_scale_km": int(row["method"].split("-")[1]),
-            "rmse_by_scale": {m.split("-")[1]: float(f"{v:.4g}") for m, v in zip(g["method"], g["value"])},
+            "rmse_over_background_error": {m.split("-")[1]: float(f"{v:.4g}") for m, v in zip(g["method"], g["value"])},
         }
     out = {"command": "python benchmarks/tune_oi.py " + " ".join(argv or []), "split": "valid",
            "cases": a.cases, "levels_hPa": list(LEVELS), "error_cases": a.error_cases,

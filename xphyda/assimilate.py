@@ -149,15 +149,15 @@ def _sigma_b(
         how.append(tag)
     if unresolved_levels and warn:
         def at(k):
-            return ":" if target.levels_pa is None else f", at {target.levels_pa[k] / 100:g} hPa:"
+            return "" if target.levels_pa is None else f"at {target.levels_pa[k] / 100:g} hPa: "
 
         found = "; ".join(
-            f"{at(k)} estimate {e:.3g}, innovation spread {sp:.3g}, observation error {so:.3g} ({n} observations)"
+            f"{at(k)}estimate {e:.3g}, innovation spread {sp:.3g}, observation error {so:.3g} ({n} observations)"
             for k, e, sp, so, n in unresolved_levels
         )
         warnings.warn(
             f"the background error of {target.name!r} cannot be estimated from the innovations, which the "
-            f"observation errors dominate (in {target.units}{found}): the estimate is within a standard error of zero "
+            f"observation errors dominate (in {target.units}: {found}): the estimate is within a standard error of zero "
             f"and may be far too large. Fix: pass background_error={{{target.name!r}: ...}} (one value, or one per "
             f"level, in {target.units!r}; `phyda assimilate --background-error {target.name}=VALUE`) from past "
             "background errors",

@@ -262,7 +262,8 @@ def test_background_error_that_innovations_cannot_resolve_is_reported(coarse_era
     with pytest.warns(UserWarning, match=r"background error of 't' cannot be estimated from the innovations") as rec:
         floored = bg.phyda.assimilate(obs, method="oi", length_scale="300 km")
     message = str(rec[0].message)
-    assert re.search(r"in K, at \d+ hPa: estimate [\d.]+, innovation spread [\d.]+, observation error 5 \(\d+ obs", message)
+    assert re.search(r"in K: at \d+ hPa: estimate [\d.]+, innovation spread [\d.]+, observation error 5 \(\d+ obs", message)
+    assert "; ," not in message and ";  " not in message
     assert "Fix: pass background_error" in message and "--background-error t=VALUE" in message
     assert rec[0].filename == __file__  # points at the user's call, through the accessor
     assert "unresolved by the innovations" in floored.attrs["history"]

@@ -181,6 +181,42 @@ def test_observation_errors_argument_ancillary_default(era5):
     assert gh.targets["z"].sigma_o[0] == pytest.approx(98.0665)
 
 
+def test_humidity_default_error_follows_the_standard_atmosphere():
+    import metpy.calc as mpcalc
+    from metpy.units import units
+
+    from xphyda.obs.uncertainty import default_obs_error, standard_saturation_humidity
+
+    p = np.array([1000.0, 850.0, 700.0, 500.0, 300.0, 200.0, 100.0]) * 100.0
+    err = default_obs_error("specific_humidity", p)
+    assert np.all(np.diff(err[:5]) < 0) and np.all(np.diff(err) <= 0)  # shrink with height, as humidity does
+    assert err[0] == pytest.approx(1.0e-3, rel=0.05) and 5e-6 < err[5] < 1.5e-5
+    # cross-check: MetPy's saturation mixing ratio at the standard atmosphere's temperature (troposphere)
+    trop = p > 23000.0
+    height = mpcalc.pressure_to_height_std(p[trop] * units.Pa)
+    temperature = mpcalc.height_to_pressure_std(height)  # round trip: same pressures
+    np.testing.assert_allclose(temperature.m_as("Pa"), p[trop], rtol=1e-6)
+    t_std = (288.15 - 6.5 * height.m_as("km")) * units.K
+    mixing = mpcalc.saturation_mixing_ratio(p[trop] * units.Pa, t_std).m_as("")
+    np.testing.assert_allclose(standard_saturation_humidity(p[trop]), mixing / (1 + mixing), rtol=0.02)
+    assert default_obs_error("temperature", p).tolist() == [DEFAULT_OBS_ERROR["temperature"]] * p.size
+    assert float(default_obs_error("specific_humidity")) == DEFAULT_OBS_ERROR["specific_humidity"]
+
+
+def test_humidity_observations_get_the_default_of_their_pressure(era5):
+    from xphyda.obs.uncertainty import default_obs_error
+
+    bg = era5.assign(q=era5.t * 0 + 1e-3)
+    bg["q"].attrs = {"units": "kg kg-1", "standard_name": "specific_humidity"}
+    obs = stations([1e-3, 2e-4, 5e-4], name="q", units="kg kg-1", pressure=(850.0, 500.0, 700.0))
+    sigma = build_problem(bg, obs).targets["q"].sigma_o
+    np.testing.assert_allclose(sigma, default_obs_error("specific_humidity", [85000.0, 50000.0, 70000.0]))
+    assert sigma[1] < sigma[2] < sigma[0]
+    surface = stations([8e-3] * 3, name="q", units="g kg-1", pressure=None)
+    one_level = bg.isel(level=[0])
+    assert build_problem(one_level, surface).targets["q"].sigma_o.tolist() == [1e-3] * 3
+
+
 def test_negative_or_zero_errors(era5):
     obs = stations([250.0, 260.0, 270.0])
     for bad in (0.0, -1.0):

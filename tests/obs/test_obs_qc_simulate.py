@@ -81,6 +81,28 @@ def test_simulate_fraction_is_exact_and_seeded(coarse_era5):
     assert a.t.attrs["units"] == "K" and a.t_error.attrs["standard_name"] == "air_temperature standard_error"
 
 
+def test_simulated_humidity_noise_is_per_level(coarse_era5):
+    from xphyda.obs.uncertainty import default_obs_error
+
+    truth = coarse_era5.assign(q=coarse_era5.t * 0 + 2e-3)
+    truth["q"].attrs = {"units": "g kg-1", "standard_name": "specific_humidity"}
+    truth["q"] = truth.q * 1e3  # in g/kg: the noise is drawn in the variable's own units
+    truth["q"].attrs = {"units": "g kg-1", "standard_name": "specific_humidity"}
+    obs = simulate(truth, fraction=1.0, seed=0)
+    expected = default_obs_error("specific_humidity", truth.level.values * 100.0) * 1e3
+    np.testing.assert_allclose(obs.q_error.values, expected)
+    assert obs.q_error.dims == ("level",) and obs.q_error.attrs["units"] == "g kg-1"
+    measured = (obs.q - truth.q).std(("time", "latitude", "longitude")).values
+    np.testing.assert_allclose(measured, expected, rtol=0.05)
+    assert obs.t_error.ndim == 0  # other kinds keep one value
+    points = simulate(truth, n_stations=2000, seed=1)
+    inside = points.q.notnull()
+    spread = (points.q - points.q.mean("station")).where(inside).std(("time", "station")).values
+    np.testing.assert_allclose(spread, expected, rtol=0.1)  # a constant field: the noise alone
+    problem = build_problem(truth.isel(time=[0]), obs.isel(time=[0])[["q", "q_error"]])
+    np.testing.assert_allclose(np.unique(problem.targets["q"].sigma_o), np.unique(expected * 1e-3))
+
+
 def test_simulate_stations(coarse_era5):
     obs = simulate(coarse_era5, n_stations=4000, noise=0.0, seed=0)
     assert obs.t.dims == ("time", "level", "station") and "t_error" not in obs

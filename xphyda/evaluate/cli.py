@@ -72,8 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "--noise",
         default=None,
-        help="observation noise: one number, or per variable 't=1,z=50' (default: the defaults of "
-        "xphyda.obs.DEFAULT_OBS_ERROR)",
+        help="observation noise: one number, or per variable 't=1,z=50' (default: "
+        "xphyda.obs.uncertainty.default_obs_error, per level for specific humidity)",
     )
     p.add_argument(
         "--cases", default="8", help="number of cases, or comma-separated ISO times (default: %(default)s)"

@@ -280,7 +280,8 @@ def run_osse(
         exactly one of ``fraction``, ``n_stations``, ``stations``; optionally
         ``noise``, ``variables`` (observed variables) and ``label``.
     noise : float, str or dict, optional
-        Noise of the settings that do not give theirs (default: :data:`xphyda.obs.DEFAULT_OBS_ERROR`).
+        Noise of the settings that do not give theirs (default:
+        :func:`xphyda.obs.uncertainty.default_obs_error`, per level for specific humidity).
     methods : dict or sequence of str
         Name to options of :func:`xphyda.assimilate.assimilate`: ``"background"``
         (``None``: the background itself), ``"oi"`` (``{"members": 8}`` for a

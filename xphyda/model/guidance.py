@@ -191,19 +191,27 @@ def check_term(
 
 
 class _Stacked:
-    """Several terms as one: observations concatenated, adjoints summed."""
+    """Several terms as one, whitened: observations concatenated and divided by their error, adjoints summed.
+
+    Each row is scaled by ``r^-1/2``, so the observation-space system has unit
+    noise (``r = 1``) whatever the observations' units: the same posterior, but
+    conjugate gradients weigh every observation alike.  (Unwhitened, a solve
+    mixing geopotential in m2 s-2 with humidity in kg kg-1 spends its few
+    iterations on the large numbers and leaves humidity unguided.)
+    """
 
     def __init__(self, terms: Sequence[ObsTerm], batch: int):
         self.terms = list(terms)
         self.sizes = [t.m for t in self.terms]
-        self.y = torch.cat([t.y.expand(batch, t.m) for t in self.terms], dim=-1)
-        self.r = torch.cat([t.r for t in self.terms])
+        self.w = torch.cat([t.r for t in self.terms]).rsqrt()
+        self.y = torch.cat([t.y.expand(batch, t.m) for t in self.terms], dim=-1) * self.w
+        self.r = torch.ones_like(self.w)
 
     def H(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([t.H(x) for t in self.terms], dim=-1)
+        return torch.cat([t.H(x) for t in self.terms], dim=-1) * self.w
 
     def HT(self, u: torch.Tensor) -> torch.Tensor:
-        parts = u.split(self.sizes, dim=-1)
+        parts = (u * self.w).split(self.sizes, dim=-1)
         out = self.terms[0].HT(parts[0])
         for t, p in zip(self.terms[1:], parts[1:]):
             out = out + t.HT(p)

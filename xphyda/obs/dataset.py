@@ -289,12 +289,14 @@ def _flatten(
                 f"{background[target].attrs.get('units')!r}; they measure different quantities"
             )
     raw = np.asarray(da.values, dtype=np.float64)
-    sigma, source = observation_error(da, obs, name=name, target=target, kind=kind, obs_error=obs_error)
     pname = _pressure_name(da)
     pressure = None
     if pname is not None:
         pa = da[pname].copy(data=_pressure_pa(da[pname], pname))
         pressure = np.asarray(pa.broadcast_like(da).transpose(*da.dims).values, dtype=np.float64).ravel()
+    sigma, source = observation_error(
+        da, obs, name=name, target=target, kind=kind, obs_error=obs_error, pressure=pressure
+    )
     tname = find_coord(da, "time", required=False)
     time = _broadcast(da, tname) if tname is not None else None
     return ObsVariable(

@@ -22,9 +22,9 @@ import xarray as xr
 
 from ..errors import ObservationError, VariableError
 from ..grid import Grid, discover_grid, find_coord
-from .dataset import variable_kind
+from .dataset import _pressure_name, _pressure_pa, variable_kind
 from .operator import build_operator
-from .uncertainty import DEFAULT_OBS_ERROR, error_to_si, scale_to_si
+from .uncertainty import default_obs_error, error_to_si, scale_to_si
 
 __all__ = ["simulate"]
 
@@ -48,8 +48,8 @@ def _variables(truth: xr.Dataset, grid: Grid, variables) -> list[str]:
     return names
 
 
-def _noise(name: str, da: xr.DataArray, noise) -> float:
-    """Noise standard deviation in the variable's own units."""
+def _noise(name: str, da: xr.DataArray, noise) -> xr.DataArray:
+    """Noise standard deviation in the variable's own units: 0-d, or along its pressure levels."""
     given = noise.get(name) if isinstance(noise, Mapping) else noise
     kind = variable_kind(name, da)
     units = da.attrs.get("units")
@@ -58,11 +58,23 @@ def _noise(name: str, da: xr.DataArray, noise) -> float:
             raise ObservationError(
                 f"no default observation error for {name!r}; pass noise={{{name!r}: value}}"
             )
-        return DEFAULT_OBS_ERROR[kind] / scale_to_si(units, kind, name=name)[0]
+        scale = scale_to_si(units, kind, name=name)[0]
+        pname = _pressure_name(da)
+        if pname is None or da[pname].ndim > 1:
+            return xr.DataArray(float(default_obs_error(kind)) / scale)
+        sd = default_obs_error(kind, _pressure_pa(da[pname], pname)) / scale
+        if sd.size == 0 or np.all(sd == sd.flat[0]):  # one value for every level
+            return xr.DataArray(float(sd.flat[0]) if sd.size else float(default_obs_error(kind)) / scale)
+        return xr.DataArray(sd, dims=da[pname].dims, coords={pname: da[pname]})
     value = error_to_si(given, units, kind, name=name) / scale_to_si(units, kind, name=name)[0]
     if not np.isfinite(value) or value < 0:
         raise ObservationError(f"noise for {name!r} must be a non-negative standard deviation; got {given!r}")
-    return value
+    return xr.DataArray(value)
+
+
+def _spread(sd: xr.DataArray, template: xr.DataArray, dims) -> np.ndarray:
+    """``sd`` broadcast to ``template`` with dimensions in the order ``dims``."""
+    return np.asarray(sd.broadcast_like(template).transpose(*dims).values, dtype=np.float64)
 
 
 def _station_coords(stations, n_stations, rng) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -131,7 +143,8 @@ def simulate(
         station dimension of a Dataset (names, ids) are kept.
     noise : float, str or dict, optional
         Noise standard deviation in each variable's units (``0`` for none);
-        default :data:`xphyda.obs.uncertainty.DEFAULT_OBS_ERROR`.  It is
+        default :func:`xphyda.obs.uncertainty.default_obs_error` (for specific
+        humidity on pressure levels, one value per level).  It is
         recorded as a CF ancillary ``standard_error`` variable ``{name}_error``.
     variables : list of str, optional
         Variables to observe (default: all on the grid).
@@ -183,7 +196,7 @@ def simulate(
             da = truth[name]
             sd = _noise(name, da, noise)
             values = np.asarray(da.values, dtype=np.float64)
-            noisy = values + rng.normal(0.0, 1.0, values.shape) * sd
+            noisy = values + rng.normal(0.0, 1.0, values.shape) * _spread(sd, da, da.dims)
             seen = (
                 observed
                 if grid.time in da.dims or grid.time not in observed.dims
@@ -200,7 +213,8 @@ def simulate(
             arr = np.asarray(da.transpose(*rest, grid.lat, grid.lon).values, dtype=np.float64)
             flat = arr.reshape(-1, grid.shape[0] * grid.shape[1])
             values = np.asarray(op.matrix @ flat.T).T.reshape(arr.shape[:-2] + (lat.size,))
-            values = np.where(op.inside, values + rng.normal(0.0, 1.0, values.shape) * sd, np.nan)
+            column = _spread(sd, da.isel({grid.lat: 0, grid.lon: 0}, drop=True), rest)[..., None]
+            values = np.where(op.inside, values + rng.normal(0.0, 1.0, values.shape) * column, np.nan)
             coords = {d: da[d] for d in rest if d in da.coords}
             out[name] = xr.DataArray(
                 values.astype(da.dtype), dims=rest + [obs_dim], coords=coords, attrs=dict(da.attrs)
@@ -216,11 +230,10 @@ def simulate(
     for name in names:
         sd = _noise(name, truth[name], noise)
         ds[name].attrs = dict(truth[name].attrs)
-        if sd > 0:
+        if bool((sd > 0).any()):
             sn = truth[name].attrs.get("standard_name")
-            ds[f"{name}_error"] = xr.DataArray(
-                sd,
-                attrs={
+            ds[f"{name}_error"] = sd.assign_attrs(
+                {
                     "long_name": f"standard deviation of the noise added to {name}",
                     "units": truth[name].attrs.get("units", ""),
                     **({"standard_name": f"{sn} standard_error"} if sn else {}),
