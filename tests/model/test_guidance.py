@@ -143,3 +143,19 @@ def test_guided_denoiser_arguments(gaussian_prior, observed):
         GuidedDenoiser(den, [term], cg_iters=0)
     out = GuidedDenoiser(den, [term], method="mmps")(torch.zeros(2, *SHAPE), 1.0)
     assert out.shape == (2, *SHAPE) and not out.requires_grad
+
+
+@pytest.mark.parametrize("method", ["mmps", "diag", "diag-fwd", "dps"])
+def test_guidance_does_not_depend_on_the_observations_units(gaussian_prior, observed, method):
+    """The same twelve observations, each in its own unit (1e-5 to 1e5 times the state's, like humidity in
+    kg kg-1 beside geopotential in m2 s-2), must guide exactly as in one unit.  CG on the unwhitened system
+    spent its iterations on the large numbers and left the small ones unused (humidity, before the fix)."""
+    _, _, den = gaussian_prior
+    term, _, _ = observed
+    scale = torch.logspace(-5, 5, term.m)[torch.randperm(term.m, generator=torch.Generator().manual_seed(0))]
+    scaled = ObsTerm(term.y * scale, lambda x: term.H(x) * scale, lambda u: term.HT(u * scale), term.r * scale**2)
+    x = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(1))
+    for sigma in (20.0, 1.0, 0.1):
+        want = GuidedDenoiser(den, [term], method=method)(x, sigma)
+        got = GuidedDenoiser(den, [scaled], method=method)(x, sigma)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

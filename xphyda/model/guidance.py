@@ -1,13 +1,16 @@
 """Observation guidance for a linear observation operator with Gaussian errors.
 
-An observation term is ``y = H x + e``, ``e ~ N(0, diag(r))``, all in the
-model's normalised space (:class:`ObsTerm`).  Guidance replaces the denoiser's
-``D(x_t) = E[x | x_t]`` by an estimate of ``E[x | x_t, y]``.  If the prior
-given ``x_t`` is approximated by ``N(D, Sigma)``, the update is the Kalman form
+An observation term is ``y = H x + e``, ``e ~ N(0, diag(r))`` (:class:`ObsTerm`),
+``x`` in the model's normalised space, ``y`` in any units (xphyda passes SI).
+Guidance replaces the denoiser's ``D(x_t) = E[x | x_t]`` by an estimate of
+``E[x | x_t, y]``.  If the prior given ``x_t`` is approximated by ``N(D, Sigma)``,
+the update is the Kalman form
 
     ``D_y = D + Sigma H^T (H Sigma H^T + R)^-1 (y - H D)``,
 
-solved by a few conjugate-gradient (CG) iterations on the observation space.
+solved by a few conjugate-gradient (CG) iterations on the observation space,
+whitened (each row divided by its error), so the result does not depend on
+the observations' units.
 The methods differ in ``Sigma``:
 
 ``"mmps"`` (Rozet et al. 2024, arXiv 2405.13712)
