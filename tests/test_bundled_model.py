@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import xarray as xr
 import pytest
 
 import xphyda
@@ -92,3 +93,28 @@ def test_a_model_without_the_mirror_pair_factor_says_so(era5, monkeypatch):
     assert "spread calibration on" in era5.phyda.assimilate(obs, antithetic=False, **kw).attrs["history"]
     with pytest.raises(ModelError, match="for mirror-pair .* or antithetic=False"):
         era5.phyda.assimilate(obs, calibrate=True, **kw)
+
+
+def test_humidity_observations_guide_the_analysis_beside_geopotential(era5):
+    """Observations in units 1e8 apart (q in kg kg-1, z in m2 s-2) each move the analysis as their errors say:
+    the guidance solves a whitened system.  (Unwhitened, the humidity observations were left unused.)  The same
+    stations and noise observe the background and a truth 2 observation errors moister and 1 K warmer; the
+    difference of the two analyses at the stations is what the observations did."""
+    from xphyda.obs.uncertainty import default_obs_error
+
+    background = era5.copy(deep=True)
+    sigma_q = xr.DataArray(default_obs_error("specific_humidity", background.level.values * 100.0), dims="level")
+    background["q"] = (background.t * 0 + 5 * sigma_q).astype("float32")  # half the standard saturation value
+    background["q"].attrs = {"units": "kg kg-1", "standard_name": "specific_humidity"}
+    truth = background.copy(deep=True)
+    truth["q"] = (truth.q + 2 * sigma_q).astype("float32")
+    truth["t"] = truth.t + 1.0
+    kw = dict(members=2, steps=8, device="cpu", seed=0, balance=False, calibrate=False)
+    obs = {name: xphyda.obs.simulate(state, n_stations=300, seed=2) for name, state in (("b", background), ("t", truth))}
+    np.testing.assert_allclose(obs["t"].q_error, sigma_q)  # one error per level
+    ana = {name: background.phyda.assimilate(o, **kw).mean("member") for name, o in obs.items()}
+    op = xphyda.obs.build_operator(obs["b"].lat.values, obs["b"].lon.values, era5.latitude.values, era5.longitude.values)
+    for name, k in (("q", 0), ("q", 1), ("t", 0), ("t", 1)):
+        moved = op.matrix @ (ana["t"][name] - ana["b"][name]).isel(time=0, level=k).values.ravel()
+        wanted = float((truth[name] - background[name]).isel(time=0, level=k).mean())
+        assert np.median(moved[op.inside]) > 0.3 * wanted, (name, k, np.median(moved[op.inside]), wanted)

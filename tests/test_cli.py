@@ -80,15 +80,16 @@ def test_no_command_and_version(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--steps", "3"], "--steps is used by --method phyda"),
-        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--seed", "3"], "--seed with --method oi needs --members"),
-        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--members", "1", "--seed", "3"], "needs --members N with N > 1"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "oi", "--steps", "3"], "--steps is used by --method phyda"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "oi", "--seed", "3"], "--seed with --method oi needs --members"),
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "oi", "--members", "1", "--seed", "3"],
+         "needs --members N with N > 1"),
         (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--members", "0"], "expected a positive integer, got '0'"),
         (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "phyda", "--steps", "x"], "expected a positive"),
         (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "phyda", "--length-scale", "500 km"],
          "--length-scale is used by --method oi"),
         (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--obs-error", "t"], "--obs-error expects VAR=VALUE"),
-        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--length-scale", "t=500 km", "--length-scale", "9"],
+        (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "oi", "--length-scale", "t=500 km", "--length-scale", "9"],
          "not both"),
         (["assimilate", "B.nc", "O.nc", "-o", "A.nc", "--method", "kalman"], "invalid choice"),
         (["assimilate", "B.nc", "O.nc"], "required: -o/--output"),
@@ -113,8 +114,8 @@ def test_bad_arguments_exit_2_with_one_message(argv, message, capsys):
 # --------------------------------------------------------------------------- assimilate
 def test_assimilate_oi_netcdf_and_zarr(files, era5, tmp_path, capsys):
     out = tmp_path / "analysis.nc"
-    argv = ["assimilate", str(files["background"]), str(files["obs"]), "-o", str(out), "--obs-error", "t=0.5",
-            "--obs-error", "z=10 m", "--length-scale", "600 km"]
+    argv = ["assimilate", str(files["background"]), str(files["obs"]), "-o", str(out), "--method", "oi",
+            "--obs-error", "t=0.5", "--obs-error", "z=10 m", "--length-scale", "600 km"]
     assert main(argv) == EXIT_OK
     captured = capsys.readouterr()
     assert "t: " in captured.out and "RMS O-B" in captured.out and f"wrote {out}" in captured.out
@@ -175,7 +176,8 @@ def test_assimilate_oi_ensemble_with_members_and_seed(era5, tmp_path, capsys):
     background.to_netcdf(bg, engine="netcdf4")
     obs.to_netcdf(ob, engine="netcdf4")
     out = tmp_path / "ens.nc"
-    argv = ["assimilate", str(bg), str(ob), "-o", str(out), "--members", "3", "--seed", "2", "--obs-error", "t=0.5"]
+    argv = ["assimilate", str(bg), str(ob), "-o", str(out), "--method", "oi", "--members", "3", "--seed", "2",
+            "--obs-error", "t=0.5"]
     assert main(argv) == EXIT_OK
     captured = capsys.readouterr()
     assert "3-member perturbed-observation ensemble" in captured.err and "t: " in captured.out
@@ -200,7 +202,7 @@ def test_assimilate_oi_ensemble_with_members_and_seed(era5, tmp_path, capsys):
 
 def test_assimilate_oi_ensemble_on_too_large_a_grid_exits_1(files, tmp_path, capsys):
     code = main(["assimilate", str(files["background"]), str(files["obs"]), "-o", str(tmp_path / "e.nc"),
-                 "--members", "2", "--quiet"])
+                 "--method", "oi", "--members", "2", "--quiet"])
     assert code == EXIT_ERROR
     line = _error_line(capsys.readouterr().err)
     assert "181 x 360 = 65160 points" in line and "Fix: analyse a grid coarser" in line
@@ -230,21 +232,21 @@ def test_assimilate_phyda_balance_and_calibration_options(files, tmp_path, capsy
     assert "balance ['hydrostatic', 'continuity'], spread calibration on" in default
     assert "balance ['hydrostatic'], spread calibration on" in hydro
     assert main(["assimilate", str(files["background"]), str(files["obs"]), "-o", str(tmp_path / "x.nc"),
-                 "--balance", "none"]) == EXIT_USAGE  # the OI method does not balance
+                 "--method", "oi", "--balance", "none"]) == EXIT_USAGE  # the OI method does not balance
     assert "used by --method phyda only" in capsys.readouterr().err
     assert "in mirror pairs (antithetic)" in default
     assert main(base + ["-o", str(tmp_path / "indep.nc"), "--independent"]) == EXIT_OK
     indep = _open(tmp_path / "indep.nc")
     assert "mirror" not in indep.attrs["history"] and "spread calibration on" in indep.attrs["history"]
     assert main(["assimilate", str(files["background"]), str(files["obs"]), "-o", str(tmp_path / "y.nc"),
-                 "--independent"]) == EXIT_USAGE
+                 "--method", "oi", "--independent"]) == EXIT_USAGE
     assert "--independent is used by --method phyda only" in capsys.readouterr().err
 
 
 def test_existing_output_exits_3_and_is_kept(files, tmp_path, capsys):
     out = tmp_path / "analysis.nc"
     out.write_text("precious")
-    argv = ["assimilate", str(files["background"]), str(files["obs"]), "-o", str(out), "--quiet"]
+    argv = ["assimilate", str(files["background"]), str(files["obs"]), "-o", str(out), "--method", "oi", "--quiet"]
     assert main(argv) == EXIT_EXISTS
     assert "pass --overwrite" in _error_line(capsys.readouterr().err)
     assert out.read_text() == "precious"

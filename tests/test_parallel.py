@@ -165,15 +165,15 @@ def test_needs_time_split(case):
 def test_errors_teach(case):
     _, background, obs = case
     with pytest.raises(ObservationError, match="carry no time"):
-        assimilate_times(background, obs.isel(time=0, drop=True), progress=False)
+        assimilate_times(background, obs.isel(time=0, drop=True), method="oi", progress=False)
     with pytest.raises(
         ObservationError, match=r"1 of 4 background times have no observation.*widen time_window"
     ):
-        assimilate_times(background, obs.isel(time=[0, 1, 3]), progress=False)
+        assimilate_times(background, obs.isel(time=[0, 1, 3]), method="oi", progress=False)
     with pytest.raises(PhydaError, match="unknown scheduler 'gpu'"):
-        assimilate_times(background, obs, scheduler="gpu", progress=False)
+        assimilate_times(background, obs, scheduler="gpu", method="oi", progress=False)
     with pytest.raises(PhydaError, match="not used by method 'oi'"):
-        assimilate_times(background, obs, seed=1, progress=False)
+        assimilate_times(background, obs, method="oi", seed=1, progress=False)
     bad = obs.copy()
     bad["t"] = bad["t"].where(bad["time"] != bad["time"][2])  # time 2 has only missing t values
     bad["z"] = bad["z"].where(bad["time"] != bad["time"][2])
@@ -181,9 +181,9 @@ def test_errors_teach(case):
         ObservationError,
         match=r"analysis time 2007-01-02T00:00:00 \(index 2\): observation variable .t. is all NaN",
     ):
-        assimilate_times(background, bad, progress=False)
+        assimilate_times(background, bad, method="oi", progress=False)
     with pytest.raises(PhydaError, match="no time dimension"):
-        assimilate_times(background.isel(time=0), obs, progress=False)
+        assimilate_times(background.isel(time=0), obs, method="oi", progress=False)
 
 
 def test_assimilate_hands_many_times_to_assimilate_times(case):

@@ -50,7 +50,7 @@ class PhydaDatasetAccessor:
 
         return physics_residual(self._obj, name, **kwargs)
 
-    def assimilate(self, obs, *, method: str = "oi", **options) -> xr.Dataset:
+    def assimilate(self, obs, *, method: str = "phyda", **options) -> xr.Dataset:
         """Analyse this background with observations; see :func:`xphyda.assimilate.assimilate`.
 
         Examples

@@ -311,7 +311,7 @@ def assimilate(
     background: xr.Dataset,
     obs,
     *,
-    method: str = "oi",
+    method: str = "phyda",
     variables=None,
     obs_error=None,
     qc: float | None = 5.0,
@@ -345,9 +345,10 @@ def assimilate(
     obs : xarray.Dataset or xarray.DataArray
         Point, gridded, or on-the-grid observations (:mod:`xphyda.obs.dataset`),
         variables named like the background's, NaN where not observed.
-    method : {"oi", "phyda"}
-        Analysis method (:data:`METHODS`): optimal interpolation, or the PhyDA
-        diffusion prior (:func:`xphyda.diffusion.assimilate_phyda`).
+    method : {"phyda", "oi"}
+        Analysis method (:data:`METHODS`): the PhyDA diffusion prior
+        (:func:`xphyda.diffusion.assimilate_phyda`; the default), or optimal
+        interpolation, the classical baseline.
     variables : list of str, optional
         Observation variables to use (default: all).
     obs_error : number, str, pint.Quantity or dict, optional

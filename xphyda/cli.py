@@ -523,8 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("obs", help="observations (.nc, .zarr, .grib, or a .csv table of stations)")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="analysis file to write (.nc or .zarr)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (otherwise exit code 3)")
-    p.add_argument("--method", default="oi", choices=["oi", "phyda"],
-                   help="optimal interpolation, or the PhyDA diffusion prior (an ensemble)")
+    p.add_argument("--method", default="phyda", choices=["oi", "phyda"],
+                   help="the PhyDA diffusion prior (an ensemble; the default), or optimal interpolation")
     p.add_argument("--variable", action="append", metavar="NAME",
                    help="observation variable to use (repeatable); default: all")
     p.add_argument("--obs-error", action="append", metavar="VAR=VALUE",

@@ -322,7 +322,7 @@ def assimilate_times(
     background: xr.Dataset,
     obs,
     *,
-    method: str = "oi",
+    method: str = "phyda",
     seed: int | None = None,
     scheduler=None,
     progress: bool | None = None,
@@ -338,8 +338,8 @@ def assimilate_times(
     obs : xarray.Dataset or xarray.DataArray
         Observations with a time: a time dimension, or one time per
         observation along the station dimension.
-    method : {"oi", "phyda"}
-        As for :func:`xphyda.assimilate.assimilate`.
+    method : {"phyda", "oi"}
+        As for :func:`xphyda.assimilate.assimilate` (default ``"phyda"``).
     seed : int, optional
         PhyDA and an OI ensemble (``members > 1``): time ``i`` (its position in
         ``background``) is sampled with :func:`time_seed` ``(seed, i)`` (``seed``

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from xphyda.assimilate import METHODS, assimilate
+from xphyda.assimilate import METHODS
+from xphyda.assimilate import assimilate as _assimilate
 from xphyda.baselines.oi import correlation, unit_vectors
 from xphyda.errors import ObservationError, PhydaError
 from xphyda.obs import FLAGS, simulate
 from xphyda.physics.constants import EARTH_RADIUS
+
+assimilate = functools.partial(_assimilate, method="oi")  # this file tests the OI front (the default is PhyDA)
 
 
 def displaced(ds: xr.Dataset, cells: int = 2) -> xr.Dataset:
