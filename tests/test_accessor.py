@@ -57,3 +57,27 @@ def test_dataarray_to_si_errors_name_the_variable():
 def test_accessors_hold_only_their_object(era5):
     for obj in (era5, era5["t"]):
         assert set(vars(obj.phyda)) == {"_obj"}
+
+
+def test_phyda_is_the_default_method_everywhere():
+    """Issue 5's signature: ds.phyda.assimilate(obs, model=None, method="phyda", ...), and the same default in
+    the function, the many-times front and the command line."""
+    import inspect
+
+    from xphyda.accessor import PhydaDatasetAccessor
+    from xphyda.assimilate import assimilate
+    from xphyda.cli import build_parser
+    from xphyda.parallel import assimilate_times
+
+    for fn in (PhydaDatasetAccessor.assimilate, assimilate, assimilate_times):
+        assert inspect.signature(fn).parameters["method"].default == "phyda", fn
+    assert build_parser().parse_args(["assimilate", "B.nc", "O.nc", "-o", "A.nc"]).method == "phyda"
+
+
+def test_an_oi_option_without_a_method_says_to_pass_it(era5):
+    import xphyda
+
+    obs = xphyda.obs.simulate(era5, n_stations=20, seed=0)
+    with pytest.raises(xphyda.PhydaError, match=r"options \['length_scale'\] are not used by method 'phyda'.*"
+                                                 r"Fix: pass method='oi'"):
+        era5.phyda.assimilate(obs, length_scale="500 km")

@@ -132,7 +132,7 @@ def test_assimilate_oi_netcdf_and_zarr(files, era5, tmp_path, capsys):
 
     zarr = tmp_path / "analysis.zarr"
     assert main(["assimilate", str(files["background"]), str(files["obs"]), "-o", str(zarr), "--quiet",
-                 "--no-qc", "--variable", "t"]) == EXIT_OK
+                 "--method", "oi", "--no-qc", "--variable", "t"]) == EXIT_OK
     assert capsys.readouterr().err == ""
     ana = _open(zarr)
     assert "t_flag" in ana and "z_flag" not in ana

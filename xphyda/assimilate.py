@@ -9,9 +9,10 @@ error used; :mod:`xphyda.obs.diagnostics`).
 
 Methods are rows of :data:`METHODS`: a function taking the problem and its
 options and returning the SI analysis of each observed variable plus a note for
-the history line.  ``"oi"`` is optimal interpolation / 3D-Var
-(:mod:`xphyda.baselines.oi`), or with ``members=N`` its perturbed-observation
-ensemble.
+the history line.  ``"phyda"`` (the default) is the diffusion prior with
+observation guidance (:func:`xphyda.diffusion.assimilate_phyda`); ``"oi"`` is
+optimal interpolation / 3D-Var (:mod:`xphyda.baselines.oi`), or with
+``members=N`` its perturbed-observation ensemble.
 
 Examples
 --------
@@ -354,7 +355,8 @@ def assimilate(
     obs_error : number, str, pint.Quantity or dict, optional
         Observation-error standard deviations in each variable's units, e.g.
         ``{"t": 0.5, "z": 20.0}``; otherwise CF ancillary ``standard_error``
-        variables, otherwise :data:`xphyda.obs.uncertainty.DEFAULT_OBS_ERROR`.
+        variables, otherwise :func:`xphyda.obs.uncertainty.default_obs_error`
+        (one value per kind of quantity; for specific humidity, per pressure).
     qc : float or None
         Background check: reject where ``|O - B| > qc * sqrt(sigma_o^2 + sigma_b^2)``;
         ``None`` turns it off (missing values, points outside the grid or the
@@ -487,8 +489,10 @@ def assimilate(
         )
     unused = sorted(set(options) - set(METHODS[method].options))
     if unused:
+        other = [m for m in METHODS if m != method and set(unused) <= set(METHODS[m].options)]
+        hint = f". Fix: pass method={other[0]!r}" if other else ""
         raise PhydaError(
-            f"options {unused} are not used by method {method!r}; it takes {METHODS[method].options}"
+            f"options {unused} are not used by method {method!r}; it takes {METHODS[method].options}{hint}"
         )
     from .baselines.oi import check_members
 

@@ -514,11 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
              "the background's grid (NaN where not observed), or a CSV table of stations with units in its "
              "header (lat,lon,pressure [hPa],time,t [K],z [m2 s-2]; see xphyda.obs.read_csv). The output is "
              "written under a temporary name and renamed when complete.",
-             "examples:\n  phyda assimilate background.nc obs.nc --output analysis.nc\n"
-             "  phyda assimilate background.nc obs.nc -o analysis.nc --obs-error t=0.5 --obs-error 'z=10 m'\n"
-             "  phyda assimilate background.nc stations.csv -o analysis.nc\n"
-             "  phyda assimilate background.nc obs.nc -o ensemble.nc --members 8 --seed 1   # an OI ensemble\n"
-             "  phyda assimilate background.zarr obs.nc -o analysis.zarr --method phyda --members 16 --seed 1")
+             "examples:\n  phyda assimilate background.nc obs.nc --output analysis.nc   # PhyDA, 8 members\n"
+             "  phyda assimilate background.zarr obs.nc -o analysis.zarr --members 16 --seed 1\n"
+             "  phyda assimilate background.nc obs.nc -o analysis.nc --method oi --obs-error t=0.5\n"
+             "  phyda assimilate background.nc stations.csv -o analysis.nc --method oi\n"
+             "  phyda assimilate background.nc obs.nc -o ensemble.nc --method oi --members 8 --seed 1")
     p.add_argument("background", help="background state (.nc, .zarr, .grib)")
     p.add_argument("obs", help="observations (.nc, .zarr, .grib, or a .csv table of stations)")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="analysis file to write (.nc or .zarr)")

@@ -159,3 +159,18 @@ def test_guidance_does_not_depend_on_the_observations_units(gaussian_prior, obse
         want = GuidedDenoiser(den, [term], method=method)(x, sigma)
         got = GuidedDenoiser(den, [scaled], method=method)(x, sigma)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tiny", [1e-12, 1e-26])
+def test_near_perfect_observations_stay_finite_and_exact(gaussian_prior, oracle, tiny):
+    """An observation with a vanishing error variance beside ordinary ones: the scaled solve neither overflows
+    nor lets it swamp the others (scaled by r^-1/2 alone, r = 1e-26 gave NaN in float32)."""
+    mean, cov, den = gaussian_prior
+    mat, H, HT = oracle.selection(SHAPE, 6)
+    r = torch.tensor([tiny, 0.05, 0.05, 0.05, 0.05, 0.05], dtype=torch.float64)
+    y = mat @ mean.flatten() + torch.tensor([1.0, -1.0, 0.5, 0.3, -0.2, 0.8], dtype=torch.float64)
+    post_mean, _ = oracle.posterior_moments(mean, cov, mat, r, y)
+    term = ObsTerm(y.float(), H, HT, r.float())
+    got = GuidedDenoiser(den, [term], method="mmps", cg_iters=6)(torch.zeros(1, *SHAPE), 1e3).double().flatten()
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, post_mean, atol=5e-3, rtol=5e-3)

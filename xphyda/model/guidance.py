@@ -9,8 +9,8 @@ the update is the Kalman form
     ``D_y = D + Sigma H^T (H Sigma H^T + R)^-1 (y - H D)``,
 
 solved by a few conjugate-gradient (CG) iterations on the observation space,
-whitened (each row divided by its error), so the result does not depend on
-the observations' units.
+Jacobi-scaled (each row divided by the square root of its error variance plus
+its prior variance), so the result does not depend on the observations' units.
 The methods differ in ``Sigma``:
 
 ``"mmps"`` (Rozet et al. 2024, arXiv 2405.13712)
@@ -89,7 +89,7 @@ class ObsTerm:
     HT : callable
         The adjoint of ``H``, ``(B, m) -> (B, C, lat, lon)``.
     r : torch.Tensor
-        ``(m,)`` positive error variances (normalised units).
+        ``(m,)`` positive error variances, in the units of ``y`` squared.
     name : str
         Used in error messages.
 
@@ -194,21 +194,28 @@ def check_term(
 
 
 class _Stacked:
-    """Several terms as one, whitened: observations concatenated and divided by their error, adjoints summed.
+    """Several terms as one, Jacobi-scaled: observations concatenated, adjoints summed.
 
-    Each row is scaled by ``r^-1/2``, so the observation-space system has unit
-    noise (``r = 1``) whatever the observations' units: the same posterior, but
-    conjugate gradients weigh every observation alike.  (Unwhitened, a solve
-    mixing geopotential in m2 s-2 with humidity in kg kg-1 spends its few
-    iterations on the large numbers and leaves humidity unguided.)
+    Row ``i`` is multiplied by ``w_i = (r_i + v_i)^-1/2``, ``v_i`` the prior
+    variance of observation ``i`` (``H`` applied to the prior standard deviation,
+    squared): the diagonal of ``H Sigma H^T + R`` becomes about 1 whatever the
+    observations' units and however accurate they are.  Any positive ``w`` gives
+    the same solution; this one lets a few conjugate-gradient iterations weigh
+    every observation alike.  (Unscaled, a solve mixing geopotential in m2 s-2
+    with humidity in kg kg-1 spent its iterations on the large numbers and left
+    humidity unguided; scaled by ``r^-1/2`` alone, a near-perfect observation
+    would swamp the rest and overflow float32.)
     """
 
-    def __init__(self, terms: Sequence[ObsTerm], batch: int):
+    def __init__(self, terms: Sequence[ObsTerm], batch: int, *, prior_sd: torch.Tensor, like: torch.Tensor):
         self.terms = list(terms)
         self.sizes = [t.m for t in self.terms]
-        self.w = torch.cat([t.r for t in self.terms]).rsqrt()
+        self.w = torch.ones(1, dtype=like.dtype, device=like.device)
+        r = torch.cat([t.r for t in self.terms])
+        v = self.H(torch.as_tensor(prior_sd, dtype=like.dtype, device=like.device).expand_as(like)) ** 2
+        self.w = (r + v).rsqrt()
         self.y = torch.cat([t.y.expand(batch, t.m) for t in self.terms], dim=-1) * self.w
-        self.r = torch.ones_like(self.w)
+        self.r = r * self.w**2
 
     def H(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([t.H(x) for t in self.terms], dim=-1) * self.w
@@ -330,14 +337,16 @@ class GuidedDenoiser:
         return own(cond).to(like.dtype) if callable(own) else 1.0
 
     def __call__(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None) -> torch.Tensor:
-        obs = _Stacked([t.to(device=x.device, dtype=x.dtype) for t in self.terms], x.shape[0])
         s = as_sigma(sigma, x)
         s2 = (s**2).reshape(-1, 1, 1, 1)
+        sd2 = self._data_std(cond, x) ** 2
+        prior_var = s2 * sd2 / (s2 + sd2)  # of x given x_t, isotropic Gaussian prior: the "diag" covariance
+        terms = [t.to(device=x.device, dtype=x.dtype) for t in self.terms]
+        obs = _Stacked(terms, x.shape[0], prior_sd=(self.diag_scale * prior_var).sqrt(), like=x)
         if self.method in ("diag", "diag-fwd"):
             with torch.no_grad():
                 d = self.denoiser(x, s, cond)
-                sd2 = self._data_std(cond, x) ** 2
-                scale = self.diag_scale * s2 * sd2 / (s2 + sd2)
+                scale = self.diag_scale * prior_var
 
                 def matvec(p):
                     lp = scale * obs.HT(p)

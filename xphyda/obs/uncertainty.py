@@ -40,6 +40,7 @@ from ..units import QUANTITIES, check_units, parse_units, registry, si_scale
 __all__ = [
     "DEFAULT_BACKGROUND_ERROR",
     "DEFAULT_OBS_ERROR",
+    "HUMIDITY_RELATIVE_ERROR",
     "default_obs_error",
     "error_to_si",
     "observation_error",
@@ -143,6 +144,13 @@ def default_obs_error(kind: str, pressure=None) -> np.ndarray:
     -------
     numpy.ndarray
         Shape of ``pressure`` (a 0-d array without it).
+
+    Examples
+    --------
+    >>> [f"{e:.2g}" for e in default_obs_error("specific_humidity", [100000.0, 50000.0, 20000.0])]
+    ['0.001', '0.00014', '8.1e-06']
+    >>> float(default_obs_error("temperature", [50000.0])[0]), float(default_obs_error("temperature"))
+    (1.0, 1.0)
     """
     value = DEFAULT_OBS_ERROR[kind]
     if pressure is None:
