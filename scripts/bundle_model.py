@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _balance(work: Path, card: dict, model: Path | None) -> tuple[dict, dict | None]:
+def _balance(work: Path, card: dict, model: Path | None, cases: int = 8) -> tuple[dict, dict | None]:
     """Balance statistics from the run's training split (the preset's variables and levels), and the spread
     factors of ``model`` on the validation split."""
     import numpy as np
@@ -51,7 +51,8 @@ def _balance(work: Path, card: dict, model: Path | None) -> tuple[dict, dict | N
     physics = PhysicsLoss(lat=np.asarray(co["latitude"]), lon=np.asarray(co["longitude"]), levels_hpa=td.spec.levels,
                           index=channel_index(td.spec), mean=td.stats.mean, std=td.stats.std, laws=BALANCE_LAWS)
     bal = Balance.from_statistics(physics, out, spread=net.denoiser.data_std().reshape(-1).tolist(), laws=BALANCE_LAWS)
-    calibration = calibration_group(net, td.dataset("valid"), np.asarray(co["latitude"]), balance=bal.ensemble)
+    calibration = calibration_group(net, td.dataset("valid"), np.asarray(co["latitude"]), cases=cases,
+                                    balance=bal.ensemble)
     for key, f in calibration.items():
         print(key, [round(float(v), 3) for v in f])
     return out, calibration
@@ -66,7 +67,9 @@ def main(argv: list[str]) -> Path:
     p.add_argument("--status", default=None, help="one line on what the model is fit for")
     p.add_argument("--balance-from", default=None, help="training run's work/ folder (cache.zarr, stats.json)")
     p.add_argument("--calibrate", action="store_true",
-                   help="with --balance-from: also the spread factors on 8 validation cases (xphyda.training.calibration_group)")
+                   help="with --balance-from: also the spread factors on validation cases (xphyda.training.calibration_group)")
+    p.add_argument("--calibration-cases", type=int, default=8, metavar="N",
+                   help="validation cases the spread factors are fitted on (default 8)")
     a = p.parse_args(argv)
     if a.calibrate and not a.balance_from:
         p.error("--calibrate needs --balance-from RUN/work (the validation split is read from that run's cache)")
@@ -85,7 +88,8 @@ def main(argv: list[str]) -> Path:
     if a.balance_from:
         state, _ = load_checkpoint(src)
         groups = dict(state) if card.get("state_dicts") else {"ema": state}
-        groups["balance"], calibration = _balance(Path(a.balance_from), card, src if a.calibrate else None)
+        groups["balance"], calibration = _balance(Path(a.balance_from), card, src if a.calibrate else None,
+                                                   a.calibration_cases)
         if calibration is not None:
             groups["calibration"] = calibration
         save_checkpoint(dst, groups, {k: v for k, v in card.items() if k not in RESERVED}, overwrite=True)
