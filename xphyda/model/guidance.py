@@ -210,15 +210,17 @@ class _Stacked:
     def __init__(self, terms: Sequence[ObsTerm], batch: int, *, prior_sd: torch.Tensor, like: torch.Tensor):
         self.terms = list(terms)
         self.sizes = [t.m for t in self.terms]
-        self.w = torch.ones(1, dtype=like.dtype, device=like.device)
         r = torch.cat([t.r for t in self.terms])
-        v = self.H(torch.as_tensor(prior_sd, dtype=like.dtype, device=like.device).expand_as(like)) ** 2
+        v = self._unscaled_H(torch.as_tensor(prior_sd, dtype=like.dtype, device=like.device).expand_as(like)) ** 2
         self.w = (r + v).rsqrt()
         self.y = torch.cat([t.y.expand(batch, t.m) for t in self.terms], dim=-1) * self.w
         self.r = r * self.w**2
 
+    def _unscaled_H(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t.H(x) for t in self.terms], dim=-1)
+
     def H(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([t.H(x) for t in self.terms], dim=-1) * self.w
+        return self._unscaled_H(x) * self.w
 
     def HT(self, u: torch.Tensor) -> torch.Tensor:
         parts = (u * self.w).split(self.sizes, dim=-1)

@@ -60,11 +60,11 @@ def _noise(name: str, da: xr.DataArray, noise) -> xr.DataArray:
             )
         scale = scale_to_si(units, kind, name=name)[0]
         pname = _pressure_name(da)
-        if pname is None or da[pname].ndim > 1:
+        if pname is None or da[pname].ndim > 1 or da[pname].size == 0:
             return xr.DataArray(float(default_obs_error(kind)) / scale)
         sd = default_obs_error(kind, _pressure_pa(da[pname], pname)) / scale
-        if sd.size == 0 or np.all(sd == sd.flat[0]):  # one value for every level
-            return xr.DataArray(float(sd.flat[0]) if sd.size else float(default_obs_error(kind)) / scale)
+        if np.all(sd == sd.flat[0]):  # one value for every level
+            return xr.DataArray(float(sd.flat[0]))
         return xr.DataArray(sd, dims=da[pname].dims, coords={pname: da[pname]})
     value = error_to_si(given, units, kind, name=name) / scale_to_si(units, kind, name=name)[0]
     if not np.isfinite(value) or value < 0:

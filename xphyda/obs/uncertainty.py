@@ -156,11 +156,10 @@ def default_obs_error(kind: str, pressure=None) -> np.ndarray:
     if pressure is None:
         return np.asarray(value, dtype=np.float64)
     p = np.asarray(pressure, dtype=np.float64)
-    if kind != "specific_humidity":
-        return np.full(p.shape, value)
-    known = np.isfinite(p) & (p > 0)
     out = np.full(p.shape, value)
-    out[known] = HUMIDITY_RELATIVE_ERROR * standard_saturation_humidity(p[known])
+    if kind == "specific_humidity":
+        known = np.isfinite(p) & (p > 0)
+        out[known] = HUMIDITY_RELATIVE_ERROR * standard_saturation_humidity(p[known])
     return out
 
 
