@@ -79,6 +79,22 @@ def test_train_runs_logs_and_resumes_exactly(tmp_path):
         assert torch.allclose(va, vb, atol=1e-5), k
 
 
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
+    """A run killed between checkpoints logged steps it will repeat; the log keeps each step once."""
+    train(tiny_net(), Toy(), config=config(steps=5, checkpoint_every=3), out_dir=tmp_path, physics=None, lat=LAT,
+          progress=False)  # checkpoints at 3 and 5; pretend it died after logging 5 but before saving it:
+    state = json.loads((tmp_path / "train_state.json").read_text())
+    assert state["step"] == 5
+    train(tiny_net(), Toy(), config=config(steps=3, checkpoint_every=3), out_dir=tmp_path / "b", physics=None,
+          lat=LAT, progress=False)
+    for name in ("train_state.json", "train_state.safetensors"):
+        (tmp_path / name).write_bytes((tmp_path / "b" / name).read_bytes())  # the state saved at step 3
+    train(tiny_net(), Toy(), config=config(steps=6, checkpoint_every=3), out_dir=tmp_path, physics=None, lat=LAT,
+          progress=False)
+    steps = [json.loads(s)["step"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+
+
 def test_physics_term_changes_the_update(tmp_path):
     """The same steps with and without the physics term move the weights differently.
 

@@ -179,6 +179,18 @@ def save_train_state(out_dir: Path, net, ema, opt, step: int, config: TrainConfi
     (out_dir / "train_state.json.tmp").replace(out_dir / "train_state.json")
 
 
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop the log lines of steps after ``step``: an interrupted run logged them, the resumed run repeats them."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [s for s in lines if s.strip() and json.loads(s).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(s + "\n" for s in kept))
+        tmp.replace(path)
+
+
 def load_train_state(out_dir: Path, net, ema, opt) -> int:
     from safetensors.torch import load_file
 
@@ -291,6 +303,7 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
     if (out_dir / "train_state.safetensors").exists():
         step = load_train_state(out_dir, net, ema, opt)
         if rank == 0:
+            _trim_metrics(out_dir / "metrics.jsonl", step)
             log(f"resumed from step {step} in {out_dir}")
     model = net
     if distributed:
