@@ -176,3 +176,22 @@ def test_members_come_in_mirror_pairs_unless_asked_for_independent_ones(case, ti
     assert "in mirror pairs (antithetic), the last unpaired" in three.attrs["history"]
     with pytest.raises(ModelError, match="antithetic must be True or False"):
         background.phyda.assimilate(obs, antithetic="yes", **kw)
+
+
+def test_observations_the_model_cannot_use_are_flagged_and_reported(case, tiny_model):
+    """q is not a channel of the tiny model: its observations are flagged not_analysed (6) with a warning."""
+    from xphyda.obs.qc import FLAGS
+
+    truth, background, _ = case
+    q = (truth["t"] - 200.0) * 1e-4
+    q.attrs = {"units": "kg kg-1", "standard_name": "specific_humidity"}
+    truth, background = truth.assign(q=q), background.assign(q=q + 1e-4)
+    obs = xphyda.obs.simulate(truth, n_stations=40, seed=4)
+    with pytest.warns(UserWarning, match=r"not analysed by model tiny \(q: \d+\).*'not_analysed' \(6\)"):
+        out = background.phyda.assimilate(obs, model=tiny_model, members=1, steps=2, seed=1)
+    given = out["q_flag"] != FLAGS["missing_value"]
+    assert int(given.sum()) > 0
+    assert bool((out["q_flag"].where(given) == FLAGS["not_analysed"]).sum() == given.sum())
+    assert int((out["t_flag"] == FLAGS["used"]).sum()) > 0  # served variables still used
+    xr.testing.assert_equal(out["q"], background["q"])  # kept, and said so
+    assert "q" in out.attrs["history"].split("not analysed")[-1]

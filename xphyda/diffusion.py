@@ -18,6 +18,7 @@ module maps a user's Dataset to them and back:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -259,6 +260,39 @@ def _obs_operator(problem, model, mapping, p_out, time):
     return sp.vstack(blocks).tocsr(), np.concatenate(ys), np.concatenate(sig), used
 
 
+def _flag_not_analysed(problem, used: dict, time: int) -> None:
+    """Flag ``not_analysed`` the observations at ``time`` that passed QC but that the model cannot use."""
+    from .obs.qc import FLAGS
+
+    for name, target in problem.targets.items():
+        rows = np.flatnonzero((target.time_index == time) & (target.flags == FLAGS["used"]))
+        target.flags[np.setdiff1d(rows, used.get(name, []))] = FLAGS["not_analysed"]
+
+
+def _warn_not_analysed(problem, model: LoadedModel) -> None:
+    """Say which observations the model left out (flagged ``not_analysed``) and why."""
+    from .obs.qc import FLAGS
+
+    counts = {n: int((t.flags == FLAGS["not_analysed"]).sum()) for n, t in problem.targets.items()}
+    counts = {n: c for n, c in counts.items() if c}
+    if not counts:
+        return
+    from .assimilate import _outside_frame
+
+    levels = sorted({lev for _, lev in model.variables if lev is not None})
+    served = (f"{', '.join(dict.fromkeys(k for k, lev in model.variables if lev is not None))} at "
+              f"{', '.join(f'{lev:g}' for lev in levels)} hPa; "
+              f"{', '.join(k for k, lev in model.variables if lev is None)}")
+    warnings.warn(
+        f"{sum(counts.values())} observations that passed quality control are not analysed by model "
+        f"{model.path.name} ({', '.join(f'{n}: {c}' for n, c in counts.items())}): they observe a variable, or "
+        f"depend on a pressure level, that is not one of the model's channels ({served}). They are flagged "
+        "'not_analysed' (6) in the *_flag variables and their variables keep the background. Fix: use a model "
+        "that serves them, or method='oi', which analyses every background variable",
+        stacklevel=_outside_frame(),
+    )
+
+
 def _vre_rows(H, sigma_o, model: LoadedModel) -> np.ndarray:
     """Rows of ``H`` the VRE may see: observations whose error, in the channel's normalised units, is at most
     three times the noise the model was trained with (the card's ``training.config.obs_noise``).
@@ -420,7 +454,8 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     analyses_si = {n: t.background.copy() for n, t in problem.targets.items()}
     for ti, t in enumerate(times):
         xb, avail = _model_inputs(background, lm, mapping, t, w_in)
-        H, y, sig, _ = _obs_operator(problem, lm, mapping, p_out, ti)
+        H, y, sig, used = _obs_operator(problem, lm, mapping, p_out, ti)
+        _flag_not_analysed(problem, used, ti)
         ens, _ = _run_model(lm, xb, avail, H, y, sig, members=members, steps=steps, seed=seed + 7919 * ti,
                             device=device, guidance=guidance, progress=progress, balance=balance,
                             calibrate=calibrate, antithetic=antithetic)
@@ -432,6 +467,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
             if src[0] in analyses_si:
                 k = 0 if src[1] is None else src[1]
                 analyses_si[src[0]][ti, k] += inc.mean(0).reshape(grid.shape)
+    _warn_not_analysed(problem, lm)
     out = _assemble(background, mapping, increments, members, times)
     diag = diagnostics(problem, analyses_si, background)
     out = xr.merge([out, diag], join="exact", compat="no_conflicts", combine_attrs="override")

@@ -31,6 +31,7 @@ FLAGS: dict[str, int] = {
     "outside_time_window": 3,
     "duplicate": 4,
     "rejected_by_background_check": 5,
+    "not_analysed": 6,
 }
 """Flag meanings and values."""
 
