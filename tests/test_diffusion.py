@@ -195,3 +195,58 @@ def test_observations_the_model_cannot_use_are_flagged_and_reported(case, tiny_m
     assert int((out["t_flag"] == FLAGS["used"]).sum()) > 0  # served variables still used
     xr.testing.assert_equal(out["q"], background["q"])  # kept, and said so
     assert "q" in out.attrs["history"].split("not analysed")[-1]
+
+
+@pytest.fixture
+def surface_case(era5):
+    """ERA5 with a surface pressure and a mean sea-level pressure whose ratio varies (1 to 1.3, 'mountains')."""
+    lat, lon = np.deg2rad(era5["latitude"]), np.deg2rad(era5["longitude"])
+    sp_true = 1.0e5 + 1500.0 * np.sin(2 * lon) * np.cos(lat)
+    ratio = 1.0 + 0.3 * np.maximum(0.0, np.sin(lon) * np.cos(lat)) ** 2
+    pa = {"units": "Pa"}
+    truth = era5.assign(sp=sp_true.assign_attrs(pa, standard_name="surface_air_pressure"),
+                        msl=(sp_true * ratio).assign_attrs(pa, standard_name="air_pressure_at_mean_sea_level"))
+    background = truth.copy(deep=True)
+    background["sp"] = background["sp"] - 300.0
+    background["msl"] = background["sp"] * ratio
+    return truth, background, ratio.broadcast_like(truth["sp"]).transpose(*truth["sp"].dims)
+
+
+def test_msl_observations_are_used_through_the_surface_pressure(surface_case, tiny_model):
+    """The tiny model serves sp, not msl: msl observations are sp observations scaled by the background's
+    msl/sp, so they give the same analysis as those sp observations, and msl moves with sp."""
+    from xphyda.obs.qc import FLAGS
+
+    truth, background, ratio = surface_case
+    sp_obs = xphyda.obs.simulate(truth, fraction=0.05, variables=["sp"], noise=80.0, seed=2)
+    msl_obs = xr.Dataset({"msl": sp_obs["sp"] * ratio, "msl_error": sp_obs["sp_error"] * ratio})
+    msl_obs["msl"].attrs = {"units": "Pa", "standard_name": "air_pressure_at_mean_sea_level",
+                            "ancillary_variables": "msl_error"}
+    msl_obs["msl_error"].attrs = {"units": "Pa", "standard_name": "air_pressure_at_mean_sea_level standard_error"}
+    before = background.copy(deep=True)
+    kw = dict(model=tiny_model, members=2, steps=3, seed=1, qc=None)
+    a = background.phyda.assimilate(sp_obs, **kw)
+    b = background.phyda.assimilate(msl_obs, **kw)
+    xr.testing.assert_identical(background, before)
+    moved = float(abs(a["sp"] - background["sp"]).max())
+    assert moved > 10.0  # Pa: the sp observations moved it
+    # the same observations of sp, up to float32 rounding in the sampler (values near 1e5 Pa)
+    assert float(abs(b["sp"] - a["sp"]).max()) < 1e-2 * moved
+    inc_msl = b["msl"] - background["msl"]
+    expected = (ratio * (b["sp"] - background["sp"])).transpose(*inc_msl.dims)
+    np.testing.assert_allclose(inc_msl, expected, rtol=0, atol=0.05)  # Pa (float32 values near 1e5 Pa)
+    np.testing.assert_array_equal(b["msl_flag"], a["sp_flag"])  # the same checks (duplicates at the poles)
+    assert int((b["msl_flag"] == FLAGS["used"]).sum()) > 1000 and not (b["msl_flag"] == FLAGS["not_analysed"]).any()
+    assert "msl analysed through sp" in b.attrs["history"]
+    # O-A of msl is computed from the analysed msl (the ensemble mean), not from the background
+    used = b["msl_flag"] == FLAGS["used"]
+    o_minus_a = (msl_obs["msl"] - b["msl"].mean("member")).where(used)
+    np.testing.assert_allclose(b["msl_residual"].where(used).transpose(*o_minus_a.dims), o_minus_a, atol=0.1)
+
+
+def test_msl_without_surface_pressure_is_not_analysed(surface_case, tiny_model):
+    truth, background, _ = surface_case
+    obs = xphyda.obs.simulate(truth, n_stations=30, variables=["msl"], seed=2)
+    with pytest.warns(UserWarning, match=r"msl: \d+"):
+        out = background.drop_vars("sp").phyda.assimilate(obs, model=tiny_model, members=1, steps=2, qc=None)
+    xr.testing.assert_equal(out["msl"], background["msl"])

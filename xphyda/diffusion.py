@@ -170,6 +170,7 @@ class _Mapping:
     grid: Grid
     source: list  # per channel: (variable name, level index or None) or None when unavailable
     kinds: list
+    reduced: tuple[str, int] | None = None  # (msl variable, sp channel): msl analysed through sp (_reduction_ratio)
 
 
 def _map_background(background: xr.Dataset, model: LoadedModel, overrides: dict) -> _Mapping:
@@ -194,7 +195,41 @@ def _map_background(background: xr.Dataset, model: LoadedModel, overrides: dict)
             f"{None if grid.level_pa is None else (grid.level_pa / 100).tolist()} hPa. "
             "Fix: pass a background with some of them, or rename variables by keyword (e.g. t='air')"
         )
-    return _Mapping(grid, source, kinds)
+    return _Mapping(grid, source, kinds, _reduced(background, model, grid, source, overrides))
+
+
+def _reduced(background, model, grid, source, overrides) -> tuple[str, int] | None:
+    """``(msl name, sp channel)`` when the model does not serve mean sea-level pressure but the background has it
+    beside the surface pressure that the model analyses; else None."""
+    msl = find_variable(background, "msl", overrides.get("msl"), required=False)
+    served = {s[0] for s in source if s is not None}
+    sp_c = [c for c, (key, _) in enumerate(model.variables) if key == "sp" and source[c] is not None]
+    if msl is None or msl in served or not sp_c or (grid.level is not None and grid.level in background[msl].dims):
+        return None
+    return msl, sp_c[0]
+
+
+def _reduction_ratio(background, mapping: _Mapping, time) -> np.ndarray:
+    """``msl_b / sp_b`` on the user's grid (flat), the background's reduction to sea level at ``time``.
+
+    Mean sea-level pressure is surface pressure times a factor of the surface height and the temperature of the
+    air column below it (the corpus: ``msl = sp (1 + Gamma zs / (g Ts)) ** (g / (Rd Gamma))``).  Holding the
+    background's factor ``k``, ``msl = k sp`` is linear in ``sp``: observations of msl are observations of
+    ``sp`` with values and errors divided by ``k`` at their place, and the analysed ``msl`` is
+    ``msl_b + k (sp_a - sp_b)`` (a 1 K change of the column temperature changes ``k`` by 0.09 % at 2 km).
+    """
+    msl, c = mapping.reduced
+    sp_name = mapping.source[c][0]
+    top = _field_si(background, msl, None, mapping.grid, "pressure", time)
+    bottom = _field_si(background, sp_name, None, mapping.grid, "pressure", time)
+    ratio = top / bottom
+    if not np.isfinite(ratio).all() or (ratio <= 0).any():
+        raise ModelError(
+            f"the background's {msl!r} / {sp_name!r} is not finite and positive everywhere (it relates mean "
+            "sea-level to surface pressure for the observations of msl). Fix: fill the gaps, or drop "
+            f"{msl!r} from the background"
+        )
+    return ratio.ravel()
 
 
 def _field_si(background: xr.Dataset, name: str, k: int | None, grid: Grid, kind: str, time) -> np.ndarray:
@@ -222,8 +257,12 @@ def _model_inputs(background, model, mapping, time, w_in):
     return xb, avail
 
 
-def _obs_operator(problem, model, mapping, p_out, time):
-    """Rows of ``H_model`` (normalised-free, SI) and ``y``, ``sigma_o`` of the used observations at ``time``."""
+def _obs_operator(problem, model, mapping, p_out, time, ratio=None):
+    """Rows of ``H_model`` (normalised-free, SI) and ``y``, ``sigma_o`` of the used observations at ``time``.
+
+    With ``ratio`` (:func:`_reduction_ratio`), the observations of ``mapping.reduced``'s msl are used as
+    observations of the surface pressure.
+    """
     from .obs.qc import FLAGS
 
     nh_m = model.lat.size * model.lon.size
@@ -236,6 +275,9 @@ def _obs_operator(problem, model, mapping, p_out, time):
         for k in range(target.nlev):
             hit = [c for c, s in enumerate(mapping.source) if s is not None and s[0] == name and (s[1] == k or s[1] is None)]
             chans.append(hit[0] if hit else None)
+        reduced = ratio is not None and mapping.reduced is not None and name == mapping.reduced[0]
+        if reduced:
+            chans = [mapping.reduced[1]]
         if rows.size == 0:
             continue
         H = target.H[rows]
@@ -252,8 +294,9 @@ def _obs_operator(problem, model, mapping, p_out, time):
                 sub = H[:, k * nh_u:(k + 1) * nh_u] @ p_out  # (n, nh_m)
                 per_channel[c] = sub if per_channel[c] is None else per_channel[c] + sub
         blocks.append(sp.hstack([b if b is not None else sp.csr_matrix((rows.size, nh_m)) for b in per_channel]))
-        ys.append(target.y[rows])
-        sig.append(target.sigma_o[rows])
+        factor = H @ ratio if reduced else 1.0  # msl -> sp at the observation's place
+        ys.append(target.y[rows] / factor)
+        sig.append(target.sigma_o[rows] / factor)
         used[name] = rows
     if not blocks:
         return None, None, None, used
@@ -454,7 +497,8 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     analyses_si = {n: t.background.copy() for n, t in problem.targets.items()}
     for ti, t in enumerate(times):
         xb, avail = _model_inputs(background, lm, mapping, t, w_in)
-        H, y, sig, used = _obs_operator(problem, lm, mapping, p_out, ti)
+        ratio = None if mapping.reduced is None else _reduction_ratio(background, mapping, ti)
+        H, y, sig, used = _obs_operator(problem, lm, mapping, p_out, ti, ratio)
         _flag_not_analysed(problem, used, ti)
         ens, _ = _run_model(lm, xb, avail, H, y, sig, members=members, steps=steps, seed=seed + 7919 * ti,
                             device=device, guidance=guidance, progress=progress, balance=balance,
@@ -463,10 +507,13 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
             if src is None:
                 continue
             inc = (ens[:, c] - xb[c]) @ p_out.T  # (members, nh_user)
-            increments.setdefault(src, []).append(inc)
-            if src[0] in analyses_si:
-                k = 0 if src[1] is None else src[1]
-                analyses_si[src[0]][ti, k] += inc.mean(0).reshape(grid.shape)
+            pieces = [(src, inc)]
+            if mapping.reduced is not None and c == mapping.reduced[1]:
+                pieces.append(((mapping.reduced[0], None), inc * ratio))  # msl_a = msl_b + k (sp_a - sp_b)
+            for key, v in pieces:
+                increments.setdefault(key, []).append(v)
+                if key[0] in analyses_si:
+                    analyses_si[key[0]][ti, 0 if key[1] is None else key[1]] += v.mean(0).reshape(grid.shape)
     _warn_not_analysed(problem, lm)
     out = _assemble(background, mapping, increments, members, times)
     diag = diagnostics(problem, analyses_si, background)
@@ -475,8 +522,11 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     note = (f"model {lm.path.name} ({lm.card.get('description', '')}); {members} members"
             f"{' in mirror pairs (antithetic)' if antithetic else ''}{', the last unpaired' if antithetic and members % 2 else ''}, {steps} steps, "
             f"guidance {guidance}, seed {seed}, balance {list(balance) or 'none'}, spread calibration {'on' if calibrate and members > 1 else 'off'}; channels filled by the prior: "
-            f"{[n for n, s in zip(lm.names, mapping.source) if s is None]}; background variables not analysed "
-            f"(not served by the model): {sorted(set(map(str, background.data_vars)) - {s[0] for s in mapping.source if s})}")
+            f"{[n for n, s in zip(lm.names, mapping.source) if s is None]}; "
+            + (f"{mapping.reduced[0]} analysed through {mapping.source[mapping.reduced[1]][0]} (the background's "
+               "ratio msl/sp held); " if mapping.reduced else "")
+            + "background variables not analysed (not served by the model): "
+            f"{sorted(set(map(str, background.data_vars)) - {s[0] for s in increments})}")
     out.attrs["history"] = _history(background, problem, "phyda", note)
     return out
 
@@ -519,7 +569,8 @@ def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
     out = background.copy(deep=False)
     for name in {src[0] for src in increments}:
         da = background[name]
-        kind = next(mapping.kinds[c] for c, s in enumerate(mapping.source) if s is not None and s[0] == name)
+        kind = next((mapping.kinds[c] for c, s in enumerate(mapping.source) if s is not None and s[0] == name),
+                    VARIABLES["msl"].kind)  # the one analysed variable that is not a channel: msl (_reduced)
         scale, _ = si_scale(parse_units(da.attrs.get("units"), name=name), kind)
         order = [d for d in (grid.time, grid.level, grid.lat, grid.lon) if d is not None and d in da.dims]
         base = da.transpose(*order)
@@ -576,7 +627,8 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     if obs is not None:
         problem = build_problem(background, obs)
         p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
-        H, y, sig, _ = _obs_operator(problem, lm, mapping, p_out, 0)
+        ratio = None if mapping.reduced is None else _reduction_ratio(background, mapping, 0)
+        H, y, sig, _ = _obs_operator(problem, lm, mapping, p_out, 0, ratio)
         yg, mg = _gridded_obs(H, y, lm, sigma_o=sig)
     dev = next(lm.net.parameters()).device
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(1, c, nlat, nlon), device=dev)
