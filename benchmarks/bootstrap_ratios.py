@@ -15,7 +15,6 @@ fields whose interval reaches the target (0.8 at 10 %, 0.7 at 1 %).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,9 +31,12 @@ def intervals(scores: pd.DataFrame, *, phyda: str = "phyda", reference: str = "o
     rng = np.random.default_rng(seed)
     out = {}
     for (var, lev), a in t.groupby(["variable", "level"], dropna=False):
-        ph = a[a.method == phyda].sort_values("case")["value"].to_numpy()
-        ref = a[a.method == reference].sort_values("case")["value"].to_numpy()
-        if len(ph) == 0 or len(ph) != len(ref):
+        pair = a.pivot_table(index="case", columns="method", values="value")
+        if phyda not in pair or reference not in pair:
+            continue
+        pair = pair[[phyda, reference]].dropna()  # cases both methods have, paired by case
+        ph, ref = pair[phyda].to_numpy(), pair[reference].to_numpy()
+        if len(ph) == 0:
             continue
         name = f"{var}{'' if np.isnan(lev) else int(lev)}"
         idx = rng.integers(0, len(ph), (resamples, len(ph)))
@@ -50,15 +52,17 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--fractions", nargs="+", default=list(TARGETS))
     p.add_argument("--level", type=float, default=0.9)
     p.add_argument("--resamples", type=int, default=4000)
+    p.add_argument("--reference", default=None, help="baseline method (default: oi-tuned if present, else oi)")
     a = p.parse_args(argv)
     result = {}
     for f in a.fractions:
         scores = pd.read_csv(Path(a.out) / f / "scores.csv")
-        iv = intervals(scores, level=a.level, resamples=a.resamples)
+        ref = a.reference or ("oi-tuned" if (scores.method == "oi-tuned").any() else "oi")
+        iv = intervals(scores, reference=ref, level=a.level, resamples=a.resamples)
         fields = {k: v for k, v in iv.items() if k[0] in "ztuvqw" and k[1:].isdigit()}
         n = scores["case"].nunique()
         target = TARGETS.get(f)
-        print(f"{f}: {n} cases, mean ratio over {len(fields)} level fields {np.mean([v[0] for v in fields.values()]):.3f}")
+        print(f"{f}: {n} cases, against {ref}, mean ratio over {len(fields)} level fields {np.mean([v[0] for v in fields.values()]):.3f}")
         for k, (r, lo, hi) in iv.items():
             flag = "" if target is None else ("  MISS" if r > target else ("  interval reaches target" if hi > target else ""))
             print(f"  {k:6s} {r:.3f} ({lo:.3f}-{hi:.3f}){flag}")
@@ -67,4 +71,4 @@ def main(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    json.dumps(main(sys.argv[1:]))
+    main(sys.argv[1:])

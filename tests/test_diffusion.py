@@ -250,3 +250,76 @@ def test_msl_without_surface_pressure_is_not_analysed(surface_case, tiny_model):
     with pytest.warns(UserWarning, match=r"msl: \d+"):
         out = background.drop_vars("sp").phyda.assimilate(obs, model=tiny_model, members=1, steps=2, qc=None)
     xr.testing.assert_equal(out["msl"], background["msl"])
+
+
+def test_station_msl_observations_see_the_reduction_at_each_grid_point(surface_case, tiny_model):
+    """Where msl/sp changes from cell to cell (mountains), a station's msl observes sp through h diag(k):
+    its sp departure is (y - h msl_b) / (h k) exactly, not y / (h k) - h sp_b."""
+    import scipy.sparse as sp
+    from types import SimpleNamespace
+
+    from xphyda.diffusion import _map_background, _obs_operator, _reduction_ratio, load
+    from xphyda.obs.problem import build_problem
+
+    truth, background, _ = surface_case
+    background = background.isel(latitude=slice(None, None, 4), longitude=slice(None, None, 4))
+    rng = np.random.default_rng(0)
+    k = xr.DataArray(np.where(rng.random(background["sp"].shape) < 0.5, 1.0, 1.25), dims=background["sp"].dims)
+    background["sp"] = background["msl"] / k  # smooth msl over rugged terrain
+    stations = xphyda.obs.simulate(background, n_stations=200, variables=["msl"], noise=0.0, seed=3)  # O - B = 0
+    lm = load(tiny_model, device="cpu")
+    mapping = _map_background(background, lm, {})
+    assert mapping.reduced is not None
+    problem = build_problem(background, stations)
+    ratio = _reduction_ratio(background, mapping, 0)
+    nh = mapping.grid.shape[0] * mapping.grid.shape[1]
+    flat = SimpleNamespace(lat=np.zeros(mapping.grid.shape[0]), lon=np.zeros(mapping.grid.shape[1]),
+                           channels=lm.channels)  # a "model" on the user's grid: H stays there
+    H, y, sig, used = _obs_operator(problem, flat, mapping, sp.identity(nh, format="csr"), 0, ratio)
+    c = mapping.reduced[1]
+    sp_b = background["sp"].transpose(mapping.grid.lat, mapping.grid.lon).values.ravel()
+    departure = y - H[:, c * nh:(c + 1) * nh] @ sp_b
+    assert len(used["msl"]) > 150
+    np.testing.assert_allclose(departure, 0.0, atol=1e-6 * 1e5)  # zero msl departure is zero sp departure
+    target = problem.targets["msl"]
+    np.testing.assert_allclose(sig, target.sigma_o[used["msl"]] / (target.H[used["msl"]] @ ratio))
+    row_sums = np.asarray(H[:, c * nh:(c + 1) * nh].sum(1)).ravel()
+    np.testing.assert_allclose(row_sums, 1.0)  # still an interpolation, for the VRE's gridded values
+
+
+def test_msl_that_cannot_be_related_to_sp_is_left_with_a_reason(surface_case, tiny_model):
+    """msl without units, or with a gap, does not stop the analysis: msl keeps the background and its
+    observations are flagged not_analysed, with the reason in the warning."""
+    from xphyda.errors import NotAnalysedWarning
+
+    truth, background, _ = surface_case
+    obs = xphyda.obs.simulate(truth, n_stations=30, variables=["msl", "t"], seed=2)
+    gap = background.copy(deep=True)
+    gap["msl"][0, 0] = np.nan
+    with pytest.warns(NotAnalysedWarning, match=r"msl: \d+.*not finite and positive everywhere"):
+        out = gap.phyda.assimilate(obs, model=tiny_model, members=1, steps=2, qc=None)
+    xr.testing.assert_equal(out["msl"], gap["msl"])
+    assert int((out["t_flag"] == 0).sum()) > 0
+    plain = background.copy(deep=True)
+    del plain["msl"].attrs["units"]  # not observed, so nothing needs its units
+    out = plain.phyda.assimilate(obs[["t"]], model=tiny_model, members=1, steps=2, qc=None)
+    xr.testing.assert_equal(out["msl"], plain["msl"])
+
+
+def test_levels_and_variables_the_model_lacks_give_one_warning_over_all_times(ecmwf, tiny_model):
+    """ECMWF t u v z r on 6 levels and 2 times; the tiny model has z t u v at 500 and 850 hPa only."""
+    from xphyda.errors import NotAnalysedWarning
+    from xphyda.obs.qc import FLAGS
+    from xphyda.parallel import assimilate_times
+
+    obs = xphyda.obs.simulate(ecmwf, n_stations=25, seed=1)
+    with pytest.warns(NotAnalysedWarning) as record:
+        out = assimilate_times(ecmwf, obs, model=tiny_model, members=1, steps=2, progress=False, qc=None)
+    ours = [w for w in record if issubclass(w.category, NotAnalysedWarning)]
+    assert len(ours) == 1 and "r: " in str(ours[0].message) and "t: " in str(ours[0].message)
+    flag = out["t_flag"]  # (time, isobaricInhPa, station)
+    assert int((flag == FLAGS["used"]).sum()) > 0 and int((flag == FLAGS["not_analysed"]).sum()) > 0
+    served = flag["isobaricInhPa"].isin([500, 850])  # t observed on the model's levels is used, elsewhere not
+    assert not bool((flag.where(~served) == FLAGS["used"]).any())
+    assert bool((flag.where(served) == FLAGS["used"]).any())
+    assert not bool((out["r_flag"] == FLAGS["used"]).any())

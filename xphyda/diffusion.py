@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 
-from .errors import GridError, ModelError
+from .errors import GridError, ModelError, NotAnalysedWarning, UnitsError, VariableError
 from .grid import VARIABLES, Grid, discover_grid, find_variable
 
 __all__ = ["assimilate_phyda", "encode", "load"]
@@ -171,6 +171,7 @@ class _Mapping:
     source: list  # per channel: (variable name, level index or None) or None when unavailable
     kinds: list
     reduced: tuple[str, int] | None = None  # (msl variable, sp channel): msl analysed through sp (_reduction_ratio)
+    unreduced: tuple[str | None, str] | None = None  # (msl variable, why it is not analysed through sp)
 
 
 def _map_background(background: xr.Dataset, model: LoadedModel, overrides: dict) -> _Mapping:
@@ -195,18 +196,39 @@ def _map_background(background: xr.Dataset, model: LoadedModel, overrides: dict)
             f"{None if grid.level_pa is None else (grid.level_pa / 100).tolist()} hPa. "
             "Fix: pass a background with some of them, or rename variables by keyword (e.g. t='air')"
         )
-    return _Mapping(grid, source, kinds, _reduced(background, model, grid, source, overrides))
+    mapping = _Mapping(grid, source, kinds)
+    mapping.reduced, mapping.unreduced = _reduced(background, model, mapping, overrides)
+    return mapping
 
 
-def _reduced(background, model, grid, source, overrides) -> tuple[str, int] | None:
-    """``(msl name, sp channel)`` when the model does not serve mean sea-level pressure but the background has it
-    beside the surface pressure that the model analyses; else None."""
-    msl = find_variable(background, "msl", overrides.get("msl"), required=False)
-    served = {s[0] for s in source if s is not None}
+def _reduced(background, model, mapping, overrides) -> tuple[tuple[str, int] | None, tuple[str | None, str] | None]:
+    """``((msl name, sp channel), None)`` when the model does not serve mean sea-level pressure but the background
+    has it, usable, beside the surface pressure that the model analyses; else ``(None, (msl name, why not))``
+    (``None`` for both without an msl variable).
+
+    Best effort: a background whose msl cannot be related to sp is analysed as before, its msl unchanged.
+    """
+    try:
+        msl = find_variable(background, "msl", overrides.get("msl"), required=False)
+    except VariableError as exc:
+        return None, (None, f"msl is ambiguous: {exc}")
+    grid, source = mapping.grid, mapping.source
+    if msl is None or msl in {s[0] for s in source if s is not None}:
+        return None, None
     sp_c = [c for c, (key, _) in enumerate(model.variables) if key == "sp" and source[c] is not None]
-    if msl is None or msl in served or not sp_c or (grid.level is not None and grid.level in background[msl].dims):
-        return None
-    return msl, sp_c[0]
+    if not sp_c:
+        return None, (msl, "msl is analysed through the surface pressure, which the background lacks (add it)")
+    extra = set(background[msl].dims) - {d for d in (grid.time, grid.lat, grid.lon) if d is not None}
+    if extra:
+        return None, (msl, f"msl has dimensions {sorted(map(str, extra))} beside time, latitude and longitude")
+    mapping.reduced = (msl, sp_c[0])
+    try:
+        for t in range(background.sizes[grid.time]) if grid.time in background.dims else [None]:
+            _reduction_ratio(background, mapping, t)
+    except (ModelError, UnitsError) as exc:
+        mapping.reduced = None
+        return None, (msl, str(exc))
+    return (msl, sp_c[0]), None
 
 
 def _reduction_ratio(background, mapping: _Mapping, time) -> np.ndarray:
@@ -214,20 +236,22 @@ def _reduction_ratio(background, mapping: _Mapping, time) -> np.ndarray:
 
     Mean sea-level pressure is surface pressure times a factor of the surface height and the temperature of the
     air column below it (the corpus: ``msl = sp (1 + Gamma zs / (g Ts)) ** (g / (Rd Gamma))``).  Holding the
-    background's factor ``k``, ``msl = k sp`` is linear in ``sp``: observations of msl are observations of
-    ``sp`` with values and errors divided by ``k`` at their place, and the analysed ``msl`` is
-    ``msl_b + k (sp_a - sp_b)`` (a 1 K change of the column temperature changes ``k`` by 0.09 % at 2 km).
+    background's factor ``k``, ``msl = k sp`` is linear in ``sp``: an observation of msl with operator row
+    ``h`` observes ``sp`` through ``h diag(k)``; :func:`_obs_operator` divides that row, the value and the
+    error by ``h k`` (the ``k`` at the observation), so that the VRE sees a surface pressure.  The analysed
+    ``msl`` is ``msl_b + k (sp_a - sp_b)`` (a 1 K change of the column temperature changes ``k`` by 0.09 % at
+    2 km).
     """
     msl, c = mapping.reduced
     sp_name = mapping.source[c][0]
     top = _field_si(background, msl, None, mapping.grid, "pressure", time)
     bottom = _field_si(background, sp_name, None, mapping.grid, "pressure", time)
-    ratio = top / bottom
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = top / bottom
     if not np.isfinite(ratio).all() or (ratio <= 0).any():
         raise ModelError(
-            f"the background's {msl!r} / {sp_name!r} is not finite and positive everywhere (it relates mean "
-            "sea-level to surface pressure for the observations of msl). Fix: fill the gaps, or drop "
-            f"{msl!r} from the background"
+            f"the background's {msl!r} / {sp_name!r} is not finite and positive everywhere, so msl cannot be "
+            f"analysed through the surface pressure. Fix: fill the gaps of {msl!r} and {sp_name!r}"
         )
     return ratio.ravel()
 
@@ -288,13 +312,16 @@ def _obs_operator(problem, model, mapping, p_out, time, ratio=None):
         if not keep.any():
             continue
         rows, H = rows[keep], H[keep]
+        factor = 1.0
+        if reduced:  # msl = k sp: the row H diag(k), divided (with y and sigma) by H k, the k at the observation
+            factor = H @ ratio
+            H = sp.diags(1.0 / factor) @ H @ sp.diags(ratio)
         per_channel = [None] * model.channels
         for k, c in enumerate(chans):
             if c is not None:
                 sub = H[:, k * nh_u:(k + 1) * nh_u] @ p_out  # (n, nh_m)
                 per_channel[c] = sub if per_channel[c] is None else per_channel[c] + sub
         blocks.append(sp.hstack([b if b is not None else sp.csr_matrix((rows.size, nh_m)) for b in per_channel]))
-        factor = H @ ratio if reduced else 1.0  # msl -> sp at the observation's place
         ys.append(target.y[rows] / factor)
         sig.append(target.sigma_o[rows] / factor)
         used[name] = rows
@@ -312,7 +339,31 @@ def _flag_not_analysed(problem, used: dict, time: int) -> None:
         target.flags[np.setdiff1d(rows, used.get(name, []))] = FLAGS["not_analysed"]
 
 
-def _warn_not_analysed(problem, model: LoadedModel) -> None:
+def not_analysed_message(counts: dict[str, int], model: str, channels: str = "", why: str = "") -> str:
+    """The text of the :class:`~xphyda.errors.NotAnalysedWarning` for ``{variable: count}``."""
+    return (
+        f"{sum(counts.values())} observations that passed quality control are not analysed by model {model} "
+        f"({', '.join(f'{n}: {c}' for n, c in counts.items())}): they observe a variable, or depend on a pressure "
+        f"level, that is not one of the model's channels{f' ({channels})' if channels else ''}"
+        f"{f'; {why}' if why else ''}. They are flagged 'not_analysed' (6) in the *_flag variables; those "
+        "variables or levels keep the background. Fix: use a model that serves them, or method='oi', which "
+        "analyses every background variable"
+    )
+
+
+def _channels_text(model: LoadedModel) -> str:
+    """``"z, t at 500, 850 hPa; sp"``: the model's variables with their levels (grouped when they share them)."""
+    levels: dict[str, list[float]] = {}
+    for key, lev in model.variables:
+        levels.setdefault(key, []).append(lev)
+    groups: dict[tuple, list[str]] = {}
+    for key, levs in levels.items():
+        groups.setdefault(tuple(levs), []).append(key)
+    return "; ".join(", ".join(keys) + ("" if levs == (None,) else f" at {', '.join(f'{v:g}' for v in levs)} hPa")
+                     for levs, keys in groups.items())
+
+
+def _warn_not_analysed(problem, model: LoadedModel, mapping: _Mapping) -> None:
     """Say which observations the model left out (flagged ``not_analysed``) and why."""
     from .obs.qc import FLAGS
 
@@ -322,18 +373,9 @@ def _warn_not_analysed(problem, model: LoadedModel) -> None:
         return
     from .assimilate import _outside_frame
 
-    levels = sorted({lev for _, lev in model.variables if lev is not None})
-    served = (f"{', '.join(dict.fromkeys(k for k, lev in model.variables if lev is not None))} at "
-              f"{', '.join(f'{lev:g}' for lev in levels)} hPa; "
-              f"{', '.join(k for k, lev in model.variables if lev is None)}")
-    warnings.warn(
-        f"{sum(counts.values())} observations that passed quality control are not analysed by model "
-        f"{model.path.name} ({', '.join(f'{n}: {c}' for n, c in counts.items())}): they observe a variable, or "
-        f"depend on a pressure level, that is not one of the model's channels ({served}). They are flagged "
-        "'not_analysed' (6) in the *_flag variables and their variables keep the background. Fix: use a model "
-        "that serves them, or method='oi', which analyses every background variable",
-        stacklevel=_outside_frame(),
-    )
+    why = mapping.unreduced[1] if mapping.unreduced and mapping.unreduced[0] in (None, *counts) else ""
+    warnings.warn(not_analysed_message(counts, model.path.name, _channels_text(model), why),
+                  NotAnalysedWarning, stacklevel=_outside_frame())
 
 
 def _vre_rows(H, sigma_o, model: LoadedModel) -> np.ndarray:
@@ -514,7 +556,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
                 increments.setdefault(key, []).append(v)
                 if key[0] in analyses_si:
                     analyses_si[key[0]][ti, 0 if key[1] is None else key[1]] += v.mean(0).reshape(grid.shape)
-    _warn_not_analysed(problem, lm)
+    _warn_not_analysed(problem, lm, mapping)
     out = _assemble(background, mapping, increments, members, times)
     diag = diagnostics(problem, analyses_si, background)
     out = xr.merge([out, diag], join="exact", compat="no_conflicts", combine_attrs="override")
@@ -569,8 +611,10 @@ def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
     out = background.copy(deep=False)
     for name in {src[0] for src in increments}:
         da = background[name]
-        kind = next((mapping.kinds[c] for c, s in enumerate(mapping.source) if s is not None and s[0] == name),
-                    VARIABLES["msl"].kind)  # the one analysed variable that is not a channel: msl (_reduced)
+        kinds = [mapping.kinds[c] for c, s in enumerate(mapping.source) if s is not None and s[0] == name]
+        if not kinds and mapping.reduced is not None and name == mapping.reduced[0]:
+            kinds = [VARIABLES["msl"].kind]  # the one analysed variable that is not a channel (_reduced)
+        kind = kinds[0]
         scale, _ = si_scale(parse_units(da.attrs.get("units"), name=name), kind)
         order = [d for d in (grid.time, grid.level, grid.lat, grid.lon) if d is not None and d in da.dims]
         base = da.transpose(*order)

@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "GridError",
     "ModelError",
+    "NotAnalysedWarning",
     "ObservationError",
     "PhydaError",
     "ResidualNameError",
@@ -57,3 +58,7 @@ class ResidualNameError(PhydaError, KeyError):
 
 class DataError(PhydaError, ValueError):
     """A training or evaluation data store is malformed."""
+
+
+class NotAnalysedWarning(UserWarning):
+    """Observations passed quality control but the method could not use them (flag ``not_analysed``)."""

@@ -43,13 +43,15 @@ True
 from __future__ import annotations
 
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from .errors import ObservationError, PhydaError
+from .errors import NotAnalysedWarning, ObservationError, PhydaError
 
 __all__ = ["assimilate_times", "needs_time_split", "time_seed"]
 
@@ -159,7 +161,9 @@ def _analyse_one(background, obs, i: int, label: str, method: str, seed: int | N
     elif seed is not None:
         options = {**options, "seed": seed}  # refused by the method, with assimilate's message
     try:
-        return assimilate(background, obs, method=method, **options)
+        with warnings.catch_warnings():  # assimilate_times gives one for all times (_warn_not_analysed)
+            warnings.simplefilter("ignore", NotAnalysedWarning)
+            return assimilate(background, obs, method=method, **options)
     except PhydaError as exc:
         raise type(exc)(f"analysis time {label} (index {i}): {exc}") from exc
 
@@ -445,4 +449,23 @@ def assimilate_times(
     out.attrs["history"] = f"{line}\n{results[0].attrs.get('history', '')}".rstrip()
     if isinstance(obs, xr.Dataset | xr.DataArray) and _ROW in out.coords:
         out = out.drop_vars(_ROW)
+    _warn_not_analysed(out, options.get("model"))
     return out
+
+
+def _warn_not_analysed(analysis: xr.Dataset, model) -> None:
+    """One :class:`~xphyda.errors.NotAnalysedWarning` with the counts over all analysis times."""
+    from .assimilate import _outside_frame
+    from .diffusion import not_analysed_message
+    from .models import DEFAULT_MODEL
+    from .obs.qc import FLAGS
+
+    counts = {}
+    for name, da in analysis.data_vars.items():
+        if str(name).endswith("_flag") and "flag_meanings" in da.attrs:
+            n = int((da == FLAGS["not_analysed"]).sum())
+            if n:
+                counts[str(name)[:-5]] = n
+    if counts:
+        label = Path(str(model)).name if model is not None else DEFAULT_MODEL
+        warnings.warn(not_analysed_message(counts, label), NotAnalysedWarning, stacklevel=_outside_frame())

@@ -191,3 +191,14 @@ def test_annealed_run_applies_the_schedule_and_resumes_on_it(tmp_path):
         train(tiny_net(), Toy(), config=cfg, out_dir=tmp_path, physics=None, lat=LAT, progress=False)
     assert seen == pytest.approx([learning_rate(cfg, s) for s in range(3, 6)])
     assert seen[0] > seen[1] > seen[2]
+
+
+def test_trim_metrics_drops_later_steps_and_a_line_cut_short(tmp_path):
+    from xphyda.model.train import _trim_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 6)) + '{"step": 6, "lo')
+    _trim_metrics(path, 3)
+    assert [json.loads(s)["step"] for s in path.read_text().splitlines()] == [1, 2, 3]
+    _trim_metrics(path, 0)  # a fresh run (no checkpoint) after one killed before its first checkpoint
+    assert path.read_text() == ""

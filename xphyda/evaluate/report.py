@@ -79,14 +79,19 @@ def _name(var, lev) -> str:
     return var if not np.isfinite(lev) else f"{var}{lev:g}"
 
 
+def _obs_per_setting(runs) -> pd.Series:
+    """Observations used per analysis in each setting: the mean over cases of the method that used the most
+    (PhyDA flags observations of variables its model does not serve ``not_analysed``; OI uses them)."""
+    runs = runs[runs["kind"] != "background"] if len(runs) else runs
+    if not len(runs):
+        return pd.Series(dtype=float)
+    return runs.groupby(["setting", "method"])["n_obs"].mean().groupby(level="setting").max()
+
+
 def _order_settings(summary, runs) -> list[str]:
     """Settings from the most observations to the fewest."""
     settings = list(dict.fromkeys(summary["setting"]))
-    n = (
-        runs[runs["kind"] != "background"].groupby("setting")["n_obs"].mean()
-        if len(runs)
-        else pd.Series(dtype=float)
-    )
+    n = _obs_per_setting(runs)
     return sorted(settings, key=lambda s: -float(n.get(s, 0.0)))
 
 
@@ -137,7 +142,7 @@ def _fig_scores(summary, metric, keys, settings, methods, colours):
 
 
 def _fig_density(summary, runs, keys, settings, methods, colours):
-    n = runs[runs["kind"] != "background"].groupby("setting")["n_obs"].mean()
+    n = _obs_per_setting(runs)
     has_bg = "background" in methods
     keys = keys[:4]
     fig, axes = _figure(1, len(keys))
@@ -369,7 +374,7 @@ def write_report(result, out_dir=None, *, title: str = "xphyda OSSE report", dpi
         f"* **physics residuals**: {', '.join(cfg['residuals']) or 'none'}",
         "",
     ]
-    n_obs = runs[runs["kind"] != "background"].groupby("setting")["n_obs"].mean()
+    n_obs = _obs_per_setting(runs)
     md += [
         "### Observation settings",
         "",

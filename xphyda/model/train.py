@@ -180,11 +180,18 @@ def save_train_state(out_dir: Path, net, ema, opt, step: int, config: TrainConfi
 
 
 def _trim_metrics(path: Path, step: int) -> None:
-    """Drop the log lines of steps after ``step``: an interrupted run logged them, the resumed run repeats them."""
+    """Drop the log lines of steps after ``step`` (an interrupted run logged them, this run repeats them) and any
+    line cut short."""
     if not path.exists():
         return
+    def logged(line: str) -> int | None:
+        try:
+            return int(json.loads(line).get("step", 0))
+        except (ValueError, TypeError, AttributeError):  # a line cut short when the run was killed
+            return None
+
     lines = path.read_text().splitlines()
-    kept = [s for s in lines if s.strip() and json.loads(s).get("step", 0) <= step]
+    kept = [s for s in lines if (n := logged(s)) is not None and n <= step]
     if len(kept) != len(lines):
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(s + "\n" for s in kept))
@@ -303,8 +310,9 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
     if (out_dir / "train_state.safetensors").exists():
         step = load_train_state(out_dir, net, ema, opt)
         if rank == 0:
-            _trim_metrics(out_dir / "metrics.jsonl", step)
             log(f"resumed from step {step} in {out_dir}")
+    if rank == 0:  # a run killed before its first checkpoint logged steps this one repeats
+        _trim_metrics(out_dir / "metrics.jsonl", step)
     model = net
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)

@@ -7,7 +7,9 @@ Checks, in order (an observation gets the first flag that applies):
 * 2 ``outside_grid``: outside the grid or its levels, or with unusable coordinates;
 * 3 ``outside_time_window``: no background time within the time window;
 * 4 ``duplicate``: same variable, place, pressure and time as an earlier observation;
-* 5 ``rejected_by_background_check``: ``|O - B| > k sqrt(sigma_o^2 + sigma_b^2)``.
+* 5 ``rejected_by_background_check``: ``|O - B| > k sqrt(sigma_o^2 + sigma_b^2)``;
+* 6 ``not_analysed``: passed the checks, but the method cannot use it (PhyDA: a variable or level that is
+  not a channel of the model).
 
 The flag variables follow CF (``flag_values`` and ``flag_meanings``).
 
