@@ -194,6 +194,8 @@ def test_observations_the_model_cannot_use_are_flagged_and_reported(case, tiny_m
     assert bool((out["q_flag"].where(given) == FLAGS["not_analysed"]).sum() == given.sum())
     assert int((out["t_flag"] == FLAGS["used"]).sum()) > 0  # served variables still used
     xr.testing.assert_equal(out["q"], background["q"])  # kept, and said so
+    with pytest.warns(UserWarning, match=r"not analysed by model tiny \(q: \d+\)"):
+        background.phyda.encode(obs, model=tiny_model)  # the encoder leaves them out too, and says so
     assert "q" in out.attrs["history"].split("not analysed")[-1]
 
 

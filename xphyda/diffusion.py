@@ -651,7 +651,9 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     the input's grid.  Returns a Dataset on the input's latitude and longitude
     with one variable per model channel (``z500``, ``t850``, ... in SI units)
     and ``features`` (``feature``, lat, lon): the VRE's latent channels
-    (dimensionless), which condition the denoiser.
+    (dimensionless), which condition the denoiser.  Observations of variables
+    or levels that are not channels of the model are left out with a
+    :class:`~xphyda.errors.NotAnalysedWarning`, as in an analysis.
     """
     import torch
 
@@ -672,7 +674,9 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
         problem = build_problem(background, obs)
         p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
         ratio = None if mapping.reduced is None else _reduction_ratio(background, mapping, 0)
-        H, y, sig, _ = _obs_operator(problem, lm, mapping, p_out, 0, ratio)
+        H, y, sig, used = _obs_operator(problem, lm, mapping, p_out, 0, ratio)
+        _flag_not_analysed(problem, used, 0)
+        _warn_not_analysed(problem, lm, mapping)
         yg, mg = _gridded_obs(H, y, lm, sigma_o=sig)
     dev = next(lm.net.parameters()).device
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(1, c, nlat, nlon), device=dev)
