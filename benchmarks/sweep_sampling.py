@@ -51,9 +51,9 @@ def main(argv: list[str]) -> dict:
     twin = None
     if a.reseed is not None:
         twin = (f"{a.guidance[0]}-{a.reseed}-reseeded", f"{a.guidance[0]}-{a.reseed}")
-        methods[twin[0]] = {"model": a.model, "members": a.members, "steps": a.reseed, "guidance": a.guidance[0],
-                            "seed": 7_654_321}
-        methods.setdefault(twin[1], {**methods[twin[0]]}).pop("seed", None)
+        base = {"model": a.model, "members": a.members, "steps": a.reseed, "guidance": a.guidance[0]}
+        methods.setdefault(twin[1], base)
+        methods[twin[0]] = {**base, "seed": 7_654_321}
     res = run_osse(a.data, cases=a.cases, split="test", observations=[{"fraction": a.fraction}], methods=methods,
                    levels=LEVELS, metrics=["rmse", "spread_skill_ratio"], residuals="auto", maps=None,
                    report=False, progress=False)

@@ -260,7 +260,7 @@ def test_station_msl_observations_see_the_reduction_at_each_grid_point(surface_c
     import scipy.sparse as sp
     from types import SimpleNamespace
 
-    from xphyda.diffusion import _map_background, _obs_operator, _reduction_ratio, load
+    from xphyda.diffusion import _map_background, _obs_operator, load
     from xphyda.obs.problem import build_problem
 
     truth, background, _ = surface_case
@@ -273,7 +273,7 @@ def test_station_msl_observations_see_the_reduction_at_each_grid_point(surface_c
     mapping = _map_background(background, lm, {})
     assert mapping.reduced is not None
     problem = build_problem(background, stations)
-    ratio = _reduction_ratio(background, mapping, 0)
+    ratio = mapping.ratios[0]
     nh = mapping.grid.shape[0] * mapping.grid.shape[1]
     flat = SimpleNamespace(lat=np.zeros(mapping.grid.shape[0]), lon=np.zeros(mapping.grid.shape[1]),
                            channels=lm.channels)  # a "model" on the user's grid: H stays there

@@ -170,7 +170,8 @@ class _Mapping:
     grid: Grid
     source: list  # per channel: (variable name, level index or None) or None when unavailable
     kinds: list
-    reduced: tuple[str, int] | None = None  # (msl variable, sp channel): msl analysed through sp (_reduction_ratio)
+    reduced: tuple[str, int] | None = None  # (msl variable, sp channel): msl analysed through sp (_reduce)
+    ratios: list | None = None  # with ``reduced``: msl_b / sp_b per analysis time (_reduction_ratio)
     unreduced: tuple[str | None, str] | None = None  # (msl variable, why it is not analysed through sp)
 
 
@@ -197,41 +198,42 @@ def _map_background(background: xr.Dataset, model: LoadedModel, overrides: dict)
             "Fix: pass a background with some of them, or rename variables by keyword (e.g. t='air')"
         )
     mapping = _Mapping(grid, source, kinds)
-    mapping.reduced, mapping.unreduced = _reduced(background, model, mapping, overrides)
+    _reduce(background, model, mapping, overrides)
     return mapping
 
 
-def _reduced(background, model, mapping, overrides) -> tuple[tuple[str, int] | None, tuple[str | None, str] | None]:
-    """``((msl name, sp channel), None)`` when the model does not serve mean sea-level pressure but the background
-    has it, usable, beside the surface pressure that the model analyses; else ``(None, (msl name, why not))``
-    (``None`` for both without an msl variable).
+def _reduce(background, model, mapping: _Mapping, overrides) -> None:
+    """Set ``mapping.reduced`` and ``mapping.ratios`` when the model does not serve mean sea-level pressure but the
+    background has it, usable, beside the surface pressure that the model analyses; otherwise, if the background
+    has an msl, ``mapping.unreduced = (msl name, why not)``.
 
     Best effort: a background whose msl cannot be related to sp is analysed as before, its msl unchanged.
     """
     try:
         msl = find_variable(background, "msl", overrides.get("msl"), required=False)
     except VariableError as exc:
-        return None, (None, f"msl is ambiguous: {exc}")
+        mapping.unreduced = (None, f"msl is ambiguous: {exc}")
+        return
     grid, source = mapping.grid, mapping.source
     if msl is None or msl in {s[0] for s in source if s is not None}:
-        return None, None
+        return
     sp_c = [c for c, (key, _) in enumerate(model.variables) if key == "sp" and source[c] is not None]
-    if not sp_c:
-        return None, (msl, "msl is analysed through the surface pressure, which the background lacks (add it)")
     extra = set(background[msl].dims) - {d for d in (grid.time, grid.lat, grid.lon) if d is not None}
-    if extra:
-        return None, (msl, f"msl has dimensions {sorted(map(str, extra))} beside time, latitude and longitude")
-    mapping.reduced = (msl, sp_c[0])
-    try:
-        for t in range(background.sizes[grid.time]) if grid.time in background.dims else [None]:
-            _reduction_ratio(background, mapping, t)
-    except (ModelError, UnitsError) as exc:
-        mapping.reduced = None
-        return None, (msl, str(exc))
-    return (msl, sp_c[0]), None
+    if not sp_c:
+        mapping.unreduced = (msl, "msl is analysed through the surface pressure, which the background lacks (add it)")
+    elif extra:
+        mapping.unreduced = (msl, f"msl has dimensions {sorted(map(str, extra))} beside time, latitude and longitude")
+    else:
+        times = range(background.sizes[grid.time]) if grid.time in background.dims else [None]
+        try:
+            ratios = [_reduction_ratio(background, grid, msl, source[sp_c[0]][0], t) for t in times]
+        except (ModelError, UnitsError) as exc:
+            mapping.unreduced = (msl, str(exc))
+        else:
+            mapping.reduced, mapping.ratios = (msl, sp_c[0]), ratios
 
 
-def _reduction_ratio(background, mapping: _Mapping, time) -> np.ndarray:
+def _reduction_ratio(background, grid: Grid, msl: str, sp_name: str, time) -> np.ndarray:
     """``msl_b / sp_b`` on the user's grid (flat), the background's reduction to sea level at ``time``.
 
     Mean sea-level pressure is surface pressure times a factor of the surface height and the temperature of the
@@ -242,10 +244,8 @@ def _reduction_ratio(background, mapping: _Mapping, time) -> np.ndarray:
     ``msl`` is ``msl_b + k (sp_a - sp_b)`` (a 1 K change of the column temperature changes ``k`` by 0.09 % at
     2 km).
     """
-    msl, c = mapping.reduced
-    sp_name = mapping.source[c][0]
-    top = _field_si(background, msl, None, mapping.grid, "pressure", time)
-    bottom = _field_si(background, sp_name, None, mapping.grid, "pressure", time)
+    top = _field_si(background, msl, None, grid, "pressure", time)
+    bottom = _field_si(background, sp_name, None, grid, "pressure", time)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = top / bottom
     if not np.isfinite(ratio).all() or (ratio <= 0).any():
@@ -284,8 +284,8 @@ def _model_inputs(background, model, mapping, time, w_in):
 def _obs_operator(problem, model, mapping, p_out, time, ratio=None):
     """Rows of ``H_model`` (normalised-free, SI) and ``y``, ``sigma_o`` of the used observations at ``time``.
 
-    With ``ratio`` (:func:`_reduction_ratio`), the observations of ``mapping.reduced``'s msl are used as
-    observations of the surface pressure.
+    With ``ratio`` (one of ``mapping.ratios``), the observations of ``mapping.reduced``'s msl are used as
+    observations of the surface pressure (:func:`_reduction_ratio`).
     """
     from .obs.qc import FLAGS
 
@@ -295,13 +295,11 @@ def _obs_operator(problem, model, mapping, p_out, time, ratio=None):
     for name, target in problem.targets.items():
         rows = np.flatnonzero((target.time_index == time) & (target.flags == FLAGS["used"]))
         # columns of the target's state on the user's grid: (level, lat, lon)
-        chans = []
-        for k in range(target.nlev):
+        reduced = ratio is not None and mapping.reduced is not None and name == mapping.reduced[0]
+        chans = [mapping.reduced[1]] if reduced else []
+        for k in range(0 if reduced else target.nlev):
             hit = [c for c, s in enumerate(mapping.source) if s is not None and s[0] == name and (s[1] == k or s[1] is None)]
             chans.append(hit[0] if hit else None)
-        reduced = ratio is not None and mapping.reduced is not None and name == mapping.reduced[0]
-        if reduced:
-            chans = [mapping.reduced[1]]
         if rows.size == 0:
             continue
         H = target.H[rows]
@@ -539,7 +537,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     analyses_si = {n: t.background.copy() for n, t in problem.targets.items()}
     for ti, t in enumerate(times):
         xb, avail = _model_inputs(background, lm, mapping, t, w_in)
-        ratio = None if mapping.reduced is None else _reduction_ratio(background, mapping, ti)
+        ratio = None if mapping.reduced is None else mapping.ratios[ti]
         H, y, sig, used = _obs_operator(problem, lm, mapping, p_out, ti, ratio)
         _flag_not_analysed(problem, used, ti)
         ens, _ = _run_model(lm, xb, avail, H, y, sig, members=members, steps=steps, seed=seed + 7919 * ti,
@@ -613,7 +611,7 @@ def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
         da = background[name]
         kinds = [mapping.kinds[c] for c, s in enumerate(mapping.source) if s is not None and s[0] == name]
         if not kinds and mapping.reduced is not None and name == mapping.reduced[0]:
-            kinds = [VARIABLES["msl"].kind]  # the one analysed variable that is not a channel (_reduced)
+            kinds = [VARIABLES["msl"].kind]  # the one analysed variable that is not a channel (_reduce)
         kind = kinds[0]
         scale, _ = si_scale(parse_units(da.attrs.get("units"), name=name), kind)
         order = [d for d in (grid.time, grid.level, grid.lat, grid.lon) if d is not None and d in da.dims]
@@ -673,7 +671,7 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     if obs is not None:
         problem = build_problem(background, obs)
         p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
-        ratio = None if mapping.reduced is None else _reduction_ratio(background, mapping, 0)
+        ratio = None if mapping.reduced is None else mapping.ratios[0]
         H, y, sig, used = _obs_operator(problem, lm, mapping, p_out, 0, ratio)
         _flag_not_analysed(problem, used, 0)
         _warn_not_analysed(problem, lm, mapping)

@@ -82,9 +82,9 @@ def _name(var, lev) -> str:
 def _obs_per_setting(runs) -> pd.Series:
     """Observations used per analysis in each setting: the mean over cases of the method that used the most
     (PhyDA flags observations of variables its model does not serve ``not_analysed``; OI uses them)."""
-    runs = runs[runs["kind"] != "background"] if len(runs) else runs
     if not len(runs):
         return pd.Series(dtype=float)
+    runs = runs[runs["kind"] != "background"]
     return runs.groupby(["setting", "method"])["n_obs"].mean().groupby(level="setting").max()
 
 

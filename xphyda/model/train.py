@@ -184,6 +184,7 @@ def _trim_metrics(path: Path, step: int) -> None:
     line cut short."""
     if not path.exists():
         return
+
     def logged(line: str) -> int | None:
         try:
             return int(json.loads(line).get("step", 0))
