@@ -365,6 +365,7 @@ def _cmd_train(args) -> int:
         args.data, preset=args.preset, out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         lr_decay_steps=args.lr_decay_steps,
         device=args.device, physics_lambda=0.0 if args.no_physics else args.physics_lambda,
+        channel_weights=_pairs(args.channel_weight, "--channel-weight", "q200=4"),
         use_vre=not args.no_vre, seed=args.seed, num_workers=args.workers, progress=not args.quiet,
     )
     print(f"model written to {out}")
@@ -605,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="anneal the learning rate to 0 (half cosine) over the last N steps (default: constant)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--physics-lambda", type=float, default=0.02, metavar="W", help="weight of the physics term")
+    p.add_argument("--channel-weight", action="append", default=[], metavar="NAME=W",
+                   help="loss weight of one channel, e.g. q200=4 (repeatable; others 1; rescaled to mean 1)")
     p.add_argument("--no-physics", action="store_true", help="ablation: train without the physics term")
     p.add_argument("--no-vre", action="store_true", help="ablation: condition on raw observations, no VRE")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of batches, noise and simulated observations")

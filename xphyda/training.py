@@ -19,6 +19,7 @@ every batch)::
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -228,6 +229,21 @@ def background_regression(dataset, work: Path, *, n: int = 256) -> dict[str, lis
     return out
 
 
+def _channel_weights(weights: dict | None, names: list[str]) -> tuple[float, ...] | None:
+    """Per-channel loss weights in channel order (1 where unnamed), or None."""
+    if not weights:
+        return None
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ModelError(f"channel_weights names {unknown}, which are not channels of this preset. "
+                         f"Expected some of {names}. Fix: use the names as the model card spells them, e.g. 'q200'")
+    bad = {k: v for k, v in weights.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0}
+    if bad:
+        raise ModelError(f"channel_weights must be positive finite numbers; got {bad}. Fix: e.g. {{'q200': 4.0}}")
+    return tuple(float(weights.get(n, 1.0)) for n in names)
+
+
 def train_prior(
     data,
     *,
@@ -240,6 +256,7 @@ def train_prior(
     device: str = "auto",
     physics_lambda: float = 0.02,
     laws=("continuity", "hydrostatic", "geostrophic"),
+    channel_weights: dict[str, float] | None = None,
     use_vre: bool = True,
     widths=(32, 64, 128),
     vre_widths=(16, 32, 64),
@@ -281,6 +298,10 @@ def train_prior(
     laws : sequence of str
         Physics laws in the term; laws whose variables the preset lacks (for
         example continuity without ``w``) are dropped, and said so.
+    channel_weights : dict, optional
+        Loss weight per channel name (``{"q200": 4.0}``; unnamed channels 1),
+        rescaled to mean 1 so the physics term keeps its relative weight.  A
+        fine-tune can spend more of the network on fields that matter most.
     use_vre : bool
         Condition through the virtual reconstruction encoder (``False``: the ablation).
     widths : sequence of int
@@ -308,7 +329,9 @@ def train_prior(
     Raises
     ------
     ModelError
-        For an unknown ``preset``, or ``lr_decay_steps`` outside ``0..steps``.
+        For an unknown ``preset``, ``lr_decay_steps`` outside ``0..steps``, or
+        ``channel_weights`` naming a channel the preset lacks or holding a
+        weight that is not a positive number.
     DataError
         If ``data`` does not exist, has a format that cannot be told, or cannot be
         read (checked before any folder is made), or if its training split is
@@ -331,6 +354,10 @@ def train_prior(
             f"lr_decay_steps must be an integer from 0 to steps={steps}; got {lr_decay_steps!r}. "
             "Fix: the number of final steps over which the learning rate anneals, e.g. steps // 10"
         )
+    from .data.channels import ChannelSpec
+
+    names = ChannelSpec(cfg["variables"], cfg["levels_hpa"], cfg.get("surface", ())).names
+    channel_weights = _channel_weights(channel_weights, list(names))  # checked before any folder is made
     out = Path(out) if out is not None else user_cache() / preset
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
@@ -358,6 +385,8 @@ def train_prior(
     td = prepare(source, variables=variables, levels=cfg["levels_hpa"], stats=work / "stats.json",
                  max_times=stats_max_times)
     spec, stats = td.spec, td.stats
+    if spec.names != names:  # the weights were put in the preset's channel order
+        raise ModelError(f"the prepared channels {spec.names} differ from the preset's {names}")
     dataset = td.dataset("train")
     if len(dataset) < batch_size:
         raise DataError(f"the training split of {data} has {len(dataset)} samples, fewer than a batch of {batch_size}")
@@ -372,7 +401,8 @@ def train_prior(
         physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),
                               mean=stats.mean, std=stats.std, laws=laws)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_decay_steps=int(lr_decay_steps), seed=seed, device=device,
-                         physics_lambda=physics_lambda, physics_laws=tuple(laws), num_workers=num_workers)
+                         physics_lambda=physics_lambda, physics_laws=tuple(laws), num_workers=num_workers,
+                         channel_weights=channel_weights)
     result = train(net, dataset, config=config, out_dir=work, physics=physics, lat=lat, groups=_groups(spec),
                    progress=progress)
     if not export or rank != 0:

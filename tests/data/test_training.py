@@ -144,3 +144,23 @@ def test_train_prior_rejects_a_bad_lr_decay_before_making_folders(make_corpus, t
                 "--steps", "10", "--lr-decay-steps", str(bad), "--quiet"]
         assert main(argv) == EXIT_ERROR
         assert "lr_decay_steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weights, message", [({"q999": 2.0}, "not channels of this preset"),
+                                              ({"t850": 0.0}, "positive finite numbers"),
+                                              ({"t850": "heavy"}, "positive finite numbers")])
+def test_train_prior_rejects_bad_channel_weights_before_making_folders(make_corpus, tmp_path, tiny_preset,
+                                                                       weights, message, capsys):
+    from xphyda.cli import EXIT_ERROR, main
+    from xphyda.errors import ModelError
+
+    corpus = make_corpus()
+    with pytest.raises(ModelError, match=message) as info:
+        train_prior(corpus, preset=tiny_preset, out=tmp_path / "m", steps=10, channel_weights=weights, progress=False)
+    assert "Fix:" in str(info.value)
+    assert not (tmp_path / "m").exists()
+    (name, value), = weights.items()
+    argv = ["train", "--data", str(corpus), "--preset", tiny_preset, "--out", str(tmp_path / "m"),
+            "--steps", "10", "--channel-weight", f"{name}={value}", "--quiet"]
+    assert main(argv) == EXIT_ERROR
+    assert message in capsys.readouterr().err

@@ -202,3 +202,22 @@ def test_trim_metrics_drops_later_steps_and_a_line_cut_short(tmp_path):
     assert [json.loads(s)["step"] for s in path.read_text().splitlines()] == [1, 2, 3]
     _trim_metrics(path, 0)  # a fresh run (no checkpoint) after one killed before its first checkpoint
     assert path.read_text() == ""
+
+
+def test_channel_weights_reweight_the_loss_and_are_checked(tmp_path):
+    """Uniform weights are the default exactly (they are rescaled to mean 1); uneven ones change the update."""
+    results = {}
+    for name, weights in (("none", None), ("uniform", (3.0,) * 10), ("q", (5.0,) + (1.0,) * 9)):
+        torch.manual_seed(0)
+        net = tiny_net()
+        train(net, Toy(), config=config(steps=3, channel_weights=weights), out_dir=tmp_path / name,
+              physics=physics(), lat=LAT, progress=False)
+        results[name] = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert torch.allclose(results["none"], results["uniform"], atol=1e-6)
+    assert not torch.allclose(results["none"], results["q"], atol=1e-4)
+    from xphyda.errors import ModelError
+
+    for bad in ((1.0,) * 9, (0.0,) + (1.0,) * 9, (float("nan"),) * 10):
+        with pytest.raises(ModelError, match="channel_weights must be 10 positive finite numbers"):
+            train(tiny_net(), Toy(), config=config(steps=1, channel_weights=bad), out_dir=tmp_path / "bad",
+                  physics=None, lat=LAT, progress=False)

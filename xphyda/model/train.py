@@ -2,13 +2,14 @@
 
 The objective per sample, with ``sigma`` drawn from EDM's log-normal::
 
-    L = lambda_edm(sigma) <|D(x + sigma n; sigma, c) - x|^2>
+    L = lambda_edm(sigma) <a_c |D(x + sigma n; sigma, c) - x|^2>
         + lambda_phys * ramp(step) * w(sigma) * L_phys(D, x)   (xphyda.model.physics_loss)
-        + lambda_rec <|R - x|^2>                         (the VRE's reconstruction R)
+        + lambda_rec <a_c |R - x|^2>                     (the VRE's reconstruction R)
 
 where ``ramp`` grows linearly to 1 over ``physics_warmup`` steps (an untrained
 denoiser's residuals are huge and would otherwise dominate the first updates),
-``<.>`` is the area-weighted mean over the grid, ``c`` the conditioning
+``<.>`` is the area-weighted mean over the grid, ``a_c`` optional per-channel
+weights (``channel_weights``, mean 1; all 1 by default), ``c`` the conditioning
 (background, VRE reconstruction and features) built from observations simulated
 on the fly: a random fraction of grid points (log-uniform between
 ``obs_fraction``), each with a random subset of the variables, with Gaussian
@@ -63,6 +64,7 @@ class TrainConfig:
     rec_lambda: float = 1.0
     obs_fraction: tuple[float, float] = (0.005, 0.3)
     obs_noise: float = 0.1
+    channel_weights: tuple[float, ...] | None = None
     checkpoint_every: int = 200
     log_every: int = 20
     num_workers: int = 0
@@ -325,6 +327,13 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
     if physics is not None:
         physics = physics.to(device)
     weights = area_weights(lat).to(device)
+    if config.channel_weights is not None:  # (C, H, 1): a per-channel factor on the area weights
+        a = torch.as_tensor(config.channel_weights, dtype=torch.float32, device=device)
+        n = getattr(net, "config", {}).get("channels", a.numel())
+        if a.ndim != 1 or a.numel() != n or not bool(torch.isfinite(a).all() and (a > 0).all()):
+            raise ModelError(f"channel_weights must be {n} positive finite numbers (one per channel); "
+                             f"got {list(config.channel_weights)}. Fix: TrainConfig(channel_weights=(1.0,) * {n})")
+        weights = weights * (a / a.mean())[:, None, None]
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
