@@ -1,6 +1,7 @@
 """The bundled model: listed, loadable from safetensors with a verified card, and usable end to end on CPU."""
 
 import json
+import re
 
 import numpy as np
 import xarray as xr
@@ -118,3 +119,20 @@ def test_humidity_observations_guide_the_analysis_beside_geopotential(era5):
         moved = op.matrix @ (ana["t"][name] - ana["b"][name]).isel(time=0, level=k).values.ravel()
         wanted = float((truth[name] - background[name]).isel(time=0, level=k).mean())
         assert np.median(moved[op.inside]) > 0.3 * wanted, (name, k, np.median(moved[op.inside]), wanted)
+
+
+def test_humidity_members_and_reconstruction_are_never_negative(era5):
+    """Under a nearly dry background the prior's humidity increments dip below 0 in places: every member and the
+    VRE's reconstruction are floored at 0 on the user's grid, and the share is reported."""
+    background = era5.copy(deep=True)
+    background["q"] = (background.t * 0 + 1e-7).astype("float32")
+    background["q"].attrs = {"units": "kg kg-1", "standard_name": "specific_humidity"}
+    obs = xphyda.obs.simulate(era5, n_stations=100, seed=2)
+    out = background.phyda.assimilate(obs, members=2, steps=3, device="cpu", seed=0)
+    assert float(out.q.min()) == 0.0 and float(out.q.max()) > 1e-7
+    match = re.search(r"values below 0 set to 0 \(a quantity that is never negative\): q ([0-9.]+) % of values",
+                      out.attrs["history"])
+    assert match and 0 < float(match.group(1)) < 100
+    rec = background.phyda.encode(obs)
+    assert min(float(rec[f"q{lev}"].min()) for lev in (200, 300, 500, 700, 850)) >= 0.0
+    assert "values below 0 set to 0" in rec.attrs["history"]

@@ -231,6 +231,16 @@ def _run_oi(
     return analyses, f"{ens}{kind} correlation; " + "; ".join(notes)
 
 
+NON_NEGATIVE = ("specific_humidity", "relative_humidity")
+"""Kinds of quantity that are never negative: analysed values below 0 are set to 0, and counted in ``history``."""
+
+
+def _floor_note(counts: dict[str, list[int]]) -> str:
+    """``"; values below 0 set to 0: q 12 % of values"`` from ``{name: [clipped, total]}`` (empty if none)."""
+    parts = [f"{name} {100 * k / n:.2g} % of values" for name, (k, n) in sorted(counts.items()) if k]
+    return f"; values below 0 set to 0 (a quantity that is never negative): {', '.join(parts)}" if parts else ""
+
+
 def _stochastic(method: str, members=None) -> bool:
     """Whether ``method`` draws random numbers (and takes a ``seed``): PhyDA, and OI with ``members > 1``."""
     return method == "phyda" or (method == "oi" and isinstance(members, (int, np.integer)) and members > 1)
@@ -527,6 +537,12 @@ def assimilate(
         min_coverage=min_coverage,
     )
     analyses, note = METHODS[method].run(problem, qc=qc, **options)
+    counts = {}
+    for name, xa in analyses.items():
+        if problem.targets[name].kind in NON_NEGATIVE:
+            counts[name] = [int((xa < 0).sum()), int(xa.size)]
+            analyses[name] = np.maximum(xa, 0.0)
+    note += _floor_note(counts)
     n = members if _stochastic(method, members) else 1
     out = _analysis_dataset(background, problem, analyses, n)
     mean = {k: v.mean(0) for k, v in analyses.items()} if n > 1 else analyses  # diagnostics of the mean

@@ -505,7 +505,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     dimension when ``members > 1``), the per-observation diagnostics (of the
     ensemble mean), and provenance in ``history``.
     """
-    from .assimilate import _history
+    from .assimilate import NON_NEGATIVE, _floor_note, _history
     from .obs.diagnostics import diagnostics
     from .obs.problem import build_problem
 
@@ -535,6 +535,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     times = range(background.sizes[grid.time]) if grid.time in background.dims else [None]
     increments = {}  # (name, level index) -> list over time of (members, nlat_u*nlon_u)
     analyses_si = {n: t.background.copy() for n, t in problem.targets.items()}
+    floored = {}  # name -> [values set to 0, values]
     for ti, t in enumerate(times):
         xb, avail = _model_inputs(background, lm, mapping, t, w_in)
         ratio = None if mapping.reduced is None else mapping.ratios[ti]
@@ -547,6 +548,11 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
             if src is None:
                 continue
             inc = (ens[:, c] - xb[c]) @ p_out.T  # (members, nh_user)
+            if mapping.kinds[c] in NON_NEGATIVE:  # no member below 0 on the user's grid
+                floor = -_field_si(background, src[0], src[1], grid, mapping.kinds[c], t).ravel()
+                count = floored.setdefault(src[0], [0, 0])
+                count[0], count[1] = count[0] + int((inc < floor).sum()), count[1] + inc.size
+                inc = np.maximum(inc, floor)
             pieces = [(src, inc)]
             if mapping.reduced is not None and c == mapping.reduced[1]:
                 pieces.append(((mapping.reduced[0], None), inc * ratio))  # msl_a = msl_b + k (sp_a - sp_b)
@@ -566,7 +572,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
             + (f"{mapping.reduced[0]} analysed through {mapping.source[mapping.reduced[1]][0]} (the background's "
                "ratio msl/sp held); " if mapping.reduced else "")
             + "background variables not analysed (not served by the model): "
-            f"{sorted(set(map(str, background.data_vars)) - {s[0] for s in increments})}")
+            f"{sorted(set(map(str, background.data_vars)) - {s[0] for s in increments})}" + _floor_note(floored))
     out.attrs["history"] = _history(background, problem, "phyda", note)
     return out
 
@@ -655,6 +661,7 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     """
     import torch
 
+    from .assimilate import NON_NEGATIVE, _floor_note
     from .obs.problem import build_problem
 
     lm = load(model, device=device)
@@ -686,6 +693,9 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
     shape = grid.shape
     rec = (p_out @ rec.T).T.reshape((c,) + shape)
+    keep = [i for i, k in enumerate(mapping.kinds) if k in NON_NEGATIVE]  # humidity is never negative
+    floored = {lm.names[i]: [int((rec[i] < 0).sum()), rec[i].size] for i in keep}
+    rec[keep] = np.maximum(rec[keep], 0.0)
     feats = (p_out @ feats[0].cpu().double().numpy().reshape(feats.shape[1], nh).T).T.reshape((-1,) + shape)
     coords = {grid.lat: background[grid.lat], grid.lon: background[grid.lon]}
     dims = (grid.lat, grid.lon)
@@ -700,5 +710,5 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     return xr.Dataset(data, coords=coords, attrs={
         "title": "xphyda virtual reconstruction", "model": lm.path.name,
         "history": f"{stamp}: xphyda encode with model {lm.path.name}; background channels available: "
-                   f"{int(avail.sum())} of {c}; observations: {'yes' if obs is not None else 'none'}",
+                   f"{int(avail.sum())} of {c}; observations: {'yes' if obs is not None else 'none'}" + _floor_note(floored),
     })

@@ -281,3 +281,27 @@ def test_background_error_that_innovations_cannot_resolve_is_reported(coarse_era
         return float(np.sqrt(((a.t - truth.t) ** 2).mean()))
 
     assert err(given) < err(floored)
+
+
+def test_humidity_is_never_analysed_below_zero(coarse_era5):
+    """A dry observation under a dry background would pull q below 0 near it: those values are set to 0, counted
+    in ``history``; the increment keeps its shape where it stays positive."""
+    bg = coarse_era5[["t"]].copy(deep=True)
+    bg["q"] = (bg.t * 0 + 1e-5).astype("float32")
+    bg["q"].attrs = {"units": "kg kg-1", "standard_name": "specific_humidity"}
+    i, j = 20, 37
+    obs = xr.Dataset(
+        {"q": ("station", [-4e-5], {"units": "kg kg-1"})},  # a noisy observation of nearly dry air
+        coords={"lat": ("station", [float(bg.latitude[i])]), "lon": ("station", [float(bg.longitude[j])]),
+                "pressure": ("station", [500.0], {"units": "hPa"})},
+    )
+    kw = dict(background_error={"q": 3e-5}, obs_error={"q": 1e-5}, length_scale="700 km", qc=None)
+    out = assimilate(bg, obs, **kw)
+    q = out.q.isel(time=0, level=0)
+    assert float(q.min()) == 0.0 and float(q.isel(latitude=i, longitude=j)) == 0.0
+    assert 0 < float((q == 0).mean()) < 0.5
+    assert float(out.q.isel(time=0, level=1).min()) == pytest.approx(1e-5)  # the other level is untouched
+    assert re.search(r"values below 0 set to 0 \(a quantity that is never negative\): q [0-9.]+ % of values",
+                     out.attrs["history"])
+    plain = assimilate(bg, obs.assign(q=obs.q * 0 + 2e-5), **kw)  # a moist observation: nothing to floor
+    assert "below 0" not in plain.attrs["history"]
