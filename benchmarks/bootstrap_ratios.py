@@ -1,6 +1,7 @@
 """Bootstrap intervals of PhyDA's RMSE ratio to tuned OI, over the cases of an evaluation.
 
-    python benchmarks/bootstrap_ratios.py OUT [--fractions f0.1 f0.01] [--level 0.90] [--resamples 4000]
+    python benchmarks/bootstrap_ratios.py OUT [--phyda NAME] [--reference NAME] [--fractions f0.1 f0.01]
+                                              [--level 0.90] [--resamples 4000]
 
 ``OUT`` is the ``--out`` folder of ``benchmarks/evaluate_model.py``; each
 fraction's ``scores.csv`` holds the RMSE of every case.  The ratio of a field is
@@ -53,16 +54,17 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--level", type=float, default=0.9)
     p.add_argument("--resamples", type=int, default=4000)
     p.add_argument("--reference", default=None, help="baseline method (default: oi-tuned if present, else oi)")
+    p.add_argument("--phyda", default="phyda", help="the method to score (an --ablation or --variant name)")
     a = p.parse_args(argv)
     result = {}
     for f in a.fractions:
         scores = pd.read_csv(Path(a.out) / f / "scores.csv")
         ref = a.reference or ("oi-tuned" if (scores.method == "oi-tuned").any() else "oi")
-        iv = intervals(scores, reference=ref, level=a.level, resamples=a.resamples)
+        iv = intervals(scores, phyda=a.phyda, reference=ref, level=a.level, resamples=a.resamples)
         fields = {k: v for k, v in iv.items() if k[0] in "ztuvqw" and k[1:].isdigit()}
         n = scores["case"].nunique()
         target = TARGETS.get(f) if ref.startswith("oi") else None  # the targets are ratios to OI
-        print(f"{f}: {n} cases, against {ref}, mean ratio over {len(fields)} level fields {np.mean([v[0] for v in fields.values()]):.3f}")
+        print(f"{f}: {n} cases, {a.phyda} against {ref}, mean ratio over {len(fields)} level fields {np.mean([v[0] for v in fields.values()]):.3f}")
         for k, (r, lo, hi) in iv.items():
             flag = "" if target is None else ("  MISS" if r > target else ("  interval reaches target" if hi > target else ""))
             print(f"  {k:6s} {r:.3f} ({lo:.3f}-{hi:.3f}){flag}")
