@@ -60,6 +60,10 @@ def main(argv: list[str]) -> dict:
     for f in a.fractions:
         scores = pd.read_csv(Path(a.out) / f / "scores.csv")
         ref = a.reference or ("oi-tuned" if (scores.method == "oi-tuned").any() else "oi")
+        missing = [m for m in (a.phyda, ref) if not (scores.method == m).any()]
+        if missing:
+            sys.exit(f"{f}: no scores of {missing} in {Path(a.out) / f / 'scores.csv'}; it has "
+                     f"{sorted(scores.method.unique())}")
         iv = intervals(scores, phyda=a.phyda, reference=ref, level=a.level, resamples=a.resamples)
         fields = {k: v for k, v in iv.items() if k[0] in "ztuvqw" and k[1:].isdigit()}
         n = scores["case"].nunique()

@@ -133,6 +133,12 @@ def test_humidity_members_and_reconstruction_are_never_negative(era5):
     match = re.search(r"values below 0 set to 0 \(a quantity that is never negative\): q ([0-9.]+) % of values",
                       out.attrs["history"])
     assert match and 0 < float(match.group(1)) < 100
+    # the same in g kg-1: exactly 0 in the user's units too (a floor in SI alone leaves -1e-19 after rescaling)
+    grams = background.assign(q=(background.q * 1000).assign_attrs(units="g kg-1", standard_name="specific_humidity"))
+    rng = np.random.default_rng(0)  # a background that varies, as real ones do
+    grams["q"] = (grams.q * rng.uniform(0.5, 2.0, grams.q.shape).astype("float32")).assign_attrs(grams.q.attrs)
+    out_g = grams.phyda.assimilate(obs, members=2, steps=3, device="cpu", seed=0)
+    assert float(out_g.q.min()) == 0.0 and out_g.q.attrs["units"] == "g kg-1"
     rec = background.phyda.encode(obs)
     assert min(float(rec[f"q{lev}"].min()) for lev in (200, 300, 500, 700, 850)) >= 0.0
     assert "values below 0 set to 0" in rec.attrs["history"]

@@ -236,8 +236,10 @@ NON_NEGATIVE = ("specific_humidity", "relative_humidity")
 
 
 def _floor_note(counts: dict[str, list[int]]) -> str:
-    """``"; values below 0 set to 0: q 12 % of values"`` from ``{name: [clipped, total]}`` (empty if none)."""
-    parts = [f"{name} {100 * k / n:.2g} % of values" for name, (k, n) in sorted(counts.items()) if k]
+    """``"; values below 0 set to 0 (a quantity that is never negative): q 12.5 % of values"`` from
+    ``{name: [values set to 0, values analysed]}`` (empty if none were)."""
+    share = lambda k, n: f"{100 * k / n:.1f}" if 100 * k / n >= 0.1 else "<0.1"
+    parts = [f"{name} {share(k, n)} % of values" for name, (k, n) in sorted(counts.items()) if k]
     return f"; values below 0 set to 0 (a quantity that is never negative): {', '.join(parts)}" if parts else ""
 
 

@@ -609,6 +609,7 @@ def _balance_laws(balance, model: LoadedModel, members: int) -> tuple[str, ...]:
 
 
 def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
+    from .assimilate import NON_NEGATIVE
     from .units import parse_units, si_scale
 
     grid = mapping.grid
@@ -623,6 +624,7 @@ def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
         order = [d for d in (grid.time, grid.level, grid.lat, grid.lon) if d is not None and d in da.dims]
         base = da.transpose(*order)
         inc = np.zeros((members,) + base.shape)
+        slots = []
         for (n, k), per_time in increments.items():
             if n != name:
                 continue
@@ -632,8 +634,12 @@ def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
                     idx.append(ti)
                 if grid.level in order:
                     idx.append(k)
+                slots.append(tuple(idx))
                 inc[tuple(idx)] = v.reshape((members,) + grid.shape) / scale
         values = base.values[None] + inc
+        if kind in NON_NEGATIVE:  # floored in SI already; exactly 0 in the user's units too (no offset)
+            for idx in slots:
+                values[idx] = np.maximum(values[idx], 0.0)
         new = xr.DataArray(values.astype(da.dtype, copy=False), dims=("member",) + base.dims,
                            coords=base.coords, attrs=dict(da.attrs))
         new = new.transpose("member", *da.dims)
@@ -657,7 +663,8 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     and ``features`` (``feature``, lat, lon): the VRE's latent channels
     (dimensionless), which condition the denoiser.  Observations of variables
     or levels that are not channels of the model are left out with a
-    :class:`~xphyda.errors.NotAnalysedWarning`, as in an analysis.
+    :class:`~xphyda.errors.NotAnalysedWarning`, as in an analysis.  Humidity
+    below 0 is set to 0, as in an analysis, with its share in ``history``.
     """
     import torch
 

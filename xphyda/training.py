@@ -229,19 +229,26 @@ def background_regression(dataset, work: Path, *, n: int = 256) -> dict[str, lis
     return out
 
 
-def _channel_weights(weights: dict | None, names: list[str]) -> tuple[float, ...] | None:
-    """Per-channel loss weights in channel order (1 where unnamed), or None."""
-    if not weights:
+def _channel_weights(weights, names) -> dict[str, float] | None:
+    """``weights`` checked against the channel ``names`` (any order): ``{name: float}``, or None."""
+    import numbers
+
+    if weights is None or (isinstance(weights, dict) and not weights):
         return None
+    example = f"{{{names[0]!r}: 4.0}}"
+    if not isinstance(weights, dict):
+        raise ModelError(f"channel_weights must be a dict of channel name to weight; got {weights!r}. "
+                         f"Fix: e.g. channel_weights={example}")
     unknown = sorted(set(weights) - set(names))
     if unknown:
-        raise ModelError(f"channel_weights names {unknown}, which are not channels of this preset. "
-                         f"Expected some of {names}. Fix: use the names as the model card spells them, e.g. 'q200'")
-    bad = {k: v for k, v in weights.items()
-           if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0}
+        raise ModelError(f"channel_weights names {unknown}, which are not channels of this preset; "
+                         f"expected some of {list(names)}. Fix: use the names as the model card spells them, "
+                         f"e.g. {example}")
+    bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, numbers.Real)
+           or not math.isfinite(float(v)) or float(v) <= 0}
     if bad:
-        raise ModelError(f"channel_weights must be positive finite numbers; got {bad}. Fix: e.g. {{'q200': 4.0}}")
-    return tuple(float(weights.get(n, 1.0)) for n in names)
+        raise ModelError(f"channel_weights must be positive finite numbers; got {bad}. Fix: e.g. {example}")
+    return {k: float(v) for k, v in weights.items()}
 
 
 def train_prior(
@@ -357,7 +364,7 @@ def train_prior(
     from .data.channels import ChannelSpec
 
     names = ChannelSpec(cfg["variables"], cfg["levels_hpa"], cfg.get("surface", ())).names
-    channel_weights = _channel_weights(channel_weights, list(names))  # checked before any folder is made
+    channel_weights = _channel_weights(channel_weights, names)  # checked before any folder is made
     out = Path(out) if out is not None else user_cache() / preset
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
@@ -385,8 +392,6 @@ def train_prior(
     td = prepare(source, variables=variables, levels=cfg["levels_hpa"], stats=work / "stats.json",
                  max_times=stats_max_times)
     spec, stats = td.spec, td.stats
-    if spec.names != names:  # the weights were put in the preset's channel order
-        raise ModelError(f"the prepared channels {spec.names} differ from the preset's {names}")
     dataset = td.dataset("train")
     if len(dataset) < batch_size:
         raise DataError(f"the training split of {data} has {len(dataset)} samples, fewer than a batch of {batch_size}")
@@ -402,7 +407,8 @@ def train_prior(
                               mean=stats.mean, std=stats.std, laws=laws)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_decay_steps=int(lr_decay_steps), seed=seed, device=device,
                          physics_lambda=physics_lambda, physics_laws=tuple(laws), num_workers=num_workers,
-                         channel_weights=channel_weights)
+                         channel_weights=None if channel_weights is None
+                         else tuple(channel_weights.get(n, 1.0) for n in spec.names))  # in the data's channel order
     result = train(net, dataset, config=config, out_dir=work, physics=physics, lat=lat, groups=_groups(spec),
                    progress=progress)
     if not export or rank != 0:

@@ -164,3 +164,20 @@ def test_train_prior_rejects_bad_channel_weights_before_making_folders(make_corp
             "--steps", "10", "--channel-weight", f"{name}={value}", "--quiet"]
     assert main(argv) == EXIT_ERROR
     assert message in capsys.readouterr().err
+
+
+def test_channel_weights_follow_the_channels_in_any_preset_order(make_corpus, tmp_path, tiny_preset):
+    """Presets may list variables in any order (era5-v1's surface fields are not in channel order): the weights go
+    to the named channels of the prepared data, and a run without weights is unaffected."""
+    from xphyda.models import PRESETS
+
+    PRESETS[tiny_preset] = dict(PRESETS[tiny_preset], variables=["w", "t", "z", "u", "v"])
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    kw = dict(steps=1, batch_size=2, widths=(8, 16), vre_widths=(8, 16), features=2, progress=False,
+              stats_max_times=None)
+    out = train_prior(corpus, preset=tiny_preset, out=tmp_path / "w", channel_weights={"t850": 3.0}, **kw)
+    card = json.loads((out / "card.json").read_text())
+    names, weights = card["channels"]["names"], card["training"]["config"]["channel_weights"]
+    assert weights[names.index("t850")] == 3.0 and sorted(weights) == [1.0] * (len(names) - 1) + [3.0]
+    plain = train_prior(corpus, preset=tiny_preset, out=tmp_path / "p", **kw)
+    assert json.loads((plain / "card.json").read_text())["training"]["config"]["channel_weights"] is None

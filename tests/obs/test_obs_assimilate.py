@@ -285,7 +285,7 @@ def test_background_error_that_innovations_cannot_resolve_is_reported(coarse_era
 
 def test_humidity_is_never_analysed_below_zero(coarse_era5):
     """A dry observation under a dry background would pull q below 0 near it: those values are set to 0, counted
-    in ``history``; the increment keeps its shape where it stays positive."""
+    in ``history``, and the O - A residual is that of the floored analysis."""
     bg = coarse_era5[["t"]].copy(deep=True)
     bg["q"] = (bg.t * 0 + 1e-5).astype("float32")
     bg["q"].attrs = {"units": "kg kg-1", "standard_name": "specific_humidity"}
@@ -303,5 +303,7 @@ def test_humidity_is_never_analysed_below_zero(coarse_era5):
     assert float(out.q.isel(time=0, level=1).min()) == pytest.approx(1e-5)  # the other level is untouched
     assert re.search(r"values below 0 set to 0 \(a quantity that is never negative\): q [0-9.]+ % of values",
                      out.attrs["history"])
+    assert out.q_residual.item() == pytest.approx(-4e-5, rel=1e-5)  # O - A of the floored analysis (A = 0 there)
+    assert float((out.q - bg.q).isel(time=0, level=0).max()) <= 0.0  # a dry observation only dries
     plain = assimilate(bg, obs.assign(q=obs.q * 0 + 2e-5), **kw)  # a moist observation: nothing to floor
     assert "below 0" not in plain.attrs["history"]

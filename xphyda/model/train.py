@@ -213,6 +213,19 @@ def load_train_state(out_dir: Path, net, ema, opt) -> int:
 
 
 # ------------------------------------------------------------------------ distributed
+def _channel_factors(values, net) -> torch.Tensor:
+    """``config.channel_weights`` as a tensor rescaled to mean 1, or a :class:`ModelError` that says why not."""
+    n = getattr(net, "config", {}).get("channels")
+    try:
+        a = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or (n is not None and a.numel() != n) or not bool(torch.isfinite(a).all() and (a > 0).all()):
+        raise ModelError(f"channel_weights must be {n or 'one per channel:'} positive finite numbers in channel "
+                         f"order; got {values!r}. Fix: one weight per channel, or None for equal weights")
+    return a / a.mean()
+
+
 def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
@@ -301,6 +314,7 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
     """
     from torch.utils.data import DataLoader
 
+    factors = None if config.channel_weights is None else _channel_factors(config.channel_weights, net)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = _resolve_device(config.device)
@@ -327,13 +341,8 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
     if physics is not None:
         physics = physics.to(device)
     weights = area_weights(lat).to(device)
-    if config.channel_weights is not None:  # (C, H, 1): a per-channel factor on the area weights
-        a = torch.as_tensor(config.channel_weights, dtype=torch.float32, device=device)
-        n = getattr(net, "config", {}).get("channels", a.numel())
-        if a.ndim != 1 or a.numel() != n or not bool(torch.isfinite(a).all() and (a > 0).all()):
-            raise ModelError(f"channel_weights must be {n} positive finite numbers (one per channel); "
-                             f"got {list(config.channel_weights)}. Fix: TrainConfig(channel_weights=(1.0,) * {n})")
-        weights = weights * (a / a.mean())[:, None, None]
+    if factors is not None:  # (C, H, 1): a per-channel factor on the area weights
+        weights = weights * factors.to(device)[:, None, None]
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
