@@ -221,8 +221,8 @@ def _channel_factors(values, net) -> torch.Tensor:
     except (TypeError, ValueError):
         a = None
     if a is None or (n is not None and a.numel() != n) or not bool(torch.isfinite(a).all() and (a > 0).all()):
-        raise ModelError(f"channel_weights must be {n or 'one per channel:'} positive finite numbers in channel "
-                         f"order; got {values!r}. Fix: one weight per channel, or None for equal weights")
+        raise ModelError(f"channel_weights must be {f'{n} ' if n else ''}positive finite numbers, one per channel in "
+                         f"channel order; got {values!r}. Fix: one weight per channel, or None for equal weights")
     return a / a.mean()
 
 
