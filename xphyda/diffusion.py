@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 
+from .assimilate import NON_NEGATIVE, _floor_note
 from .errors import GridError, ModelError, NotAnalysedWarning, UnitsError, VariableError
 from .grid import VARIABLES, Grid, discover_grid, find_variable
 
@@ -269,16 +270,21 @@ def _field_si(background: xr.Dataset, name: str, k: int | None, grid: Grid, kind
 
 # --------------------------------------------------------------------------- the analysis
 def _model_inputs(background, model, mapping, time, w_in):
+    """The background on the model grid (SI), which channels it has, and ``{channel: field on the user's grid}``
+    for the channels that are never negative (their analysis is floored at 0 there)."""
     nh = model.lat.size * model.lon.size
     xb = np.zeros((model.channels, nh))
     avail = np.zeros(model.channels, bool)
+    user = {}
     for c, src in enumerate(mapping.source):
         if src is None:
             continue
-        f = _field_si(background, src[0], src[1], mapping.grid, mapping.kinds[c], time)
-        xb[c] = w_in @ f.ravel()
+        f = _field_si(background, src[0], src[1], mapping.grid, mapping.kinds[c], time).ravel()
+        xb[c] = w_in @ f
         avail[c] = True
-    return xb, avail
+        if mapping.kinds[c] in NON_NEGATIVE:
+            user[c] = f
+    return xb, avail, user
 
 
 def _obs_operator(problem, model, mapping, p_out, time, ratio=None):
@@ -505,7 +511,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     dimension when ``members > 1``), the per-observation diagnostics (of the
     ensemble mean), and provenance in ``history``.
     """
-    from .assimilate import NON_NEGATIVE, _floor_note, _history
+    from .assimilate import _history
     from .obs.diagnostics import diagnostics
     from .obs.problem import build_problem
 
@@ -537,7 +543,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     analyses_si = {n: t.background.copy() for n, t in problem.targets.items()}
     floored = {}  # name -> [values set to 0, values]
     for ti, t in enumerate(times):
-        xb, avail = _model_inputs(background, lm, mapping, t, w_in)
+        xb, avail, xb_user = _model_inputs(background, lm, mapping, t, w_in)
         ratio = None if mapping.reduced is None else mapping.ratios[ti]
         H, y, sig, used = _obs_operator(problem, lm, mapping, p_out, ti, ratio)
         _flag_not_analysed(problem, used, ti)
@@ -548,8 +554,8 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
             if src is None:
                 continue
             inc = (ens[:, c] - xb[c]) @ p_out.T  # (members, nh_user)
-            if mapping.kinds[c] in NON_NEGATIVE:  # no member below 0 on the user's grid
-                floor = -_field_si(background, src[0], src[1], grid, mapping.kinds[c], t).ravel()
+            if c in xb_user:  # never negative: no member below 0 on the user's grid
+                floor = -xb_user[c]
                 count = floored.setdefault(src[0], [0, 0])
                 count[0], count[1] = count[0] + int((inc < floor).sum()), count[1] + inc.size
                 inc = np.maximum(inc, floor)
@@ -609,7 +615,6 @@ def _balance_laws(balance, model: LoadedModel, members: int) -> tuple[str, ...]:
 
 
 def _assemble(background, mapping, increments, members, times) -> xr.Dataset:
-    from .assimilate import NON_NEGATIVE
     from .units import parse_units, si_scale
 
     grid = mapping.grid
@@ -668,7 +673,6 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     """
     import torch
 
-    from .assimilate import NON_NEGATIVE, _floor_note
     from .obs.problem import build_problem
 
     lm = load(model, device=device)
@@ -677,7 +681,7 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     mapping = _map_background(background, lm, overrides)
     grid = mapping.grid
     w_in = _to_model_grid(grid.lat_values, grid.lon_values, lm.lat, lm.lon)
-    xb, avail = _model_inputs(background, lm, mapping, 0 if grid.time in background.dims else None, w_in)
+    xb, avail, _ = _model_inputs(background, lm, mapping, 0 if grid.time in background.dims else None, w_in)
     c, nlat, nlon = lm.channels, lm.lat.size, lm.lon.size
     nh = nlat * nlon
     yg = np.zeros((c, nh))
