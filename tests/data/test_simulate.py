@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 import numpy as np
@@ -334,3 +336,23 @@ def test_simulate_few_days(tmp_path):
     assert ds2.sizes["time"] == 8 * days
     assert (np.diff(ds2.time.values) == np.timedelta64(6, "h")).all()
     np.testing.assert_array_equal(ds2.t.values[: 4 * days], x.t.values)
+
+
+def _write_json_often(path, n):
+    for i in range(n):
+        sim._save_json(path, {"writer": os.getpid(), "i": i})
+
+
+def test_parallel_trajectory_processes_can_write_corpus_json_at_once(tmp_path):
+    # `--trajectory` runs trajectories as parallel processes; all of them write corpus.json
+    import multiprocessing as mp
+
+    path = tmp_path / "corpus.json"
+    procs = [mp.get_context("fork").Process(target=_write_json_often, args=(path, 300)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert json.loads(path.read_text())["i"] == 299
+    assert not list(tmp_path.glob("*.tmp"))

@@ -46,6 +46,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import shlex
 import sys
 import time as _time
@@ -597,7 +598,8 @@ def _write_chunk(path: Path, ds, states_per_chunk: int, attrs: dict, first: bool
 
 
 def _save_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # one temporary name per process: parallel ``--trajectory`` processes write corpus.json at once
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=str))
     tmp.replace(path)
 
