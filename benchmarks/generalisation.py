@@ -62,10 +62,10 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(2)
-    cfg = preset_config("jcm-t31-v1")
+    net, card = load_model(a.model, device="cpu")
+    cfg = preset_config(card["preset"])  # the model's own variables and levels
     td = prepare(f"{a.work}/cache.zarr", variables=list(cfg["variables"]) + list(cfg.get("surface", [])),
                  levels=cfg["levels_hpa"], stats=f"{a.work}/stats.json")
-    net, _ = load_model(a.model, device="cpu")
     names = list(td.spec.names)
     result: dict = {"model": a.model, "work": a.work, "samples": a.samples, "channels": names}
     for split in ("train", "valid"):
