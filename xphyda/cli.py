@@ -367,6 +367,7 @@ def _cmd_train(args) -> int:
         device=args.device, physics_lambda=0.0 if args.no_physics else args.physics_lambda,
         channel_weights=_pairs(args.channel_weight, "--channel-weight", "q200=4"),
         use_vre=not args.no_vre, seed=args.seed, num_workers=args.workers, progress=not args.quiet,
+        init_from=args.init_from,
     )
     print(f"model written to {out}")
     return EXIT_OK
@@ -610,6 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loss weight of one channel, e.g. q200=4 (repeatable; others 1; rescaled to mean 1)")
     p.add_argument("--no-physics", action="store_true", help="ablation: train without the physics term")
     p.add_argument("--no-vre", action="store_true", help="ablation: condition on raw observations, no VRE")
+    p.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this model's weights, architecture "
+                                                        "and statistics (name or folder; same preset)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of batches, noise and simulated observations")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

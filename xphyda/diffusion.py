@@ -91,12 +91,12 @@ class LoadedModel:
 @lru_cache(maxsize=4)
 def _load_cached(path: str, mtime: float, device: str) -> LoadedModel:
     from .data.channels import ChannelSpec
-    from .model.checkpoint import load_checkpoint, load_model
+    from .model.checkpoint import load_checkpoint, model_from_state
 
-    net, card = load_model(path, device=device)
+    state, card = load_checkpoint(path)
+    net = model_from_state(state, card, device=device)
     spec = ChannelSpec.from_dict(card["channels"])
-    groups = card.get("state_dicts") or []
-    extra = load_checkpoint(path)[0] if {"balance", "calibration"} & set(groups) else {}
+    extra = state if card.get("state_dicts") else {}
     balance = extra.get("balance")
     calib = extra.get("calibration", {})
     factor, anti = calib.get("spread_factor"), calib.get("spread_factor_antithetic")

@@ -229,6 +229,46 @@ def background_regression(dataset, work: Path, *, n: int = 256) -> dict[str, lis
     return out
 
 
+def _initial_model(model, preset: str, names) -> tuple[dict, dict]:
+    """The weights (``ema`` if saved) and card of a fine-tune's starting model, checked against ``preset``."""
+    from .model.checkpoint import load_checkpoint
+    from .models import find
+
+    state, card = load_checkpoint(find(model))
+    if card.get("state_dicts"):
+        state = state.get("ema", state.get("net"))
+    theirs = (card.get("channels") or {}).get("names") or []
+    if card.get("preset") != preset or list(theirs) != list(names) or (card.get("architecture") or {}).get(
+            "class") != "PhydaNet" or state is None:
+        raise ModelError(
+            f"init_from={str(model)!r} was trained with preset {card.get('preset')!r} and channels "
+            f"{list(theirs)[:4]}...; this run's preset {preset!r} has {list(names)[:4]}... . Fine-tune a PhydaNet "
+            f"model of the same preset (pass --preset {card.get('preset')}), or train from scratch without init_from."
+        )
+    return state, card
+
+
+def _start_from(init: tuple[dict, dict], model, spec, lat, lon):
+    """The starting model's network with its weights, after checking that the data have its grid and channels."""
+    import numpy as np
+
+    from .model.checkpoint import build_from_card
+
+    state, card = init
+    grid = card.get("grid") or {}
+    if list(spec.names) != list(card["channels"]["names"]) or lat is None or not (
+            np.shape(grid.get("latitude")) == np.shape(lat) and np.allclose(grid["latitude"], lat)
+            and np.shape(grid.get("longitude")) == np.shape(lon) and np.allclose(grid["longitude"], lon)):
+        raise ModelError(
+            f"init_from={str(model)!r}: its grid ({len(grid.get('latitude', []))} x {len(grid.get('longitude', []))}) "
+            f"and channels must be the training data's ({0 if lat is None else len(lat)} x "
+            f"{0 if lon is None else len(lon)}); use data on the model's grid or train from scratch."
+        )
+    net = build_from_card(card)
+    net.load_state_dict(state, strict=True)
+    return net
+
+
 def _channel_weights(weights, names) -> dict[str, float] | None:
     """``weights`` checked against the channel ``names`` (any order): ``{name: float}``, or None."""
     import numbers
@@ -274,6 +314,7 @@ def train_prior(
     stats_max_times: int | None = 2000,
     export: bool = True,
     progress: bool = True,
+    init_from: str | os.PathLike | None = None,
 ) -> Path:
     """Train (or resume training) a prior and write the model folder ``out``.
 
@@ -327,6 +368,14 @@ def train_prior(
         States used for the normalisation statistics (evenly spaced).
     export : bool
         Write ``model.safetensors`` and ``card.json`` at the end.
+    init_from : str or path-like, optional
+        Fine-tune: start from this model's weights (a registered name such as
+        ``"jcm-t31-v1"`` or a model folder) instead of random ones, with its
+        architecture, normalisation statistics and background regression (so
+        ``widths``, ``vre_widths``, ``features`` and ``use_vre`` are the
+        model's); the optimiser starts afresh with the usual warm-up and the
+        step count from 0.  The model must have been trained with ``preset``.
+        A resumed fine-tune continues from its own state.
 
     Returns
     -------
@@ -336,9 +385,10 @@ def train_prior(
     Raises
     ------
     ModelError
-        For an unknown ``preset``, ``lr_decay_steps`` outside ``0..steps``, or
+        For an unknown ``preset``, ``lr_decay_steps`` outside ``0..steps``,
         ``channel_weights`` naming a channel the preset lacks or holding a
-        weight that is not a positive number.
+        weight that is not a positive number, or an ``init_from`` model that
+        cannot be found or was trained with another preset or grid.
     DataError
         If ``data`` does not exist, has a format that cannot be told, or cannot be
         read (checked before any folder is made), or if its training split is
@@ -365,6 +415,7 @@ def train_prior(
 
     names = ChannelSpec(cfg["variables"], cfg["levels_hpa"], cfg.get("surface", ())).names
     channel_weights = _channel_weights(channel_weights, names)  # checked before any folder is made
+    init = _initial_model(init_from, preset, names) if init_from is not None else None
     out = Path(out) if out is not None else user_cache() / preset
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
@@ -380,6 +431,15 @@ def train_prior(
         print(f"physics laws {dropped} dropped: preset {preset!r} lacks their variables")
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
+    if init is not None:  # the starting model's statistics, unless a resumed fine-tune has its own already
+        from .data.stats import NormStats
+
+        if not (work / "stats.json").exists():
+            NormStats.from_dict(init[1]["normalisation"]).save(work / "stats.json")
+        arch = init[1]["architecture"]
+        if not (work / "background_regression.json").exists():
+            (work / "background_regression.json").write_text(
+                json.dumps({"gain": arch["background_gain"], "spread": arch["sigma_data"]}))
     rank = int(os.environ.get("RANK", 0))
     source = _cache(data, cfg, work, progress and rank == 0) if cache and rank == 0 else data
     if cache and rank != 0:
@@ -399,8 +459,12 @@ def train_prior(
     lat = np.asarray(coords["latitude"]) if coords else None
     lon = np.asarray(coords["longitude"]) if coords else None
     reg = background_regression(dataset, work)
-    net = PhydaNet(spec.n_channels, use_vre=use_vre, features=features, widths=widths, vre_widths=vre_widths,
-                   centred=True, sigma_data=reg["spread"], background_gain=reg["gain"])
+    if init is not None:
+        net = _start_from(init, init_from, spec, lat, lon)
+        use_vre = net.vre is not None
+    else:
+        net = PhydaNet(spec.n_channels, use_vre=use_vre, features=features, widths=widths, vre_widths=vre_widths,
+                       centred=True, sigma_data=reg["spread"], background_gain=reg["gain"])
     physics = None
     if physics_lambda > 0:
         physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),
@@ -441,6 +505,8 @@ def train_prior(
             "last_metrics": result["metrics"],
             "physics_laws": list(laws) if physics is not None else [],
             "use_vre": use_vre,
+            **({"init_from": {"model": str(init_from), "sha256": init[1].get("sha256"),
+                              "steps_done": init[1].get("training", {}).get("steps_done")}} if init else {}),
         },
         "scores": {},
         **architecture_card(net),

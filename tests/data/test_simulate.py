@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import xphyda.data.simulate as sim
-from xphyda.errors import GridError, PhydaError
+from xphyda.errors import DataError, GridError, PhydaError
 
 SIGMA = np.array([0.095, 0.2, 0.34, 0.51, 0.685, 0.835, 0.95])  # jcm's kept levels, top first
 PLEV = np.array(sim.DEFAULT_LEVELS_HPA, dtype=float) * 100.0
@@ -154,6 +154,46 @@ def test_missing_jcm_raises_phyda_error(monkeypatch, tmp_path):
     with pytest.raises(PhydaError, match=r'pip install "xphyda\[gcm\]"') as info:
         sim.simulate(tmp_path / "x", years=0.01)
     assert isinstance(info.value, ImportError)
+
+
+def _parent_corpus(root, *, chunk_days=30.0, trajectories=2, spinup_days=360.0, states=(0, 1), seed=0):
+    """A corpus folder as simulate leaves it, without the stores: corpus.json and spun-up checkpoints."""
+    root.mkdir()
+    settings = {"chunk_days": chunk_days, "save_interval_hours": 6.0, "spinup_days": spinup_days,
+                "trajectories": trajectories, "data_start": "2000-01-01", "seed": seed}
+    (root / "corpus.json").write_text(json.dumps({"settings": settings}))
+    for k in states:
+        (root / "state" / f"traj{k}").mkdir(parents=True)
+        (root / "state" / f"traj{k}" / "chunk00012.msgpack").write_bytes(b"state")
+    return root
+
+
+def test_branch_points_pair_each_trajectory_with_its_parents_spun_up_state(tmp_path):
+    parent = _parent_corpus(tmp_path / "p")
+    settings, points = sim._branch_points(parent, [2, 3, 4], 30.0, 6.0, seed=0)
+    assert settings["data_start"] == "2000-01-01"
+    assert {k: (p.parent.name, p.name, c) for k, (p, c) in points.items()} == {
+        2: ("traj0", "chunk00012.msgpack", 12), 3: ("traj1", "chunk00012.msgpack", 12),
+        4: ("traj0", "chunk00012.msgpack", 12)}
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda d: d.mkdir(), "no readable corpus.json"),
+        (lambda d: _parent_corpus(d, chunk_days=10.0), r"chunk_days=10.0, this run 30.0; pass --chunk-days 10.0"),
+        (lambda d: _parent_corpus(d, states=(0,)), r"traj1/chunk00012.msgpack'\] is missing"),
+        (lambda d: _parent_corpus(d, seed=1), r"trajectories \[0, 1\] with seed 1 would replay"),
+    ],
+)
+def test_branch_from_an_unusable_corpus_says_why_before_running(monkeypatch, tmp_path, make, says):
+    monkeypatch.setattr(sim, "_require_jcm", lambda: sim)  # never reached the model
+    monkeypatch.setattr(sim, "_run_trajectory", lambda *a, **k: pytest.fail("ran the model"))
+    make(tmp_path / "p")
+    with pytest.raises(DataError, match=says):
+        sim.simulate(tmp_path / "new", years=1, trajectories=2, spinup_days=60, branch_from=tmp_path / "p",
+                     seed=1)
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize(
@@ -336,6 +376,20 @@ def test_simulate_few_days(tmp_path):
     assert ds2.sizes["time"] == 8 * days
     assert (np.diff(ds2.time.values) == np.timedelta64(6, "h")).all()
     np.testing.assert_array_equal(ds2.t.values[: 4 * days], x.t.values)
+    # two branches of the one-trajectory corpus: 1 day run on after the branch point, not stored
+    # (seed 1: with the parent's seed 0, branch 0 would replay the parent, and says so)
+    with pytest.raises(DataError, match="would replay"):
+        sim.simulate(tmp_path / "b", years=days / 365.25, trajectories=2, spinup_days=1, chunk_days=1,
+                     progress=False, branch_from=tmp_path / "c")
+    branches = sim.simulate(tmp_path / "b", years=2 * days / 365.25, trajectories=2, spinup_days=1, seed=1,
+                            chunk_days=1, progress=False, branch_from=tmp_path / "c")
+    b0, b1 = (xr.open_zarr(p_).load() for p_ in branches)
+    np.testing.assert_array_equal(b0.time.values, ds2.time.values[4:4 + 4 * days])  # parent's start + 1 day
+    assert json.loads(b0.attrs["settings"])["branch_from"]["days_after_branch_not_stored"] == 1.0
+    rms = {name: float(np.sqrt(((a.z.sel(level=500) - b.z.sel(level=500)) ** 2).mean()))
+           for name, (a, b) in {"b0-parent": (b0, ds2.isel(time=slice(4, 4 + 4 * days))),
+                                "b0-b1": (b0, b1)}.items()}
+    assert 0 < rms["b0-parent"] < 50 and 0 < rms["b0-b1"] < 50, rms  # m2 s-2: new noise, still close
 
 
 def _write_json_often(path, n):

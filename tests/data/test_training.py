@@ -181,3 +181,40 @@ def test_channel_weights_follow_the_channels_in_any_preset_order(make_corpus, tm
     assert weights[names.index("t850")] == 3.0 and sorted(weights) == [1.0] * (len(names) - 1) + [3.0]
     plain = train_prior(corpus, preset=tiny_preset, out=tmp_path / "p", **kw)
     assert json.loads((plain / "card.json").read_text())["training"]["config"]["channel_weights"] is None
+
+
+def test_a_fine_tune_starts_from_the_models_weights_and_statistics(make_corpus, tmp_path, tiny_preset, monkeypatch):
+    from safetensors.torch import load_file
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    base = train_prior(corpus, preset=tiny_preset, out=tmp_path / "base", steps=3, batch_size=2, widths=(8, 16),
+                       vre_widths=(16, 16), features=3, progress=False, stats_max_times=None)
+    base_card = json.loads((base / "card.json").read_text())
+    # other data: a fresh run would compute other statistics; the fine-tune keeps the model's
+    other = make_corpus(n_traj=2, n_times=40, levels=(100.0, 500.0, 850.0), name="other")
+    tuned = train_prior(other, preset=tiny_preset, out=tmp_path / "tuned", steps=1, batch_size=2, lr=1e-12,
+                        progress=False, stats_max_times=None, init_from=base)
+    card = json.loads((tuned / "card.json").read_text())
+    assert card["normalisation"] == base_card["normalisation"]
+    assert card["architecture"] == base_card["architecture"]  # widths (16, 16) and 3 features, not the defaults
+    assert card["training"]["init_from"] == {"model": str(base), "sha256": base_card["sha256"], "steps_done": 3}
+    before, after = (load_file(p / "model.safetensors") for p in (base, tuned))
+    names = [k for k in before if k.startswith("ema/")]
+    assert names and max(float((before[k] - after[k]).abs().max()) for k in names) < 1e-6  # lr 1e-12: unchanged
+    scratch = train_prior(other, preset=tiny_preset, out=tmp_path / "scratch", steps=1, batch_size=2, lr=1e-12,
+                          progress=False, stats_max_times=None, vre_widths=(16, 16), widths=(8, 16), features=3)
+    fresh = load_file(scratch / "model.safetensors")
+    assert max(float((before[k] - fresh[k]).abs().max()) for k in names) > 1e-2  # the comparison can fail
+    assert json.loads((scratch / "card.json").read_text())["normalisation"] != base_card["normalisation"]
+
+
+def test_a_fine_tune_of_a_model_of_another_preset_fails_before_any_folder(make_corpus, tmp_path, tiny_preset):
+    from xphyda.errors import ModelError
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    with pytest.raises(ModelError, match=r"trained with preset 'jcm-t31-v1'.*pass --preset jcm-t31-v1"):
+        train_prior(corpus, preset=tiny_preset, out=tmp_path / "out" / "m", steps=1, progress=False,
+                    init_from="jcm-t31-v1")
+    with pytest.raises(ModelError, match="no model named 'nope'"):
+        train_prior(corpus, preset=tiny_preset, out=tmp_path / "out" / "m", steps=1, progress=False, init_from="nope")
+    assert not (tmp_path / "out").exists()

@@ -607,13 +607,25 @@ def _save_json(path: Path, obj) -> None:
 def _run_trajectory(store: Path, k: int, *, seed: int, spinup_chunks: int, data_chunks: int,
                     chunk_days: float, save_interval_hours: float, plev_hpa, data_start: str,
                     spinup_days: float, perturbation_k: float, attrs: dict, progress: bool,
-                    model_cache: dict) -> Path:
-    """Spin up (or resume) and integrate one trajectory, writing ``store/traj{k}.zarr``."""
+                    model_cache: dict, branch: tuple[Path, int] | None = None) -> Path:
+    """Spin up (or resume) and integrate one trajectory, writing ``store/traj{k}.zarr``.
+
+    With ``branch = (parent_state, branch_chunk)`` the trajectory starts from the
+    parent's checkpoint of chunk ``branch_chunk`` (copied into its own state
+    folder) instead of jcm's rest state, and is perturbed right after it.
+    """
+    import shutil
+
     from jcm.checkpoint import load_checkpoint, save_checkpoint
 
     path = store / f"traj{k}.zarr"
     state_dir = store / "state" / f"traj{k}"
     state_dir.mkdir(parents=True, exist_ok=True)
+    perturb_after = spinup_chunks
+    if branch is not None:
+        parent_state, perturb_after = branch
+        if not any(state_dir.glob("chunk*.msgpack")) and not path.exists():
+            shutil.copyfile(parent_state, _ckpt_path(state_dir, perturb_after))
     spc = round(chunk_days * 24 / save_interval_hours)
     start = np.datetime64(data_start, "s") - np.timedelta64(round(spinup_days * 86400), "s")
     start_str = str(start)
@@ -650,7 +662,7 @@ def _run_trajectory(store: Path, k: int, *, seed: int, spinup_chunks: int, data_
                    desc=f"traj{k}", mininterval=5.0, dynamic_ncols=True)
     try:
         for index in range(done + 1, total + 1):
-            if index == spinup_chunks + 1:
+            if index == perturb_after + 1:
                 rng = np.random.default_rng([int(seed), k, 12345])
                 _perturb_temperature(model, rng, perturbation_k)
             t0 = _time.time()
@@ -705,7 +717,8 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
              levels: Sequence[float] = DEFAULT_LEVELS_HPA, seed: int = 0,
              save_interval_hours: float = 6.0, chunk_days: float = 30.0, progress: bool = True,
              trajectory: int | Sequence[int] | None = None, data_start: str = "2000-01-01",
-             perturbation_k: float = 0.1, command: str | None = None) -> list[Path]:
+             perturbation_k: float = 0.1, command: str | None = None,
+             branch_from: str | os.PathLike | None = None) -> list[Path]:
     """Run the jcm GCM and write a pressure-level training corpus (resumable).
 
     Each trajectory starts from jcm's isothermal rest state with a seeded
@@ -717,6 +730,15 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
     The model state is checkpointed after every chunk (jcm's msgpack
     checkpoints, no pickle) in ``store/state/traj{k}/``; calling again with the
     same arguments resumes after the last complete chunk.
+
+    With ``branch_from``, no spin-up from rest: trajectory ``k`` starts from the
+    spun-up state of trajectory ``k mod n`` of that existing corpus (its ``n``
+    trajectories' checkpoints at their data start), receives its own
+    temperature noise there, and ``spinup_days`` is then the time it runs on
+    before storing, while it is still close to its parent (about 40 days for
+    the z500 difference to saturate at T31; see the corpus documentation).
+    The stored data start ``spinup_days`` after the parent's; ``data_start``
+    is taken from the parent.
 
     Parameters
     ----------
@@ -748,6 +770,9 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
         Standard deviation of the temperature noise added after spin-up, K.
     command : str, optional
         Command line recorded in the provenance attributes.
+    branch_from : str or path-like, optional
+        An existing corpus folder (with its ``corpus.json`` and ``state/``) to
+        branch from; its ``chunk_days`` and ``save_interval_hours`` must equal these.
 
     Returns
     -------
@@ -779,11 +804,21 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
     spinup_chunks = math.ceil(spinup_days / chunk_days - 1e-9)
     data_chunks = math.ceil(years * 365.25 / trajectories / chunk_days - 1e-9)
     store = Path(store)
+    branches: dict[int, tuple[Path, int]] = {}
+    if branch_from is not None:
+        parent, branches = _branch_points(Path(branch_from), ks, chunk_days, save_interval_hours, seed)
+        branch_chunk = next(iter(branches.values()))[1]
+        start = np.datetime64(parent["data_start"], "s")
+        data_start = str(start + np.timedelta64(round(spinup_chunks * chunk_days * 86400), "s"))
+        spinup_chunks += branch_chunk  # the parent's spin-up counts as this trajectory's
     store.mkdir(parents=True, exist_ok=True)
     settings = {"years": years, "spinup_days": spinup_chunks * chunk_days, "trajectories": trajectories,
                 "levels_hPa": plev_hpa, "seed": seed, "save_interval_hours": save_interval_hours,
                 "chunk_days": chunk_days, "data_start": data_start, "perturbation_K": perturbation_k,
                 "days_per_trajectory": data_chunks * chunk_days}
+    if branch_from is not None:
+        settings["branch_from"] = {"corpus": str(Path(branch_from).resolve()), "parent_settings": parent,
+                                   "days_after_branch_not_stored": (spinup_chunks - branch_chunk) * chunk_days}
     attrs = {
         "Conventions": "CF-1.8",
         "title": "xphyda training corpus: jcm SPEEDY T31 on pressure levels",
@@ -812,8 +847,36 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
             store, k, seed=seed, spinup_chunks=spinup_chunks, data_chunks=data_chunks,
             chunk_days=chunk_days, save_interval_hours=save_interval_hours, plev_hpa=plev_hpa,
             data_start=data_start, spinup_days=spinup_chunks * chunk_days,
-            perturbation_k=perturbation_k, attrs=attrs, progress=progress, model_cache=cache))
+            perturbation_k=perturbation_k, attrs=attrs, progress=progress, model_cache=cache,
+            branch=branches.get(k)))
     return paths
+
+
+def _branch_points(parent: Path, ks, chunk_days: float, save_interval_hours: float,
+                   seed: int) -> tuple[dict, dict]:
+    """The parent corpus's settings and, per trajectory ``k``, its parent's spun-up checkpoint."""
+    try:
+        settings = json.loads((parent / "corpus.json").read_text())["settings"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"branch_from={str(parent)!r}: no readable corpus.json with 'settings' there ({exc}); "
+                        "pass the folder of a corpus made by xphyda.data.simulate.") from None
+    for name, ours in (("chunk_days", chunk_days), ("save_interval_hours", save_interval_hours)):
+        if float(settings[name]) != float(ours):
+            raise DataError(f"branch_from: the parent corpus has {name}={settings[name]}, this run {ours}; "
+                            f"pass --{name.replace('_', '-')} {settings[name]}.")
+    chunk = math.ceil(float(settings["spinup_days"]) / float(settings["chunk_days"]) - 1e-9)
+    n = int(settings["trajectories"])
+    replays = [k for k in ks if k < n and int(settings.get("seed", -1)) == seed]
+    if replays:  # the parent's checkpoint precedes its own noise, seeded (seed, k): the same noise, the same run
+        raise DataError(f"branch_from: trajectories {replays} with seed {seed} would replay the parent's "
+                        f"trajectories {replays} exactly (same state, same noise); pass another --seed or "
+                        f"trajectory indices from {n} up.")
+    points = {k: (_ckpt_path(parent / "state" / f"traj{k % n}", chunk), chunk) for k in ks}
+    missing = sorted({str(p) for p, _ in points.values() if not p.exists()})
+    if missing:
+        raise DataError(f"branch_from: the parent's spun-up state {missing} is missing (simulate keeps the "
+                        "checkpoint of the last spin-up chunk); branch from a corpus whose state/ folder is intact.")
+    return settings, points
 
 
 class _CallableModule(types.ModuleType):
@@ -1002,6 +1065,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--chunk-days", type=float, default=30.0)
     p.add_argument("--perturbation-k", type=float, default=0.1)
     p.add_argument("--data-start", default="2000-01-01")
+    p.add_argument("--branch-from", default=None, metavar="CORPUS",
+                   help="start from the spun-up states of this corpus instead of rest; --spinup-days is then the "
+                        "time run on after the branch point before storing (e.g. 60)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--summary", action="store_true",
                    help="do not simulate: print corpus_summary() of every STORE/traj*.zarr as JSON")
@@ -1017,7 +1083,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              trajectory=args.trajectory or None, levels=args.levels, seed=args.seed,
              save_interval_hours=args.save_interval_hours, chunk_days=args.chunk_days,
              perturbation_k=args.perturbation_k, data_start=args.data_start,
-             progress=not args.no_progress, command=command)
+             progress=not args.no_progress, command=command, branch_from=args.branch_from)
     return 0
 
 

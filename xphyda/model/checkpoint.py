@@ -32,7 +32,7 @@ from .device import resolve_device, resolve_dtype
 from .precond import EDMDenoiser
 from .unet import UNet
 
-__all__ = ["architecture_card", "build_from_card", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["architecture_card", "build_from_card", "load_checkpoint", "load_model", "model_from_state", "save_checkpoint"]
 
 FORMAT = "xphyda-checkpoint"
 FORMAT_VERSION = 1
@@ -321,9 +321,26 @@ def load_model(
     >>> type(model).__name__, card["sha256"] == card["sha256"].lower()
     ('EDMDenoiser', True)
     """
+    state, card = load_checkpoint(path, device="cpu")
+    return model_from_state(state, card, weights=weights, device=device, dtype=dtype), card
+
+
+def model_from_state(
+    state: dict,
+    card: dict,
+    *,
+    weights: str | None = None,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | str = torch.float32,
+) -> torch.nn.Module:
+    """Build the card's network and load ``state`` (as returned by :func:`load_checkpoint`) into it.
+
+    The half of :func:`load_model` after reading the files, for callers that also
+    need the checkpoint's other state dicts and should not read (and hash) the
+    weights twice.
+    """
     dev = resolve_device(device)
     dtype = resolve_dtype(dtype, device=dev)
-    state, card = load_checkpoint(path, device="cpu")
     if card.get("state_dicts"):
         names = card["state_dicts"]
         weights = weights or ("ema" if "ema" in names else "net" if "net" in names else names[0])
@@ -339,4 +356,4 @@ def load_model(
         target.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ModelError(f"the weights do not fit the architecture in the card: {err}") from err
-    return model.to(device=dev, dtype=dtype).eval(), card
+    return model.to(device=dev, dtype=dtype).eval()
