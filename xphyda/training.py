@@ -373,8 +373,8 @@ def train_prior(
         ``"jcm-t31-v1"`` or a model folder) instead of random ones, with its
         architecture, normalisation statistics and background regression (so
         ``widths``, ``vre_widths``, ``features`` and ``use_vre`` are the
-        model's); the optimiser starts afresh with the usual warm-up and the
-        step count from 0.  The model must have been trained with ``preset``.
+        model's); the optimiser starts afresh with the usual learning-rate
+        warm-up and the step count from 0, the physics term at full weight.  The model must have been trained with ``preset``.
         A resumed fine-tune continues from its own state.
 
     Returns
@@ -472,7 +472,8 @@ def train_prior(
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_decay_steps=int(lr_decay_steps), seed=seed, device=device,
                          physics_lambda=physics_lambda, physics_laws=tuple(laws), num_workers=num_workers,
                          channel_weights=None if channel_weights is None
-                         else tuple(channel_weights.get(n, 1.0) for n in spec.names))  # in the data's channel order
+                         else tuple(channel_weights.get(n, 1.0) for n in spec.names),  # in the data's channel order
+                         **({"physics_warmup": 0} if init is not None else {}))  # a trained net needs no ramp
     result = train(net, dataset, config=config, out_dir=work, physics=physics, lat=lat, groups=_groups(spec),
                    progress=progress)
     if not export or rank != 0:

@@ -198,6 +198,7 @@ def test_a_fine_tune_starts_from_the_models_weights_and_statistics(make_corpus, 
     assert card["normalisation"] == base_card["normalisation"]
     assert card["architecture"] == base_card["architecture"]  # widths (16, 16) and 3 features, not the defaults
     assert card["training"]["init_from"] == {"model": str(base), "sha256": base_card["sha256"], "steps_done": 3}
+    assert card["training"]["config"]["physics_warmup"] == 0 and base_card["training"]["config"]["physics_warmup"] > 0
     before, after = (load_file(p / "model.safetensors") for p in (base, tuned))
     names = [k for k in before if k.startswith("ema/")]
     assert names and max(float((before[k] - after[k]).abs().max()) for k in names) < 1e-6  # lr 1e-12: unchanged
