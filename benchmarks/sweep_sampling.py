@@ -68,6 +68,8 @@ def main(argv: list[str]) -> dict:
         out["variants"][name] = {"median_seconds": round(float(seconds[name]), 2),
                                  "rmse_ratio_mean": round(float(r.mean()), 4),
                                  "rmse_ratio_max": round(float(r.max()), 4),
+                                 "rmse_ratio_min": round(float(r.min()), 4),
+                                 "worst_field": _field(r.idxmax()), "best_field": _field(r.idxmin()),
                                  "spread_skill_mean": round(float(ss.mean()), 3)}
         print(name, out["variants"][name])
     if twin is not None:
@@ -78,6 +80,12 @@ def main(argv: list[str]) -> dict:
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1))
     return out
+
+
+def _field(key) -> str:
+    """``("q", 200.0)`` as ``"q200"``, a surface field's NaN level as nothing."""
+    var, level = key
+    return f"{var}{'' if level != level else int(level)}"
 
 
 if __name__ == "__main__":

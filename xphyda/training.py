@@ -374,7 +374,8 @@ def train_prior(
         architecture, normalisation statistics and background regression (so
         ``widths``, ``vre_widths``, ``features`` and ``use_vre`` are the
         model's); the optimiser starts afresh with the usual learning-rate
-        warm-up and the step count from 0, the physics term at full weight.  The model must have been trained with ``preset``.
+        warm-up and the step count from 0, the physics term at full weight.
+        The model must have been trained with ``preset`` on the data's grid.
         A resumed fine-tune continues from its own state.
 
     Returns
