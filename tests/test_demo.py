@@ -99,6 +99,8 @@ def test_verdict_puts_the_table_in_words(era5):
     assert "worse than the background" in lines[1] and "600 training steps" in lines[1]
     assert "the state 24 h earlier" in lines[1] and "`phyda models m`" in lines[1]
     assert len(_verdict(table, None)) == 2  # no caveat without a card (OI only)
+    tuned = {"name": "m", "training": {"steps_done": 600, "init_from": {"steps_done": 21000}}}
+    assert "21000 + 600 fine-tuning training steps" in _verdict(table, tuned)[1]  # a fine-tune counts both
 
 
 @pytest.fixture

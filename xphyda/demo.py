@@ -399,9 +399,12 @@ def _verdict(scores, card: dict | None) -> list[str]:
     if card is not None and change.get("PhyDA", -1.0) > 0:
         training = card.get("training") or {}
         done, lead = training.get("steps_done"), training.get("lead_hours")
+        before = (training.get("init_from") or {}).get("steps_done")  # a fine-tune: the starting model's steps
+        steps = (f"{before} + {done} fine-tuning" if before is not None and done is not None
+                 else done if done is not None else "an unknown number of")
         lines.append(
             f"PhyDA is worse than the background here. The model {card.get('name', '')!r} "
-            f"({card.get('description', 'no description')}; {done if done is not None else 'an unknown number of'} "
+            f"({card.get('description', 'no description')}; {steps} "
             f"training steps) learned to correct backgrounds like its training ones"
             f"{f' (the state {lead} h earlier in its corpus)' if lead else ''}; this background (a displaced truth, "
             "with the model's other channels filled by its prior) and the real climate differ from them. Its "
