@@ -338,6 +338,27 @@ def model_from_state(
     The half of :func:`load_model` after reading the files, for callers that also
     need the checkpoint's other state dicts and should not read (and hash) the
     weights twice.
+
+    Parameters
+    ----------
+    state, card
+        What :func:`load_checkpoint` returned.
+    weights, device, dtype
+        As in :func:`load_model`.
+
+    Returns
+    -------
+    torch.nn.Module
+        The network in eval mode.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> den = EDMDenoiser(UNet(2, 2, widths=(8, 16), groups=4))
+    >>> state, card = load_checkpoint(save_checkpoint(tempfile.mkdtemp(), {"ema": den.state_dict()},
+    ...                                               architecture_card(den)))
+    >>> type(model_from_state(state, card, device="cpu")).__name__
+    'EDMDenoiser'
     """
     dev = resolve_device(device)
     dtype = resolve_dtype(dtype, device=dev)
