@@ -181,6 +181,8 @@ def test_branch_points_pair_each_trajectory_with_its_parents_spun_up_state(tmp_p
     ("make", "says"),
     [
         (lambda d: d.mkdir(), "no readable corpus.json"),
+        (lambda d: d.mkdir() or (d / "corpus.json").write_text('{"settings": {"chunk_days": 30}}'),
+         "no readable corpus.json with complete 'settings'.*save_interval_hours"),
         (lambda d: _parent_corpus(d, chunk_days=10.0), r"chunk_days=10.0, this run 30.0; pass --chunk-days 10.0"),
         (lambda d: _parent_corpus(d, states=(0,)), r"traj1/chunk00012.msgpack'\] is missing"),
         (lambda d: _parent_corpus(d, seed=1), r"trajectories \[0, 1\] with seed 1 would replay"),

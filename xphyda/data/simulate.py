@@ -857,8 +857,10 @@ def _branch_points(parent: Path, ks, chunk_days: float, save_interval_hours: flo
     """The parent corpus's settings and, per trajectory ``k``, its parent's spun-up checkpoint."""
     try:
         settings = json.loads((parent / "corpus.json").read_text())["settings"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"branch_from={str(parent)!r}: no readable corpus.json with 'settings' there ({exc}); "
+        for key in ("chunk_days", "save_interval_hours", "spinup_days", "trajectories", "data_start"):
+            settings[key]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"branch_from={str(parent)!r}: no readable corpus.json with complete 'settings' there (missing or unreadable: {exc}); "
                         "pass the folder of a corpus made by xphyda.data.simulate.") from None
     for name, ours in (("chunk_days", chunk_days), ("save_interval_hours", save_interval_hours)):
         if float(settings[name]) != float(ours):
