@@ -248,21 +248,24 @@ def _initial_model(model, preset: str, names) -> tuple[dict, dict]:
     return state, card
 
 
-def _start_from(init: tuple[dict, dict], model, spec, lat, lon):
-    """The starting model's network with its weights, after checking that the data have its grid and channels."""
+def _start_from(init: tuple[dict, dict], model, lat, lon):
+    """The starting model's network with its weights, after checking that the data are on its grid.
+
+    (Its channels were checked against the preset, which the data's follow, by :func:`_initial_model`.)
+    """
     import numpy as np
 
     from .model.checkpoint import build_from_card
 
     state, card = init
     grid = card.get("grid") or {}
-    if list(spec.names) != list(card["channels"]["names"]) or lat is None or not (
+    if lat is None or not (
             np.shape(grid.get("latitude")) == np.shape(lat) and np.allclose(grid["latitude"], lat)
             and np.shape(grid.get("longitude")) == np.shape(lon) and np.allclose(grid["longitude"], lon)):
         raise ModelError(
             f"init_from={str(model)!r}: its grid ({len(grid.get('latitude', []))} x {len(grid.get('longitude', []))}) "
-            f"and channels must be the training data's ({0 if lat is None else len(lat)} x "
-            f"{0 if lon is None else len(lon)}); use data on the model's grid or train from scratch."
+            f"must be the training data's ({0 if lat is None else len(lat)} x {0 if lon is None else len(lon)}); "
+            "use data on the model's grid or train from scratch."
         )
     net = build_from_card(card)
     net.load_state_dict(state, strict=True)
@@ -461,7 +464,7 @@ def train_prior(
     lon = np.asarray(coords["longitude"]) if coords else None
     reg = background_regression(dataset, work)
     if init is not None:
-        net = _start_from(init, init_from, spec, lat, lon)
+        net = _start_from(init, init_from, lat, lon)
         use_vre = net.vre is not None
     else:
         net = PhydaNet(spec.n_channels, use_vre=use_vre, features=features, widths=widths, vre_widths=vre_widths,

@@ -855,13 +855,16 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
 def _branch_points(parent: Path, ks, chunk_days: float, save_interval_hours: float,
                    seed: int) -> tuple[dict, dict]:
     """The parent corpus's settings and, per trajectory ``k``, its parent's spun-up checkpoint."""
+    need = ("chunk_days", "save_interval_hours", "spinup_days", "trajectories", "data_start")
     try:
         settings = json.loads((parent / "corpus.json").read_text())["settings"]
-        for key in ("chunk_days", "save_interval_hours", "spinup_days", "trajectories", "data_start"):
-            settings[key]
+        problem = [key for key in need if key not in settings]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"branch_from={str(parent)!r}: no readable corpus.json with complete 'settings' there (missing or unreadable: {exc}); "
-                        "pass the folder of a corpus made by xphyda.data.simulate.") from None
+        problem = exc
+    if problem:
+        raise DataError(f"branch_from={str(parent)!r}: no readable corpus.json with complete 'settings' there "
+                        f"(missing or unreadable: {problem}); pass the folder of a corpus made by "
+                        "xphyda.data.simulate.")
     for name, ours in (("chunk_days", chunk_days), ("save_interval_hours", save_interval_hours)):
         if float(settings[name]) != float(ours):
             raise DataError(f"branch_from: the parent corpus has {name}={settings[name]}, this run {ours}; "
