@@ -170,11 +170,11 @@ def _parent_corpus(root, *, chunk_days=30.0, trajectories=2, spinup_days=360.0, 
 
 def test_branch_points_pair_each_trajectory_with_its_parents_spun_up_state(tmp_path):
     parent = _parent_corpus(tmp_path / "p")
-    settings, points = sim._branch_points(parent, [2, 3, 4], 30.0, 6.0, seed=0)
+    settings, chunk, points = sim._branch_points(parent, [2, 3, 4], 30.0, 6.0, seed=0)
     assert settings["data_start"] == "2000-01-01"
-    assert {k: (p.parent.name, p.name, c) for k, (p, c) in points.items()} == {
-        2: ("traj0", "chunk00012.msgpack", 12), 3: ("traj1", "chunk00012.msgpack", 12),
-        4: ("traj0", "chunk00012.msgpack", 12)}
+    assert chunk == 12
+    assert {k: (p.parent.name, p.name) for k, p in points.items()} == {
+        2: ("traj0", "chunk00012.msgpack"), 3: ("traj1", "chunk00012.msgpack"), 4: ("traj0", "chunk00012.msgpack")}
 
 
 @pytest.mark.parametrize(

@@ -804,10 +804,9 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
     spinup_chunks = math.ceil(spinup_days / chunk_days - 1e-9)
     data_chunks = math.ceil(years * 365.25 / trajectories / chunk_days - 1e-9)
     store = Path(store)
-    branches: dict[int, tuple[Path, int]] = {}
+    starts: dict[int, Path] = {}
     if branch_from is not None:
-        parent, branches = _branch_points(Path(branch_from), ks, chunk_days, save_interval_hours, seed)
-        branch_chunk = next(iter(branches.values()))[1]
+        parent, branch_chunk, starts = _branch_points(Path(branch_from), ks, chunk_days, save_interval_hours, seed)
         start = np.datetime64(parent["data_start"], "s")
         data_start = str(start + np.timedelta64(round(spinup_chunks * chunk_days * 86400), "s"))
         spinup_chunks += branch_chunk  # the parent's spin-up counts as this trajectory's
@@ -848,13 +847,13 @@ def simulate(store, *, years: float = 5.0, spinup_days: float = 360.0, trajector
             chunk_days=chunk_days, save_interval_hours=save_interval_hours, plev_hpa=plev_hpa,
             data_start=data_start, spinup_days=spinup_chunks * chunk_days,
             perturbation_k=perturbation_k, attrs=attrs, progress=progress, model_cache=cache,
-            branch=branches.get(k)))
+            branch=(starts[k], branch_chunk) if k in starts else None))
     return paths
 
 
 def _branch_points(parent: Path, ks, chunk_days: float, save_interval_hours: float,
-                   seed: int) -> tuple[dict, dict]:
-    """The parent corpus's settings and, per trajectory ``k``, its parent's spun-up checkpoint."""
+                   seed: int) -> tuple[dict, int, dict[int, Path]]:
+    """The parent corpus's settings, its last spin-up chunk, and per trajectory ``k`` the parent's checkpoint of it."""
     need = ("chunk_days", "save_interval_hours", "spinup_days", "trajectories", "data_start")
     try:
         settings = json.loads((parent / "corpus.json").read_text())["settings"]
@@ -876,12 +875,12 @@ def _branch_points(parent: Path, ks, chunk_days: float, save_interval_hours: flo
         raise DataError(f"branch_from: trajectories {replays} with seed {seed} would replay the parent's "
                         f"trajectories {replays} exactly (same state, same noise); pass another --seed or "
                         f"trajectory indices from {n} up.")
-    points = {k: (_ckpt_path(parent / "state" / f"traj{k % n}", chunk), chunk) for k in ks}
-    missing = sorted({str(p) for p, _ in points.values() if not p.exists()})
+    points = {k: _ckpt_path(parent / "state" / f"traj{k % n}", chunk) for k in ks}
+    missing = sorted({str(p) for p in points.values() if not p.exists()})
     if missing:
         raise DataError(f"branch_from: the parent's spun-up state {missing} is missing (simulate keeps the "
                         "checkpoint of the last spin-up chunk); branch from a corpus whose state/ folder is intact.")
-    return settings, points
+    return settings, chunk, points
 
 
 class _CallableModule(types.ModuleType):
