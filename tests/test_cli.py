@@ -396,10 +396,8 @@ def test_train(era5, tmp_path, monkeypatch, capsys):
     from xphyda import training
     from xphyda.models import PRESETS
 
-    # the command's wiring, with a network small enough for a test (the command has no width options)
-    small = functools.partial(training.train_prior, widths=(8, 16), vre_widths=(8, 16), features=2,
-                              stats_max_times=None)
-    monkeypatch.setattr(training, "train_prior", small)
+    # the command's wiring, with a network small enough for a test (sizes from the command's options)
+    monkeypatch.setattr(training, "train_prior", functools.partial(training.train_prior, stats_max_times=None))
 
     monkeypatch.setitem(PRESETS, "cli-tiny", {
         "description": "test preset", "grid": {"nlat": 8, "nlon": 16}, "variables": ["z", "t"],
@@ -409,10 +407,17 @@ def test_train(era5, tmp_path, monkeypatch, capsys):
     store = _tiny_store(era5, tmp_path / "store.zarr")
     out = tmp_path / "model"
     argv = ["train", "--data", str(store), "--preset", "cli-tiny", "--out", str(out), "--steps", "1",
-            "--batch-size", "2", "--device", "cpu", "--quiet"]
+            "--batch-size", "2", "--device", "cpu", "--quiet", "--widths", "8", "16", "--vre-widths", "8", "16",
+            "--features", "2"]
     assert main(argv) == EXIT_OK
     assert f"model written to {out}" in capsys.readouterr().out
     assert (out / "card.json").is_file() and (out / "model.safetensors").is_file()
+    arch = json.loads((out / "card.json").read_text())["architecture"]
+    assert (arch["widths"], arch["vre_widths"], arch["features"]) == ([8, 16], [8, 16], 2)
+    # a network that does not fit the preset's 8 x 16 grid: a one-line error, exit code 1, no folder
+    assert main([*argv[:6], str(tmp_path / "m3"), *argv[7:14], "--widths", "8", "16", "32", "64", "128"]) == EXIT_ERROR
+    assert "needs latitudes divisible by 16" in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "m3").exists()
     assert main(["train", "--data", str(tmp_path / "none.zarr"), "--preset", "cli-tiny", "--out",
                  str(tmp_path / "m2"), "--quiet"]) == EXIT_ERROR
     _error_line(capsys.readouterr().err)

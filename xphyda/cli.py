@@ -367,7 +367,7 @@ def _cmd_train(args) -> int:
         device=args.device, physics_lambda=0.0 if args.no_physics else args.physics_lambda,
         channel_weights=_pairs(args.channel_weight, "--channel-weight", "q200=4"),
         use_vre=not args.no_vre, seed=args.seed, num_workers=args.workers, progress=not args.quiet,
-        init_from=args.init_from,
+        init_from=args.init_from, widths=args.widths, vre_widths=args.vre_widths, features=args.features,
     )
     print(f"model written to {out}")
     return EXIT_OK
@@ -613,6 +613,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-vre", action="store_true", help="ablation: condition on raw observations, no VRE")
     p.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this model's weights, architecture "
                                                         "and statistics (name or folder; same preset)")
+    p.add_argument("--widths", type=int, nargs="+", metavar="W",
+                   help="denoiser U-Net channels per resolution (default: 32 64 128, the bundled model's); it runs "
+                        "once per member and step, so it sets an analysis' cost")
+    p.add_argument("--vre-widths", type=int, nargs="+", metavar="W",
+                   help="VRE U-Net channels per resolution (default: 16 32 64); it runs once per analysis")
+    p.add_argument("--features", type=int, metavar="N", help="VRE latent channels (default: 8)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of batches, noise and simulated observations")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -272,6 +272,42 @@ def _start_from(init: tuple[dict, dict], model, lat, lon):
     return net
 
 
+ARCHITECTURE = {"widths": (32, 64, 128), "vre_widths": (16, 32, 64), "features": 8}  # the bundled model's
+
+
+def _architecture(widths, vre_widths, features, *, init_from, grid: dict) -> dict:
+    """The network sizes of a run from scratch (defaults :data:`ARCHITECTURE`), checked against the preset's grid.
+
+    A fine-tune takes its model's sizes, so giving any of them with ``init_from`` is an error.
+    """
+    import numbers
+
+    from .model.unet import check_grid
+
+    given = {k: v for k, v in (("widths", widths), ("vre_widths", vre_widths), ("features", features)) if v is not None}
+    if init_from is not None:
+        if given:
+            raise ModelError(
+                f"{sorted(given)} given with init_from={str(init_from)!r}: a fine-tune keeps its model's network "
+                "sizes. Fix: leave them unset, or train from scratch without init_from")
+        return {}
+    out = {**ARCHITECTURE, **given}
+    for name in ("widths", "vre_widths"):
+        value = out[name]
+        ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+            isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in value)
+        if not ok:
+            raise ModelError(f"{name} must be a non-empty sequence of positive integers, one channel count per "
+                             f"resolution; got {value!r}. Fix: e.g. {name}={list(ARCHITECTURE[name])}")
+        if grid.get("nlat") and grid.get("nlon"):
+            check_grid(len(value), int(grid["nlat"]), int(grid["nlon"]))
+    f = out["features"]
+    if isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 1:
+        raise ModelError(f"features must be a positive integer (VRE latent channels); got {f!r}. Fix: e.g. features=8")
+    return {"widths": tuple(int(w) for w in out["widths"]), "vre_widths": tuple(int(w) for w in out["vre_widths"]),
+            "features": int(f)}
+
+
 def _channel_weights(weights, names) -> dict[str, float] | None:
     """``weights`` checked against the channel ``names`` (any order): ``{name: float}``, or None."""
     import numbers
@@ -308,9 +344,9 @@ def train_prior(
     laws=("continuity", "hydrostatic", "geostrophic"),
     channel_weights: dict[str, float] | None = None,
     use_vre: bool = True,
-    widths=(32, 64, 128),
-    vre_widths=(16, 32, 64),
-    features: int = 8,
+    widths=None,
+    vre_widths=None,
+    features: int | None = None,
     seed: int = 0,
     num_workers: int = 0,
     cache: bool = True,
@@ -355,11 +391,14 @@ def train_prior(
         fine-tune can spend more of the network on fields that matter most.
     use_vre : bool
         Condition through the virtual reconstruction encoder (``False``: the ablation).
-    widths : sequence of int
-        U-Net widths of the denoiser.
-    vre_widths : sequence of int
-        U-Net widths of the VRE.
-    features : int
+    widths : sequence of int, optional
+        U-Net widths of the denoiser, one per resolution (default ``(32, 64, 128)``,
+        the bundled model's; the grid's latitude and longitude counts must be
+        divisible by ``2 ** (len(widths) - 1)``).  The denoiser runs once per
+        member and sampling step, so its size sets the cost of an analysis.
+    vre_widths : sequence of int, optional
+        U-Net widths of the VRE (default ``(16, 32, 64)``); it runs once per analysis.
+    features : int, optional
         VRE latent channels.
     seed : int
         Seed of batches, noise and simulated observations.
@@ -391,8 +430,14 @@ def train_prior(
     ModelError
         For an unknown ``preset``, ``lr_decay_steps`` outside ``0..steps``,
         ``channel_weights`` naming a channel the preset lacks or holding a
-        weight that is not a positive number, or an ``init_from`` model that
-        cannot be found or was trained with another preset or grid.
+        weight that is not a positive number, network sizes that are not
+        positive integers or given together with ``init_from``, or an
+        ``init_from`` model that cannot be found or was trained with another
+        preset or grid; when resuming in ``out`` a run that was started with
+        other network sizes.
+    GridError
+        If the preset's grid does not fit a U-Net of ``len(widths)`` (or
+        ``len(vre_widths)``) resolutions.
     DataError
         If ``data`` does not exist, has a format that cannot be told, or cannot be
         read (checked before any folder is made), or if its training split is
@@ -419,6 +464,7 @@ def train_prior(
 
     names = ChannelSpec(cfg["variables"], cfg["levels_hpa"], cfg.get("surface", ())).names
     channel_weights = _channel_weights(channel_weights, names)  # checked before any folder is made
+    sizes = _architecture(widths, vre_widths, features, init_from=init_from, grid=cfg.get("grid") or {})
     init = _initial_model(init_from, preset, names) if init_from is not None else None
     out = Path(out) if out is not None else user_cache() / preset
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
@@ -467,8 +513,7 @@ def train_prior(
         net = _start_from(init, init_from, lat, lon)
         use_vre = net.vre is not None
     else:
-        net = PhydaNet(spec.n_channels, use_vre=use_vre, features=features, widths=widths, vre_widths=vre_widths,
-                       centred=True, sigma_data=reg["spread"], background_gain=reg["gain"])
+        net = PhydaNet(spec.n_channels, use_vre=use_vre, **sizes, centred=True, sigma_data=reg["spread"], background_gain=reg["gain"])
     physics = None
     if physics_lambda > 0:
         physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),

@@ -219,3 +219,33 @@ def test_a_fine_tune_of_a_model_of_another_preset_fails_before_any_folder(make_c
     with pytest.raises(ModelError, match="no model named 'nope'"):
         train_prior(corpus, preset=tiny_preset, out=tmp_path / "out" / "m", steps=1, progress=False, init_from="nope")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("sizes", "error", "says"), [
+    ({"widths": (8, 0)}, "ModelError", r"widths must be a non-empty sequence of positive integers.*got \(8, 0\)"),
+    ({"vre_widths": ()}, "ModelError", "vre_widths must be a non-empty sequence"),
+    ({"widths": 16}, "ModelError", "widths must be a non-empty sequence"),
+    ({"features": 0}, "ModelError", "features must be a positive integer"),
+    ({"widths": (8, 8, 8, 8, 8)}, "GridError", "8 latitudes x 16 longitudes but a U-Net with 5 levels"),
+])
+def test_bad_network_sizes_fail_before_any_folder(make_corpus, tmp_path, tiny_preset, sizes, error, says):
+    from xphyda import errors
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    with pytest.raises(getattr(errors, error), match=says):
+        train_prior(corpus, preset=tiny_preset, out=tmp_path / "out" / "m", steps=1, progress=False, **sizes)
+    with pytest.raises(errors.ModelError, match=r"\['widths'\] given with init_from='jcm-t31-v1'.*keeps its model's"):
+        train_prior(corpus, preset=tiny_preset, out=tmp_path / "out" / "m", steps=1, progress=False,
+                    init_from="jcm-t31-v1", widths=(8, 16))
+    assert not (tmp_path / "out").exists()
+
+
+def test_resuming_with_other_network_sizes_says_which(make_corpus, tmp_path, tiny_preset):
+    from xphyda.errors import ModelError
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    kw = dict(preset=tiny_preset, out=tmp_path / "m", batch_size=2, vre_widths=(8, 16), features=2, progress=False,
+              stats_max_times=None)
+    train_prior(corpus, steps=1, widths=(8, 16), **kw)
+    with pytest.raises(ModelError, match=r"another network \(widths \[8, 16\] \(this run: \[16, 16\]\)\).*Fix"):
+        train_prior(corpus, steps=2, widths=(16, 16), **kw)

@@ -176,7 +176,8 @@ def save_train_state(out_dir: Path, net, ema, opt, step: int, config: TrainConfi
     tmp = out_dir / "train_state.safetensors.tmp"
     save_file(tensors, str(tmp))
     tmp.replace(out_dir / "train_state.safetensors")
-    meta = {"step": step, "config": asdict(config), "optimizer": opt_meta, "rng": history[-1:] if history else []}
+    meta = {"step": step, "config": asdict(config), "optimizer": opt_meta, "rng": history[-1:] if history else [],
+            "architecture": _sizes(net)}
     (out_dir / "train_state.json.tmp").write_text(json.dumps(meta, default=list))
     (out_dir / "train_state.json.tmp").replace(out_dir / "train_state.json")
 
@@ -201,12 +202,32 @@ def _trim_metrics(path: Path, step: int) -> None:
         tmp.replace(path)
 
 
+_SIZES = ("channels", "use_vre", "features", "widths", "vre_widths", "groups")
+
+
+def _sizes(net) -> dict:
+    """What fixes the shapes of a network's weights (a :class:`~xphyda.model.phyda.PhydaNet`'s config), or {}."""
+    cfg = getattr(net, "config", None) or {}
+    return {k: cfg[k] for k in _SIZES if k in cfg}
+
+
 def load_train_state(out_dir: Path, net, ema, opt) -> int:
     from safetensors.torch import load_file
 
     tensors = load_file(str(out_dir / "train_state.safetensors"))
     meta = json.loads((out_dir / "train_state.json").read_text())
-    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    saved, ours = meta.get("architecture") or {}, _sizes(net)
+    differ = {k: (saved[k], ours[k]) for k in saved if k in ours and saved[k] != ours[k]}
+    try:
+        if differ:
+            raise RuntimeError(differ)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    except RuntimeError as exc:
+        what = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items()) or str(exc).splitlines()[0]
+        raise ModelError(
+            f"{out_dir} holds the training state of another network ({what}), so this run cannot resume it. "
+            "Fix: resume with the network sizes it was started with, or train into another folder"
+        ) from None
     ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     _restore_optimizer(opt, tensors, meta["optimizer"])
     return int(meta["step"])

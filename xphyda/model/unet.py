@@ -35,7 +35,31 @@ from torch import nn
 
 from ..errors import GridError, ModelError
 
-__all__ = ["UNet", "sphere_pad"]
+__all__ = ["UNet", "check_grid", "sphere_pad"]
+
+
+def check_grid(levels: int, nlat: int, nlon: int, *, poles: bool = True) -> None:
+    """Raise :class:`~xphyda.errors.GridError` unless a U-Net of ``levels`` resolutions fits a ``nlat x nlon`` grid.
+
+    Each of the ``levels - 1`` halvings needs even sizes, and padding across the
+    poles an even number of longitudes at the coarsest level.
+
+    Examples
+    --------
+    >>> check_grid(3, 48, 96)  # the bundled model's network on its grid
+    >>> check_grid(6, 48, 96)
+    Traceback (most recent call last):
+        ...
+    xphyda.errors.GridError: the grid has 48 latitudes x 96 longitudes but a U-Net with 6 levels needs latitudes divisible by 32 and longitudes divisible by 64; regrid (e.g. 48 x 96) or build the network with fewer widths
+    """
+    k = 2 ** (levels - 1)
+    klon = 2 * k if poles else k
+    if nlat % k or nlon % klon:
+        raise GridError(
+            f"the grid has {nlat} latitudes x {nlon} longitudes but a U-Net with {levels} levels "
+            f"needs latitudes divisible by {k} and longitudes divisible by {klon}; "
+            "regrid (e.g. 48 x 96) or build the network with fewer widths"
+        )
 
 
 def sphere_pad(x: torch.Tensor, p: int, *, periodic: bool = True, poles: bool = True) -> torch.Tensor:
@@ -264,14 +288,7 @@ class UNet(nn.Module):
 
     def check_grid(self, nlat: int, nlon: int) -> None:
         """Raise :class:`~xphyda.errors.GridError` if a ``nlat x nlon`` grid does not fit the network."""
-        k = 2 ** (self.levels - 1)
-        klon = 2 * k if self.config["poles"] else k
-        if nlat % k or nlon % klon:
-            raise GridError(
-                f"the grid has {nlat} latitudes x {nlon} longitudes but this U-Net with {self.levels} levels "
-                f"needs latitudes divisible by {k} and longitudes divisible by {klon}; "
-                "regrid (e.g. 48 x 96) or build the network with fewer widths"
-            )
+        check_grid(self.levels, nlat, nlon, poles=self.config["poles"])
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         cfg = self.config
