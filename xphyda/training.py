@@ -294,18 +294,17 @@ def _architecture(widths, vre_widths, features, *, init_from, grid: dict) -> dic
     out = {**ARCHITECTURE, **given}
     for name in ("widths", "vre_widths"):
         value = out[name]
-        ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
-            isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in value)
-        if not ok:
+        items = list(value) if hasattr(value, "__iter__") and not isinstance(value, (str, bytes)) else []
+        if not items or not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in items):
             raise ModelError(f"{name} must be a non-empty sequence of positive integers, one channel count per "
                              f"resolution; got {value!r}. Fix: e.g. {name}={list(ARCHITECTURE[name])}")
+        out[name] = tuple(int(w) for w in items)
         if grid.get("nlat") and grid.get("nlon"):
-            check_grid(len(value), int(grid["nlat"]), int(grid["nlon"]))
+            check_grid(len(items), int(grid["nlat"]), int(grid["nlon"]))
     f = out["features"]
     if isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 1:
         raise ModelError(f"features must be a positive integer (VRE latent channels); got {f!r}. Fix: e.g. features=8")
-    return {"widths": tuple(int(w) for w in out["widths"]), "vre_widths": tuple(int(w) for w in out["vre_widths"]),
-            "features": int(f)}
+    return {"widths": out["widths"], "vre_widths": out["vre_widths"], "features": int(f)}
 
 
 def _channel_weights(weights, names) -> dict[str, float] | None:
