@@ -47,11 +47,7 @@ def _fields(rm: xr.DataArray, name: str) -> dict:
 
 def main(argv: list[str]) -> dict:
     import xphyda.model.sampler as sampler
-    from evaluate_model import _tuned
-    from xphyda.assimilate import assimilate
-    from xphyda.evaluate._setup import case_states, open_truth, resolve_split, select_cases, settings_from
     from xphyda.model.guidance import GuidedDenoiser
-    from xphyda.obs import simulate
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
@@ -68,9 +64,21 @@ def main(argv: list[str]) -> dict:
     class Scaled(GuidedDenoiser):  # the library's guidance with another covariance scale
         def __init__(self, *args, **kw):
             super().__init__(*args, **kw)
-            object.__setattr__(self, "diag_scale", scale["c"])
+            self.diag_scale = scale["c"]
 
     sampler.GuidedDenoiser = Scaled
+    try:
+        return _run(a, scale, argv)
+    finally:
+        sampler.GuidedDenoiser = GuidedDenoiser
+
+
+def _run(a, scale: dict, argv: list[str]) -> dict:
+    from evaluate_model import _tuned
+    from xphyda.assimilate import assimilate
+    from xphyda.evaluate._setup import case_states, open_truth, resolve_split, select_cases, settings_from
+    from xphyda.obs import simulate
+
     ds, tdim, _ = open_truth(a.data, variables=None, levels=LEVELS, store_kwargs=None)
     split, _ = resolve_split(ds, tdim, "test", "24h")
     cases = select_cases(ds, tdim, cases=24, split=split, split_name="test", lead="24h", background=None)

@@ -275,12 +275,14 @@ def _start_from(init: tuple[dict, dict], model, lat, lon):
 ARCHITECTURE = {"widths": (32, 64, 128), "vre_widths": (16, 32, 64), "features": 8}  # the bundled model's
 
 
-def _architecture(widths, vre_widths, features, *, init_from, grid: dict) -> dict:
-    """The network sizes of a run from scratch (defaults :data:`ARCHITECTURE`), checked against the preset's grid.
+def _architecture(widths, vre_widths, features, *, init_from, use_vre: bool, grid: dict, saved: Path) -> dict:
+    """The network sizes of a run from scratch, checked against the preset's grid.
 
-    A fine-tune takes its model's sizes, so giving any of them with ``init_from`` is an error.
+    Unset sizes are the ones the run in ``saved`` (``OUT/work``) was started
+    with when it is resumed, else :data:`ARCHITECTURE`.  A fine-tune takes its
+    model's sizes, so giving any of them with ``init_from`` is an error.
     """
-    import numbers
+    import numpy as np
 
     from .model.unet import check_grid
 
@@ -291,20 +293,29 @@ def _architecture(widths, vre_widths, features, *, init_from, grid: dict) -> dic
                 f"{sorted(given)} given with init_from={str(init_from)!r}: a fine-tune keeps its model's network "
                 "sizes. Fix: leave them unset, or train from scratch without init_from")
         return {}
-    out = {**ARCHITECTURE, **given}
+    state = saved / "train_state.json"
+    before = (json.loads(state.read_text()).get("architecture") or {}) if state.exists() else {}
+    out = {**ARCHITECTURE, **{k: before[k] for k in ARCHITECTURE if k in before}, **given}
     for name in ("widths", "vre_widths"):
         value = out[name]
-        items = list(value) if hasattr(value, "__iter__") and not isinstance(value, (str, bytes)) else []
-        if not items or not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in items):
+        ok = np.ndim(value) == 1 and not isinstance(value, (str, bytes, dict)) and len(value) > 0 and all(
+            _positive_int(w) for w in value)
+        if not ok:
             raise ModelError(f"{name} must be a non-empty sequence of positive integers, one channel count per "
                              f"resolution; got {value!r}. Fix: e.g. {name}={list(ARCHITECTURE[name])}")
-        out[name] = tuple(int(w) for w in items)
-        if grid.get("nlat") and grid.get("nlon"):
-            check_grid(len(items), int(grid["nlat"]), int(grid["nlon"]))
-    f = out["features"]
-    if isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 1:
-        raise ModelError(f"features must be a positive integer (VRE latent channels); got {f!r}. Fix: e.g. features=8")
-    return {"widths": out["widths"], "vre_widths": out["vre_widths"], "features": int(f)}
+        out[name] = tuple(int(w) for w in value)
+        if grid.get("nlat") and grid.get("nlon") and (use_vre or name == "widths"):
+            check_grid(len(out[name]), int(grid["nlat"]), int(grid["nlon"]))
+    if not _positive_int(out["features"]):
+        raise ModelError(f"features must be a positive integer (VRE latent channels); got {out['features']!r}. "
+                         "Fix: e.g. features=8")
+    return {"widths": out["widths"], "vre_widths": out["vre_widths"], "features": int(out["features"])}
+
+
+def _positive_int(value) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
 def _channel_weights(weights, names) -> dict[str, float] | None:
@@ -392,9 +403,11 @@ def train_prior(
         Condition through the virtual reconstruction encoder (``False``: the ablation).
     widths : sequence of int, optional
         U-Net widths of the denoiser, one per resolution (default ``(32, 64, 128)``,
-        the bundled model's; the grid's latitude and longitude counts must be
-        divisible by ``2 ** (len(widths) - 1)``).  The denoiser runs once per
-        member and sampling step, so its size sets the cost of an analysis.
+        the bundled model's; the preset grid's latitude count must be divisible
+        by ``2 ** (len(widths) - 1)`` and its longitude count by ``2 ** len(widths)``).
+        The denoiser runs once per member and sampling step, so its size sets
+        the cost of an analysis.  A resumed run keeps the sizes it was started
+        with unless they are given.
     vre_widths : sequence of int, optional
         U-Net widths of the VRE (default ``(16, 32, 64)``); it runs once per analysis.
     features : int, optional
@@ -463,9 +476,10 @@ def train_prior(
 
     names = ChannelSpec(cfg["variables"], cfg["levels_hpa"], cfg.get("surface", ())).names
     channel_weights = _channel_weights(channel_weights, names)  # checked before any folder is made
-    sizes = _architecture(widths, vre_widths, features, init_from=init_from, grid=cfg.get("grid") or {})
-    init = _initial_model(init_from, preset, names) if init_from is not None else None
     out = Path(out) if out is not None else user_cache() / preset
+    sizes = _architecture(widths, vre_widths, features, init_from=init_from, use_vre=use_vre,
+                          grid=cfg.get("grid") or {}, saved=out / "work")
+    init = _initial_model(init_from, preset, names) if init_from is not None else None
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
         # a missing, unknown or unreadable store fails here, before out/work/ is made (lazy: metadata only)

@@ -234,18 +234,34 @@ def test_bad_network_sizes_fail_before_any_folder(make_corpus, tmp_path, tiny_pr
     corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
     with pytest.raises(getattr(errors, error), match=says):
         train_prior(corpus, preset=tiny_preset, out=tmp_path / "out" / "m", steps=1, progress=False, **sizes)
-    with pytest.raises(errors.ModelError, match=r"\['widths'\] given with init_from='jcm-t31-v1'.*keeps its model's"):
+    assert not (tmp_path / "out").exists()
+
+
+def test_network_sizes_with_init_from_fail_before_any_folder(make_corpus, tmp_path, tiny_preset):
+    from xphyda.errors import ModelError
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    with pytest.raises(ModelError, match=r"\['widths'\] given with init_from='jcm-t31-v1'.*keeps its model's"):
         train_prior(corpus, preset=tiny_preset, out=tmp_path / "out" / "m", steps=1, progress=False,
                     init_from="jcm-t31-v1", widths=(8, 16))
     assert not (tmp_path / "out").exists()
 
 
-def test_resuming_with_other_network_sizes_says_which(make_corpus, tmp_path, tiny_preset):
+def test_a_resumed_run_keeps_its_network_sizes_and_refuses_other_ones(make_corpus, tmp_path, tiny_preset):
     from xphyda.errors import ModelError
 
     corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
-    kw = dict(preset=tiny_preset, out=tmp_path / "m", batch_size=2, vre_widths=(8, 16), features=2, progress=False,
-              stats_max_times=None)
-    train_prior(corpus, steps=1, widths=(8, 16), **kw)
+    kw = dict(preset=tiny_preset, out=tmp_path / "m", batch_size=2, progress=False, stats_max_times=None)
+    train_prior(corpus, steps=1, widths=(8, 16), vre_widths=(8, 16), features=2, **kw)
     with pytest.raises(ModelError, match=r"another network \(widths \[8, 16\] \(this run: \[16, 16\]\)\).*Fix"):
         train_prior(corpus, steps=2, widths=(16, 16), **kw)
+    out = train_prior(corpus, steps=2, **kw)  # no sizes given: the run's own, not the defaults
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["steps_done"] == 2
+    assert (card["architecture"]["widths"], card["architecture"]["features"]) == ([8, 16], 2)
+    # a state without recorded sizes (older xphyda) that does not fit: the loader's reason, as a ModelError
+    meta = json.loads((out / "work" / "train_state.json").read_text())
+    del meta["architecture"]
+    (out / "work" / "train_state.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"cannot load \(written for another network.*size mismatch.*Fix"):
+        train_prior(corpus, steps=3, widths=(16, 16), vre_widths=(8, 16), features=2, **kw)

@@ -218,16 +218,21 @@ def load_train_state(out_dir: Path, net, ema, opt) -> int:
     meta = json.loads((out_dir / "train_state.json").read_text())
     saved, ours = meta.get("architecture") or {}, _sizes(net)
     differ = {k: (saved[k], ours[k]) for k in saved if k in ours and saved[k] != ours[k]}
-    try:
-        if differ:
-            raise RuntimeError(differ)
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    except RuntimeError as exc:
-        what = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items()) or str(exc).splitlines()[0]
+    if differ:
+        what = ", ".join(f"{k} {a} (this run: {b})" for k, (a, b) in differ.items())
         raise ModelError(
             f"{out_dir} holds the training state of another network ({what}), so this run cannot resume it. "
             "Fix: resume with the network sizes it was started with, or train into another folder"
-        ) from None
+        )
+    try:
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:600]
+        raise ModelError(
+            f"{out_dir} holds a training state this network cannot load (written for another network, or by "
+            f"another xphyda version): {detail}. Fix: resume with the settings it was started with, or train "
+            "into another folder"
+        ) from exc
     ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     _restore_optimizer(opt, tensors, meta["optimizer"])
     return int(meta["step"])
