@@ -101,6 +101,8 @@ def test_verdict_puts_the_table_in_words(era5):
     assert len(_verdict(table, None)) == 2  # no caveat without a card (OI only)
     tuned = {"name": "m", "training": {"steps_done": 600, "init_from": {"steps_done": 21000}}}
     assert "21000 + 600 fine-tuning training steps" in _verdict(table, tuned)[1]  # a fine-tune counts both
+    twice = {"name": "m", "training": {"steps_done": 5000, "init_from": {"steps_done": 3000, "total_steps": 24000}}}
+    assert "24000 + 5000 fine-tuning training steps" in _verdict(table, twice)[1]  # a fine-tune of a fine-tune
 
 
 @pytest.fixture

@@ -399,7 +399,8 @@ def _verdict(scores, card: dict | None) -> list[str]:
     if card is not None and change.get("PhyDA", -1.0) > 0:
         training = card.get("training") or {}
         done, lead = training.get("steps_done"), training.get("lead_hours")
-        before = (training.get("init_from") or {}).get("steps_done")  # a fine-tune: the starting model's steps
+        parent = training.get("init_from") or {}  # a fine-tune: all the steps behind the starting model
+        before = parent.get("total_steps", parent.get("steps_done"))
         steps = (f"{before} + {done} fine-tuning" if before is not None and done is not None
                  else done if done is not None else "an unknown number of")
         lines.append(

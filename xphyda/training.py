@@ -318,6 +318,25 @@ def _positive_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
+def total_steps(card: dict) -> int | None:
+    """All the training steps behind a model: its own and, for a fine-tune, its starting model's total.
+
+    Examples
+    --------
+    >>> total_steps({"training": {"steps_done": 5000, "init_from": {"steps_done": 3000, "total_steps": 24000}}})
+    29000
+    >>> total_steps({"training": {"steps_done": 3000, "init_from": {"steps_done": 21000}}})  # an older card
+    24000
+    """
+    training = card.get("training") or {}
+    done = training.get("steps_done")
+    parent = training.get("init_from")
+    if done is None or not parent:
+        return done
+    before = parent.get("total_steps", parent.get("steps_done"))
+    return None if before is None else int(before) + int(done)
+
+
 def _channel_weights(weights, names) -> dict[str, float] | None:
     """``weights`` checked against the channel ``names`` (any order): ``{name: float}``, or None."""
     import numbers
@@ -569,7 +588,8 @@ def train_prior(
             "physics_laws": list(laws) if physics is not None else [],
             "use_vre": use_vre,
             **({"init_from": {"model": str(init_from), "sha256": init[1].get("sha256"),
-                              "steps_done": init[1].get("training", {}).get("steps_done")}} if init else {}),
+                              "steps_done": init[1].get("training", {}).get("steps_done"),
+                              "total_steps": total_steps(init[1])}} if init else {}),
         },
         "scores": {},
         **architecture_card(net),

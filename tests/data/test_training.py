@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from xphyda.models import PRESETS
-from xphyda.training import channel_index, train_prior
+from xphyda.training import channel_index, total_steps, train_prior
 
 
 @pytest.fixture
@@ -197,7 +197,9 @@ def test_a_fine_tune_starts_from_the_models_weights_and_statistics(make_corpus, 
     card = json.loads((tuned / "card.json").read_text())
     assert card["normalisation"] == base_card["normalisation"]
     assert card["architecture"] == base_card["architecture"]  # widths (16, 16) and 3 features, not the defaults
-    assert card["training"]["init_from"] == {"model": str(base), "sha256": base_card["sha256"], "steps_done": 3}
+    assert card["training"]["init_from"] == {"model": str(base), "sha256": base_card["sha256"], "steps_done": 3,
+                                             "total_steps": 3}
+    assert total_steps(card) == 4  # its own step and the 3 behind its starting model
     assert card["training"]["config"]["physics_warmup"] == 0 and base_card["training"]["config"]["physics_warmup"] > 0
     before, after = (load_file(p / "model.safetensors") for p in (base, tuned))
     names = [k for k in before if k.startswith("ema/")]
