@@ -17,6 +17,7 @@ import json
 import shlex
 import sys
 import time
+from pathlib import Path
 
 
 def _median(xs):
@@ -57,7 +58,8 @@ def main(argv: list[str]) -> dict:
                 net.denoiser(x, torch.ones(8), cond)
                 fwd.append(time.process_time() - t0)
         rows[spec] = {"parameters_M": round(sum(q.numel() for q in net.parameters()) / 1e6, 2),
-                      "train_step_cpu_s": round(_median(train), 3), "denoiser_forward_8_cpu_s": round(_median(fwd), 3)}
+                      "train_step_cpu_s": round(_median(train), 3),
+                      "denoiser_forward_8_cpu_s": round(_median(fwd), 3)}
         print(spec, rows[spec], flush=True)
     base = rows[a.widths[0]]
     for row in rows.values():
@@ -65,8 +67,7 @@ def main(argv: list[str]) -> dict:
         row["train_ratio"] = round(row["train_step_cpu_s"] / base["train_step_cpu_s"], 2)
     out = {"command": "python benchmarks/bench_network_size.py " + shlex.join(argv), "widths": rows}
     if a.out:
-        with open(a.out, "w") as f:
-            json.dump(out, f, indent=1)
+        Path(a.out).write_text(json.dumps(out, indent=1))
     return out
 
 

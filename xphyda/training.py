@@ -545,7 +545,8 @@ def train_prior(
         net = _start_from(init, init_from, lat, lon)
         use_vre = net.vre is not None
     else:
-        net = PhydaNet(spec.n_channels, use_vre=use_vre, **sizes, centred=True, sigma_data=reg["spread"], background_gain=reg["gain"])
+        net = PhydaNet(spec.n_channels, use_vre=use_vre, **sizes, centred=True, sigma_data=reg["spread"],
+                       background_gain=reg["gain"])
     physics = None
     if physics_lambda > 0:
         physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),

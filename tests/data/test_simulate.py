@@ -174,7 +174,8 @@ def test_branch_points_pair_each_trajectory_with_its_parents_spun_up_state(tmp_p
     assert settings["data_start"] == "2000-01-01"
     assert chunk == 12
     assert {k: (p.parent.name, p.name) for k, p in points.items()} == {
-        2: ("traj0", "chunk00012.msgpack"), 3: ("traj1", "chunk00012.msgpack"), 4: ("traj0", "chunk00012.msgpack")}
+        2: ("traj0", "chunk00012.msgpack"), 3: ("traj1", "chunk00012.msgpack"),
+        4: ("traj0", "chunk00012.msgpack")}
 
 
 @pytest.mark.parametrize(
