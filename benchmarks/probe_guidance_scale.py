@@ -33,10 +33,11 @@ FIT_FIELDS = [("q", 200), ("q", 300), ("q", 500), ("w", 850)]
 
 
 def _rmse(a: xr.DataArray, truth: xr.DataArray, w: xr.DataArray, where=None) -> xr.DataArray:
-    e = (a - truth) ** 2 * w
-    ww = w if where is None else w.where(where)
-    e = e if where is None else e.where(where)
-    return np.sqrt(e.sum(("latitude", "longitude")) / ww.sum(("latitude", "longitude"))).squeeze(drop=True)
+    """:func:`xphyda.metrics.rmse` with cos-latitude weights, over the ``where`` columns only if given."""
+    from xphyda.metrics import rmse
+
+    a = a if where is None else a.where(where)
+    return rmse(a, truth, weights=w, skipna=where is not None).squeeze(drop=True)
 
 
 def _fields(rm: xr.DataArray, name: str) -> dict:

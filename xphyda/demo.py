@@ -47,6 +47,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import ModelError, PhydaError
+from .training import total_steps
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -399,9 +400,8 @@ def _verdict(scores, card: dict | None) -> list[str]:
     if card is not None and change.get("PhyDA", -1.0) > 0:
         training = card.get("training") or {}
         done, lead = training.get("steps_done"), training.get("lead_hours")
-        parent = training.get("init_from") or {}  # a fine-tune: all the steps behind the starting model
-        before = parent.get("total_steps", parent.get("steps_done"))
-        steps = (f"{before} + {done} fine-tuning" if before is not None and done is not None
+        total = total_steps(card)  # a fine-tune: all the steps behind its starting model, then its own
+        steps = (f"{total - done} + {done} fine-tuning" if training.get("init_from") and total is not None
                  else done if done is not None else "an unknown number of")
         lines.append(
             f"PhyDA is worse than the background here. The model {card.get('name', '')!r} "

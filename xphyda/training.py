@@ -275,12 +275,12 @@ def _start_from(init: tuple[dict, dict], model, lat, lon):
 ARCHITECTURE = {"widths": (32, 64, 128), "vre_widths": (16, 32, 64), "features": 8}  # the bundled model's
 
 
-def _architecture(widths, vre_widths, features, *, init_from, use_vre: bool, grid: dict, saved: Path) -> dict:
+def _architecture(widths, vre_widths, features, *, init_from, use_vre: bool, grid: dict, resumed: dict) -> dict:
     """The network sizes of a run from scratch, checked against the preset's grid.
 
-    Unset sizes are the ones the run in ``saved`` (``OUT/work``) was started
-    with when it is resumed, else :data:`ARCHITECTURE`.  A fine-tune takes its
-    model's sizes, so giving any of them with ``init_from`` is an error.
+    Unset sizes are those of the run being resumed (``resumed``, its training
+    state's record), else :data:`ARCHITECTURE`.  A fine-tune takes its model's
+    sizes, so giving any of them with ``init_from`` is an error.
     """
     import numpy as np
 
@@ -293,14 +293,10 @@ def _architecture(widths, vre_widths, features, *, init_from, use_vre: bool, gri
                 f"{sorted(given)} given with init_from={str(init_from)!r}: a fine-tune keeps its model's network "
                 "sizes. Fix: leave them unset, or train from scratch without init_from")
         return {}
-    state = saved / "train_state.json"
-    before = (json.loads(state.read_text()).get("architecture") or {}) if state.exists() else {}
-    out = {**ARCHITECTURE, **{k: before[k] for k in ARCHITECTURE if k in before}, **given}
+    out = {**ARCHITECTURE, **{k: resumed[k] for k in ARCHITECTURE if k in resumed}, **given}
     for name in ("widths", "vre_widths"):
         value = out[name]
-        ok = np.ndim(value) == 1 and not isinstance(value, (str, bytes, dict)) and len(value) > 0 and all(
-            _positive_int(w) for w in value)
-        if not ok:
+        if not (np.ndim(value) == 1 and len(value) > 0 and all(_positive_int(w) for w in value)):
             raise ModelError(f"{name} must be a non-empty sequence of positive integers, one channel count per "
                              f"resolution; got {value!r}. Fix: e.g. {name}={list(ARCHITECTURE[name])}")
         out[name] = tuple(int(w) for w in value)
@@ -481,7 +477,7 @@ def train_prior(
     from .model.checkpoint import architecture_card, save_checkpoint
     from .model.phyda import PhydaNet
     from .model.physics_loss import PhysicsLoss
-    from .model.train import TrainConfig, train
+    from .model.train import TrainConfig, saved_sizes, train
     from .models import user_cache
 
     cfg = preset_config(preset)
@@ -497,7 +493,7 @@ def train_prior(
     channel_weights = _channel_weights(channel_weights, names)  # checked before any folder is made
     out = Path(out) if out is not None else user_cache() / preset
     sizes = _architecture(widths, vre_widths, features, init_from=init_from, use_vre=use_vre,
-                          grid=cfg.get("grid") or {}, saved=out / "work")
+                          grid=cfg.get("grid") or {}, resumed=saved_sizes(out / "work"))
     init = _initial_model(init_from, preset, names) if init_from is not None else None
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:

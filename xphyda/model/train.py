@@ -211,6 +211,12 @@ def _sizes(net) -> dict:
     return {k: cfg[k] for k in _SIZES if k in cfg}
 
 
+def saved_sizes(out_dir: Path) -> dict:
+    """The network sizes the training state in ``out_dir`` recorded: {} without one (or from an older xphyda)."""
+    path = Path(out_dir) / "train_state.json"
+    return (json.loads(path.read_text()).get("architecture") or {}) if path.exists() else {}
+
+
 def load_train_state(out_dir: Path, net, ema, opt) -> int:
     from safetensors.torch import load_file
 
