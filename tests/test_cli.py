@@ -414,6 +414,12 @@ def test_train(era5, tmp_path, monkeypatch, capsys):
     assert (out / "card.json").is_file() and (out / "model.safetensors").is_file()
     arch = json.loads((out / "card.json").read_text())["architecture"]
     assert (arch["widths"], arch["vre_widths"], arch["features"]) == ([8, 16], [8, 16], 2)
+    assert arch["denoiser_obs"] is False
+    # --denoiser-obs on a fine-tune: the starting model's denoiser gets the observation inputs
+    tuned = tmp_path / "tuned"
+    assert main([*argv[:6], str(tuned), *argv[7:14], "--init-from", str(out), "--denoiser-obs"]) == EXIT_OK
+    assert json.loads((tuned / "card.json").read_text())["architecture"]["denoiser_obs"] is True
+    capsys.readouterr()
     # a network that does not fit the preset's 8 x 16 grid: a one-line error, exit code 1, no folder
     assert main([*argv[:6], str(tmp_path / "m3"), *argv[7:14], "--widths", "8", "16", "32", "64", "128"]) == EXIT_ERROR
     assert "needs latitudes divisible by 16" in _error_line(capsys.readouterr().err)

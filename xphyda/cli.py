@@ -368,6 +368,7 @@ def _cmd_train(args) -> int:
         channel_weights=_pairs(args.channel_weight, "--channel-weight", "q200=4"),
         use_vre=not args.no_vre, seed=args.seed, num_workers=args.workers, progress=not args.quiet,
         init_from=args.init_from, widths=args.widths, vre_widths=args.vre_widths, features=args.features,
+        denoiser_obs=args.denoiser_obs,
     )
     print(f"model written to {out}")
     return EXIT_OK
@@ -619,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vre-widths", type=int, nargs="+", metavar="W",
                    help="VRE U-Net channels per resolution (default: 16 32 64); it runs once per analysis")
     p.add_argument("--features", type=int, metavar="N", help="VRE latent channels (default: 8)")
+    p.add_argument("--denoiser-obs", action="store_const", const=True, default=None,
+                   help="condition the denoiser on the gridded observations too, not only on the VRE's "
+                        "reconstruction; with --init-from the new inputs start at zero weight")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of batches, noise and simulated observations")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

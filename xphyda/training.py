@@ -308,6 +308,23 @@ def _architecture(widths, vre_widths, features, *, init_from, use_vre: bool, gri
     return {"widths": out["widths"], "vre_widths": out["vre_widths"], "features": int(out["features"])}
 
 
+def _denoiser_obs(value, init, *, use_vre: bool, resumed: dict) -> bool:
+    """Whether the run's denoiser sees ``[y, mask]``: checked against the VRE and the starting model."""
+    had = bool(((init or ({}, {}))[1].get("architecture") or {}).get("denoiser_obs", False))
+    if value is None:
+        return bool(resumed.get("denoiser_obs", had))
+    if not isinstance(value, bool):
+        raise ModelError(f"denoiser_obs must be True or False; got {value!r}")
+    vre = (init[1].get("architecture") or {}).get("use_vre", True) if init is not None else use_vre
+    if value and not vre:
+        raise ModelError("denoiser_obs=True needs the VRE: without it the denoiser is conditioned on [y, mask] "
+                         "already. Fix: drop denoiser_obs (or --denoiser-obs) for the no-VRE ablation")
+    if had and not value:
+        raise ModelError("denoiser_obs=False, but the init_from model's denoiser sees the observations and a "
+                         "fine-tune cannot remove inputs. Fix: leave denoiser_obs unset, or train from scratch")
+    return value
+
+
 def _positive_int(value) -> bool:
     import numbers
 
@@ -372,6 +389,7 @@ def train_prior(
     widths=None,
     vre_widths=None,
     features: int | None = None,
+    denoiser_obs: bool | None = None,
     seed: int = 0,
     num_workers: int = 0,
     cache: bool = True,
@@ -427,6 +445,13 @@ def train_prior(
         U-Net widths of the VRE (default ``(16, 32, 64)``); it runs once per analysis.
     features : int, optional
         VRE latent channels.
+    denoiser_obs : bool, optional
+        Condition the denoiser on the gridded observations ``[y, mask]`` as
+        well as on the VRE's reconstruction (needs the VRE).  With
+        ``init_from`` a model without these inputs gets them with zero weights
+        (:func:`xphyda.model.phyda.with_observation_inputs`), so the fine-tune
+        starts from the same function.  Default: the starting model's (or the
+        resumed run's) choice, else False.
     seed : int
         Seed of batches, noise and simulated observations.
     num_workers : int
@@ -458,7 +483,8 @@ def train_prior(
         For an unknown ``preset``, ``lr_decay_steps`` outside ``0..steps``,
         ``channel_weights`` naming a channel the preset lacks or holding a
         weight that is not a positive number, network sizes that are not
-        positive integers or given together with ``init_from``, or an
+        positive integers or given together with ``init_from``, ``denoiser_obs``
+        without the VRE or False for a model that has it, or an
         ``init_from`` model that cannot be found or was trained with another
         preset or grid; when resuming in ``out`` a run that was started with
         other network sizes.
@@ -475,7 +501,7 @@ def train_prior(
     from .data.pipeline import prepare
     from .data.sources import open_source
     from .model.checkpoint import architecture_card, save_checkpoint
-    from .model.phyda import PhydaNet
+    from .model.phyda import PhydaNet, with_observation_inputs
     from .model.physics_loss import PhysicsLoss
     from .model.train import TrainConfig, saved_sizes, train
     from .models import user_cache
@@ -492,9 +518,11 @@ def train_prior(
     names = ChannelSpec(cfg["variables"], cfg["levels_hpa"], cfg.get("surface", ())).names
     channel_weights = _channel_weights(channel_weights, names)  # checked before any folder is made
     out = Path(out) if out is not None else user_cache() / preset
+    before = saved_sizes(out / "work")
     sizes = _architecture(widths, vre_widths, features, init_from=init_from, use_vre=use_vre,
-                          grid=cfg.get("grid") or {}, resumed=saved_sizes(out / "work"))
+                          grid=cfg.get("grid") or {}, resumed=before)
     init = _initial_model(init_from, preset, names) if init_from is not None else None
+    denoiser_obs = _denoiser_obs(denoiser_obs, init, use_vre=use_vre, resumed=before)
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
         # a missing, unknown or unreadable store fails here, before out/work/ is made (lazy: metadata only)
@@ -540,9 +568,11 @@ def train_prior(
     if init is not None:
         net = _start_from(init, init_from, lat, lon)
         use_vre = net.vre is not None
+        if denoiser_obs and not net.config.get("denoiser_obs"):
+            net = with_observation_inputs(net)
     else:
         net = PhydaNet(spec.n_channels, use_vre=use_vre, **sizes, centred=True, sigma_data=reg["spread"],
-                       background_gain=reg["gain"])
+                       background_gain=reg["gain"], denoiser_obs=denoiser_obs)
     physics = None
     if physics_lambda > 0:
         physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),

@@ -267,3 +267,30 @@ def test_a_resumed_run_keeps_its_network_sizes_and_refuses_other_ones(make_corpu
     (out / "work" / "train_state.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=r"cannot load \(written for another network.*size mismatch.*Fix"):
         train_prior(corpus, steps=3, widths=(16, 16), vre_widths=(8, 16), features=2, **kw)
+
+
+def test_a_fine_tune_can_add_observation_inputs_to_the_denoiser(make_corpus, tmp_path, tiny_preset):
+    from safetensors.torch import load_file
+
+    from xphyda.errors import ModelError
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    kw = dict(preset=tiny_preset, batch_size=2, progress=False, stats_max_times=None)
+    base = train_prior(corpus, out=tmp_path / "base", steps=2, widths=(8, 16), vre_widths=(8, 16), features=2, **kw)
+    tuned = train_prior(corpus, out=tmp_path / "tuned", steps=1, init_from=base, denoiser_obs=True, **kw)
+    card = json.loads((tuned / "card.json").read_text())
+    assert card["architecture"]["denoiser_obs"] is True
+    before, after = load_file(base / "model.safetensors"), load_file(tuned / "model.safetensors")
+    stem = "ema/denoiser.net.stem.weight"
+    assert after[stem].shape[1] == before[stem].shape[1] + 2 * 11
+    assert float(after[stem][:, -22:].abs().max()) > 0  # one step of training moved the new weights off zero
+    # resuming without the flag keeps the run's choice; a fine-tune of it cannot drop the inputs
+    again = train_prior(corpus, out=tmp_path / "tuned", steps=2, init_from=base, **kw)
+    assert json.loads((again / "card.json").read_text())["training"]["steps_done"] == 2
+    with pytest.raises(ModelError, match=r"denoiser_obs=False.*cannot remove inputs.*Fix"):
+        train_prior(corpus, out=tmp_path / "out" / "x", steps=1, init_from=tuned, denoiser_obs=False, **kw)
+    assert json.loads((train_prior(corpus, out=tmp_path / "t2", steps=1, init_from=tuned, **kw) / "card.json")
+                      .read_text())["architecture"]["denoiser_obs"] is True
+    with pytest.raises(ModelError, match=r"needs the VRE.*Fix"):
+        train_prior(corpus, out=tmp_path / "out" / "y", steps=1, use_vre=False, denoiser_obs=True, **kw)
+    assert not (tmp_path / "out").exists()

@@ -13,8 +13,14 @@ model card:
 The VRE maps ``[background * bmask, bmask, y, mask]`` to a dense
 reconstruction ``R = background * bmask + dR`` and ``features`` latent
 channels.  The denoiser ``D(x_sigma; sigma, cond)`` is conditioned on
-``cond = [background * bmask, bmask, R, features]``.  The ablation without VRE
-conditions directly on ``[background * bmask, bmask, y, mask]``.
+``cond = [background * bmask, bmask, R, features]``, followed by ``[y, mask]``
+when built with ``denoiser_obs=True`` (the reconstruction is dense and smooth;
+the raw observations let the denoiser fit the observed points themselves).
+The ablation without VRE conditions directly on ``[background * bmask, bmask, y, mask]``.
+
+:func:`with_observation_inputs` turns a trained network into one whose
+denoiser also sees ``[y, mask]``, with zero weights on those inputs, so it
+computes the same function until it is fine-tuned.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from ..errors import ModelError
 from .precond import BackgroundCentredDenoiser, EDMDenoiser
 from .unet import UNet
 
-__all__ = ["VirtualReconstructionEncoder", "PhydaNet"]
+__all__ = ["VirtualReconstructionEncoder", "PhydaNet", "with_observation_inputs"]
 
 
 def _one_or_each(value) -> float | list[float]:
@@ -98,6 +104,9 @@ class PhydaNet(nn.Module):
     background_gain : float or sequence of float
         With ``centred``: the centre is ``background_gain * background``
         (per channel; see :func:`xphyda.training.background_regression`).
+    denoiser_obs : bool
+        With the VRE: condition the denoiser on the gridded observations
+        ``[y, mask]`` too, not only on their reconstruction.
 
     Examples
     --------
@@ -122,18 +131,23 @@ class PhydaNet(nn.Module):
         sigma_data: float | Sequence[float] = 1.0,
         centred: bool = False,
         background_gain: float | Sequence[float] = 1.0,
+        denoiser_obs: bool = False,
     ):
         super().__init__()
         if channels < 1:
             raise ModelError(f"PhydaNet needs at least one channel, got {channels}")
+        if denoiser_obs and not use_vre:
+            raise ModelError("denoiser_obs=True needs the VRE: without it the denoiser is conditioned on [y, mask] "
+                             "already. Fix: leave denoiser_obs False with use_vre=False")
         self.config: dict[str, Any] = dict(
             channels=int(channels), use_vre=bool(use_vre), features=int(features), widths=[int(w) for w in widths],
             vre_widths=[int(w) for w in vre_widths], groups=int(groups), centred=bool(centred),
             background_gain=_one_or_each(background_gain), sigma_data=_one_or_each(sigma_data),
+            denoiser_obs=bool(denoiser_obs),
         )  # fmt: skip
         c = int(channels)
         self.vre = VirtualReconstructionEncoder(c, features=features, widths=vre_widths, groups=groups) if use_vre else None
-        cond = 2 * c + (c + features if use_vre else 2 * c)
+        cond = 2 * c + (c + features if use_vre else 2 * c) + (2 * c if denoiser_obs else 0)
         if isinstance(sigma_data, (list, tuple)) and len(sigma_data) != c:
             raise ModelError(f"sigma_data has {len(sigma_data)} values for {c} channels; pass one, or one per channel")
         unet = UNet(c, c, cond_channels=cond, widths=widths, groups=groups)
@@ -153,8 +167,48 @@ class PhydaNet(nn.Module):
         if self.vre is None:
             return torch.cat([b, bm, y, _expand(mask, y)], dim=1), None
         recon, feats = self.vre(background, bm, y, mask)
-        return torch.cat([b, bm, recon, feats], dim=1), recon
+        extra = [y, _expand(mask, y)] if self.config["denoiser_obs"] else []
+        return torch.cat([b, bm, recon, feats, *extra], dim=1), recon
 
     def forward(self, x_noisy, sigma, background, y, mask, bmask=None):
         cond, recon = self.condition(background, y, mask, bmask)
         return self.denoiser(x_noisy, sigma, cond), recon
+
+
+def with_observation_inputs(net: PhydaNet) -> PhydaNet:
+    """A copy of ``net`` whose denoiser also sees ``[y, mask]``, computing the same function.
+
+    The denoiser's first convolution gets zero weights on the ``2 C`` new input
+    channels; every other weight is copied.  Fine-tuning then teaches the
+    network to use the raw observations (``phyda train --init-from MODEL
+    --denoiser-obs``).  ``net`` itself is not changed.
+
+    Raises
+    ------
+    ModelError
+        If ``net`` has no VRE or sees the observations already.
+
+    Examples
+    --------
+    >>> net = PhydaNet(2, features=2, widths=(8, 16), vre_widths=(8, 16), groups=4, centred=True)
+    >>> wide = with_observation_inputs(net)
+    >>> x, y = torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)
+    >>> m = (torch.rand(1, 2, 8, 16) < 0.3).float()
+    >>> bool(torch.equal(wide(x, torch.ones(1), x, y * m, m)[0], net(x, torch.ones(1), x, y * m, m)[0]))
+    True
+    """
+    cfg = dict(net.config)
+    if net.vre is None or cfg.get("denoiser_obs"):
+        why = "has no VRE (its denoiser sees [y, mask] already)" if net.vre is None else "sees the observations already"
+        raise ModelError(f"with_observation_inputs: this network {why}; nothing to add")
+    wide = PhydaNet(**{**cfg, "denoiser_obs": True})
+    ours, theirs = net.state_dict(), wide.state_dict()
+    for key, value in theirs.items():
+        old = ours[key]
+        if old.shape == value.shape:
+            value.copy_(old)
+        else:  # the stem: new input channels (the last 2 C) start at zero
+            value.zero_()
+            value[:, : old.shape[1]].copy_(old)
+    wide.load_state_dict(theirs)
+    return wide.to(next(net.parameters()).device)

@@ -202,7 +202,7 @@ def _trim_metrics(path: Path, step: int) -> None:
         tmp.replace(path)
 
 
-_SIZES = ("channels", "use_vre", "features", "widths", "vre_widths", "groups")
+_SIZES = ("channels", "use_vre", "features", "widths", "vre_widths", "groups", "denoiser_obs")
 
 
 def _sizes(net) -> dict:
