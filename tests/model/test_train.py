@@ -95,6 +95,24 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
     assert steps == list(range(1, 7))
 
 
+@pytest.mark.parametrize(("damage", "says"), [
+    ({"train_state.json": b'{"step": 3, "optim'}, r"train_state.json cannot be read \(Unterminated string"),
+    ({"train_state.json": b'[1, 2]'}, r"train_state.json cannot be read \(not a training state"),
+    ({"train_state.json": None}, r"train_state.json cannot be read \(the file is missing"),
+    ({"train_state.safetensors": b"\x00" * 20}, r"train_state.safetensors cannot be read"),
+])
+def test_a_damaged_training_state_is_a_model_error_that_says_how_to_start_afresh(tmp_path, damage, says):
+    from xphyda.errors import ModelError
+    from xphyda.model.train import saved_sizes
+
+    train(tiny_net(), Toy(), config=config(steps=3), out_dir=tmp_path, physics=None, lat=LAT, progress=False)
+    assert saved_sizes(tmp_path)["widths"] == [8, 16]
+    for name, content in damage.items():
+        (tmp_path / name).unlink() if content is None else (tmp_path / name).write_bytes(content)
+    with pytest.raises(ModelError, match=says + r".*Fix: delete train_state.safetensors and train_state.json"):
+        train(tiny_net(), Toy(), config=config(steps=6), out_dir=tmp_path, physics=None, lat=LAT, progress=False)
+
+
 def test_physics_term_changes_the_update(tmp_path):
     """The same steps with and without the physics term move the weights differently.
 

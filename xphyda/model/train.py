@@ -211,17 +211,42 @@ def _sizes(net) -> dict:
     return {k: cfg[k] for k in _SIZES if k in cfg}
 
 
+def _unreadable(out_dir: Path, what: str, reason) -> ModelError:
+    return ModelError(
+        f"{Path(out_dir) / what} cannot be read ({' '.join(str(reason).split())[:300]}), so the run cannot resume. "
+        "Fix: delete train_state.safetensors and train_state.json there to start afresh, or train into another folder"
+    )
+
+
+def _state_meta(out_dir: Path) -> dict | None:
+    """The training state's ``train_state.json`` in ``out_dir``, None without one, a ModelError if unreadable."""
+    path = Path(out_dir) / "train_state.json"
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _unreadable(out_dir, path.name, exc) from exc
+    if not isinstance(meta, dict) or "step" not in meta or "optimizer" not in meta:
+        raise _unreadable(out_dir, path.name, "not a training state: no 'step' and 'optimizer'")
+    return meta
+
+
 def saved_sizes(out_dir: Path) -> dict:
     """The network sizes the training state in ``out_dir`` recorded: {} without one (or from an older xphyda)."""
-    path = Path(out_dir) / "train_state.json"
-    return (json.loads(path.read_text()).get("architecture") or {}) if path.exists() else {}
+    return ((_state_meta(out_dir) or {}).get("architecture")) or {}
 
 
 def load_train_state(out_dir: Path, net, ema, opt) -> int:
     from safetensors.torch import load_file
 
-    tensors = load_file(str(out_dir / "train_state.safetensors"))
-    meta = json.loads((out_dir / "train_state.json").read_text())
+    meta = _state_meta(out_dir)
+    if meta is None:
+        raise _unreadable(out_dir, "train_state.json", "the file is missing beside train_state.safetensors")
+    try:
+        tensors = load_file(str(out_dir / "train_state.safetensors"))
+    except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
+        raise _unreadable(out_dir, "train_state.safetensors", exc) from exc
     saved, ours = meta.get("architecture") or {}, _sizes(net)
     differ = {k: (saved[k], ours[k]) for k in saved if k in ours and saved[k] != ours[k]}
     if differ:
