@@ -61,37 +61,57 @@ def ecmwf(_ecmwf_pl):
     return _ecmwf_pl.copy(deep=True)
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """An untrained PhydaNet on an 8 x 16 Gaussian grid (z, t, u, v at 500/850 hPa and sp), saved as a model folder.
-
-    Untrained weights make the analyses meaningless but exercise every path of the front end.
-    """
-    import torch
-
-    from xphyda.data.channels import ChannelSpec
+def save_tiny(net, folder):
+    """Save ``net`` (a PhydaNet for :data:`TINY_SPEC` on an 8 x 16 Gaussian grid) as a model folder."""
     from xphyda.data.regrid import model_grid
     from xphyda.model.checkpoint import architecture_card, save_checkpoint
-    from xphyda.model.phyda import PhydaNet
 
-    spec = ChannelSpec(("z", "t", "u", "v"), (500.0, 850.0), ("sp",))
     g = model_grid(8, 16, kind="gaussian")
-    torch.manual_seed(0)
-    net = PhydaNet(spec.n_channels, features=2, widths=(8, 16), vre_widths=(8, 16), groups=4)
     mean = {"z": (55000.0, 14000.0), "t": (255.0, 275.0), "u": (10.0, 5.0), "v": (0.0, 0.0)}
     std = {"z": (3000.0, 1500.0), "t": (10.0, 12.0), "u": (15.0, 10.0), "v": (10.0, 8.0)}
     channels = {"sp": dict(mean=98000.0, std=3000.0, diff_mean=0.0, diff_std=500.0)}
-    for name in spec.names[:-1]:
+    for name in tiny_spec().names[:-1]:
         var, i = name[0], 0 if name.endswith("500") else 1
         channels[name] = dict(mean=mean[var][i], std=std[var][i], diff_mean=0.0, diff_std=std[var][i] / 3)
     card = {
-        "name": "tiny",
+        "name": Path(folder).name,
         "description": "untrained tiny test model",
-        "channels": spec.to_dict(),
+        "channels": tiny_spec().to_dict(),
         "grid": {"latitude": g.latitude.values.tolist(), "longitude": g.longitude.values.tolist()},
         "normalisation": {"schema": 1, "lead_hours": 24, "channels": channels, "info": {}},
         "training": {},
         "scores": {},
         **architecture_card(net),
     }
-    return save_checkpoint(tmp_path_factory.mktemp("models") / "tiny", net.state_dict(), card)
+    return save_checkpoint(folder, net.state_dict(), card, overwrite=True)
+
+
+def tiny_spec():
+    from xphyda.data.channels import ChannelSpec
+
+    return ChannelSpec(("z", "t", "u", "v"), (500.0, 850.0), ("sp",))
+
+
+def tiny_net(**kwargs):
+    """The tiny model's untrained PhydaNet (seeded)."""
+    import torch
+
+    from xphyda.model.phyda import PhydaNet
+
+    torch.manual_seed(0)
+    return PhydaNet(tiny_spec().n_channels, features=2, widths=(8, 16), vre_widths=(8, 16), groups=4, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """An untrained PhydaNet on an 8 x 16 Gaussian grid (z, t, u, v at 500/850 hPa and sp), saved as a model folder.
+
+    Untrained weights make the analyses meaningless but exercise every path of the front end.
+    """
+    return save_tiny(tiny_net(), tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_parts():
+    """``(tiny_net, save_tiny)``: build the tiny model's network (keywords go to PhydaNet) and save one like it."""
+    return tiny_net, save_tiny

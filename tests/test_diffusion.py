@@ -325,3 +325,40 @@ def test_levels_and_variables_the_model_lacks_give_one_warning_over_all_times(ec
     assert not bool((flag.where(~served) == FLAGS["used"]).any())
     assert bool((flag.where(served) == FLAGS["used"]).any())
     assert not bool((out["r_flag"] == FLAGS["used"]).any())
+
+
+@pytest.fixture(scope="module")
+def observing_models(tiny_parts, tmp_path_factory):
+    """The tiny model with weights everywhere, its denoiser_obs widening, and that widening with weight on
+    the new inputs, each saved as a model folder."""
+    import torch
+
+    from xphyda.model.phyda import with_observation_inputs
+
+    tiny_net, save_tiny = tiny_parts
+    base = tiny_net(centred=True)
+    with torch.no_grad():  # an untrained U-Net's head is zero: the stem would not matter
+        for p in base.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    wide, used = with_observation_inputs(base), with_observation_inputs(base)
+    with torch.no_grad():
+        used.denoiser.net.stem.weight[:, -2 * base.config["channels"]:].normal_(0.0, 0.2)
+    root = tmp_path_factory.mktemp("observing")
+    return {name: save_tiny(net, root / name) for name, net in (("base", base), ("wide", wide), ("used", used))}
+
+
+def test_a_model_whose_denoiser_sees_the_observations_assimilates_and_encodes(case, observing_models):
+    from xphyda.model.checkpoint import load_model
+
+    _, background, obs = case
+    net, card = load_model(observing_models["wide"], device="cpu")
+    assert card["architecture"]["denoiser_obs"] is True and net.config["denoiser_obs"] is True
+    run = {name: background.phyda.assimilate(obs, method="phyda", model=path, members=2, steps=2, seed=1)
+           for name, path in observing_models.items()}
+    # zero weights on [y, mask]: the same analysis as the model it was widened from
+    xr.testing.assert_equal(run["wide"]["t"], run["base"]["t"])
+    # weight on them: the sampler feeds the gridded observations to the denoiser
+    assert float(abs(run["used"]["t"] - run["base"]["t"]).max()) > 1e-3
+    assert np.isfinite(run["used"]["t"]).all() and np.isfinite(run["used"]["z"]).all()
+    rec = background.phyda.encode(obs, model=observing_models["used"])
+    assert np.isfinite(rec["t850"]).all()

@@ -389,7 +389,8 @@ def _vre_rows(H, sigma_o, model: LoadedModel) -> np.ndarray:
     The VRE is given observed values and a mask, not their errors: it takes every observation to be as accurate
     as in training.  Default errors of omega (0.1 Pa s-1) are 1 to 2.3 of its normalised units and of q at
     200 hPa (1 g/kg) 16, against 0.1 in training; fed to the VRE they made w and q worse with more observations.
-    The guidance still uses every observation with its own error.
+    A model built with ``denoiser_obs`` gets the same rows as its denoiser's ``[y, mask]`` inputs (as in
+    training).  The guidance still uses every observation with its own error.
     """
     noise = model.train_config.get("obs_noise")
     if H is None or sigma_o is None or not noise:
@@ -400,7 +401,8 @@ def _vre_rows(H, sigma_o, model: LoadedModel) -> np.ndarray:
 
 
 def _gridded_obs(H, y, model: LoadedModel, *, sigma_o=None) -> tuple[np.ndarray, np.ndarray]:
-    """Observations spread onto the model grid for the VRE: ``(y_grid, mask)``, flat ``(C * nlat * nlon,)``.
+    """Observations spread onto the model grid for the VRE (and, with ``denoiser_obs``, the denoiser):
+    ``(y_grid, mask)``, flat ``(C * nlat * nlon,)``.
 
     ``y_grid = H^T (y - H mean) / (H^T 1) / std`` (normalised) where ``H^T 1 > 0.9``, zero elsewhere:
     observations at grid points give their normalised value, and a model point counts as observed only when

@@ -313,8 +313,12 @@ def _denoiser_obs(value, init, *, use_vre: bool, resumed: dict) -> bool:
     had = bool(((init or ({}, {}))[1].get("architecture") or {}).get("denoiser_obs", False))
     if value is None:
         return bool(resumed.get("denoiser_obs", had))
-    if not isinstance(value, bool):
-        raise ModelError(f"denoiser_obs must be True or False; got {value!r}")
+    import numpy as np
+
+    if not isinstance(value, (bool, np.bool_)):
+        raise ModelError(f"denoiser_obs must be True or False; got {value!r}. Fix: pass denoiser_obs=True "
+                         "(or --denoiser-obs), or leave it unset")
+    value = bool(value)
     vre = (init[1].get("architecture") or {}).get("use_vre", True) if init is not None else use_vre
     if value and not vre:
         raise ModelError("denoiser_obs=True needs the VRE: without it the denoiser is conditioned on [y, mask] "

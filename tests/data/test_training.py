@@ -293,4 +293,9 @@ def test_a_fine_tune_can_add_observation_inputs_to_the_denoiser(make_corpus, tmp
                       .read_text())["architecture"]["denoiser_obs"] is True
     with pytest.raises(ModelError, match=r"needs the VRE.*Fix"):
         train_prior(corpus, out=tmp_path / "out" / "y", steps=1, use_vre=False, denoiser_obs=True, **kw)
+    with pytest.raises(ModelError, match=r"True or False; got 'yes'.*Fix"):
+        train_prior(corpus, out=tmp_path / "out" / "z", steps=1, init_from=base, denoiser_obs="yes", **kw)
     assert not (tmp_path / "out").exists()
+    # a numpy boolean is a boolean
+    flag = train_prior(corpus, out=tmp_path / "np", steps=1, init_from=base, denoiser_obs=np.True_, **kw)
+    assert json.loads((flag / "card.json").read_text())["architecture"]["denoiser_obs"] is True

@@ -190,17 +190,27 @@ def with_observation_inputs(net: PhydaNet) -> PhydaNet:
 
     Examples
     --------
+    >>> _ = torch.manual_seed(0)
     >>> net = PhydaNet(2, features=2, widths=(8, 16), vre_widths=(8, 16), groups=4, centred=True)
+    >>> with torch.no_grad():  # an untrained U-Net's head is zero: give every weight a value first
+    ...     for p in net.parameters():
+    ...         _ = p.add_(0.1 * torch.randn_like(p))
     >>> wide = with_observation_inputs(net)
     >>> x, y = torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)
     >>> m = (torch.rand(1, 2, 8, 16) < 0.3).float()
-    >>> bool(torch.equal(wide(x, torch.ones(1), x, y * m, m)[0], net(x, torch.ones(1), x, y * m, m)[0]))
+    >>> same = wide(x, torch.ones(1), x, y * m, m)[0]
+    >>> bool(torch.equal(same, net(x, torch.ones(1), x, y * m, m)[0]))
     True
+    >>> with torch.no_grad():  # once the new inputs have weight, the observations change the output
+    ...     _ = wide.denoiser.net.stem.weight[:, -4:].fill_(0.5)
+    >>> bool(torch.equal(same, wide(x, torch.ones(1), x, y * m, m)[0]))
+    False
     """
     cfg = dict(net.config)
     if net.vre is None or cfg.get("denoiser_obs"):
-        why = "has no VRE (its denoiser sees [y, mask] already)" if net.vre is None else "sees the observations already"
-        raise ModelError(f"with_observation_inputs: this network {why}; nothing to add")
+        why, fix = (("has no VRE (its denoiser sees [y, mask] already)", "train a model with the VRE")
+                    if net.vre is None else ("sees the observations already", "use the network as it is"))
+        raise ModelError(f"with_observation_inputs: this network {why}; there is nothing to add. Fix: {fix}")
     wide = PhydaNet(**{**cfg, "denoiser_obs": True})
     ours, theirs = net.state_dict(), wide.state_dict()
     for key, value in theirs.items():
@@ -211,4 +221,8 @@ def with_observation_inputs(net: PhydaNet) -> PhydaNet:
             value.zero_()
             value[:, : old.shape[1]].copy_(old)
     wide.load_state_dict(theirs)
-    return wide.to(next(net.parameters()).device)
+    first = next(net.parameters())
+    wide = wide.to(device=first.device, dtype=first.dtype).train(net.training)
+    for new, old in zip(wide.parameters(), net.parameters()):
+        new.requires_grad_(old.requires_grad)
+    return wide
