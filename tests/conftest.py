@@ -62,21 +62,21 @@ def ecmwf(_ecmwf_pl):
 
 
 def save_tiny(net, folder):
-    """Save ``net`` (a PhydaNet for :data:`TINY_SPEC` on an 8 x 16 Gaussian grid) as a model folder."""
+    """Save ``net`` (a PhydaNet for :func:`tiny_spec`'s channels on an 8 x 16 Gaussian grid) as a model folder."""
     from xphyda.data.regrid import model_grid
     from xphyda.model.checkpoint import architecture_card, save_checkpoint
 
-    g = model_grid(8, 16, kind="gaussian")
+    spec, g = tiny_spec(), model_grid(8, 16, kind="gaussian")
     mean = {"z": (55000.0, 14000.0), "t": (255.0, 275.0), "u": (10.0, 5.0), "v": (0.0, 0.0)}
     std = {"z": (3000.0, 1500.0), "t": (10.0, 12.0), "u": (15.0, 10.0), "v": (10.0, 8.0)}
     channels = {"sp": dict(mean=98000.0, std=3000.0, diff_mean=0.0, diff_std=500.0)}
-    for name in tiny_spec().names[:-1]:
+    for name in spec.names[:-1]:
         var, i = name[0], 0 if name.endswith("500") else 1
         channels[name] = dict(mean=mean[var][i], std=std[var][i], diff_mean=0.0, diff_std=std[var][i] / 3)
     card = {
         "name": Path(folder).name,
         "description": "untrained tiny test model",
-        "channels": tiny_spec().to_dict(),
+        "channels": spec.to_dict(),
         "grid": {"latitude": g.latitude.values.tolist(), "longitude": g.longitude.values.tolist()},
         "normalisation": {"schema": 1, "lead_hours": 24, "channels": channels, "info": {}},
         "training": {},
