@@ -419,6 +419,10 @@ def test_train(era5, tmp_path, monkeypatch, capsys):
     tuned = tmp_path / "tuned"
     assert main([*argv[:6], str(tuned), *argv[7:14], "--init-from", str(out), "--denoiser-obs"]) == EXIT_OK
     assert json.loads((tuned / "card.json").read_text())["architecture"]["denoiser_obs"] is True
+    # --no-denoiser-obs removes them again
+    plain = tmp_path / "plain"
+    assert main([*argv[:6], str(plain), *argv[7:14], "--init-from", str(tuned), "--no-denoiser-obs"]) == EXIT_OK
+    assert json.loads((plain / "card.json").read_text())["architecture"]["denoiser_obs"] is False
     capsys.readouterr()
     # a network that does not fit the preset's 8 x 16 grid: a one-line error, exit code 1, no folder
     assert main([*argv[:6], str(tmp_path / "m3"), *argv[7:14], "--widths", "8", "16", "32", "64", "128"]) == EXIT_ERROR

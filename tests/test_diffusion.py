@@ -362,3 +362,29 @@ def test_a_model_whose_denoiser_sees_the_observations_assimilates_and_encodes(ca
     assert np.isfinite(run["used"]["t"]).all() and np.isfinite(run["used"]["z"]).all()
     rec = background.phyda.encode(obs, model=observing_models["used"])
     assert np.isfinite(rec["t850"]).all()
+
+
+def test_a_model_with_static_fields_and_attention_assimilates_and_encodes(case, observing_models, tiny_parts,
+                                                                           tmp_path):
+    """An adapted model (land-sea mask input, attention) gives the original's analysis until its new weights move."""
+    import torch
+
+    from xphyda.model.checkpoint import load_model
+    from xphyda.model.phyda import adapt
+
+    _, save_tiny = tiny_parts
+    base, _ = load_model(observing_models["base"], device="cpu")
+    lsm = (torch.rand(8, 16, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    grown = adapt(base, static={"lsm": lsm}, attention=True)
+    used = adapt(base, static={"lsm": lsm}, attention=True)
+    with torch.no_grad():
+        used.denoiser.net.stem.weight[:, -1:].normal_(0.0, 0.2)
+    _, background, obs = case
+    run = {name: background.phyda.assimilate(obs, method="phyda", model=save_tiny(net, tmp_path / name),
+                                             members=2, steps=2, seed=1)
+           for name, net in (("grown", grown), ("used", used))}
+    plain = background.phyda.assimilate(obs, method="phyda", model=observing_models["base"], members=2, steps=2, seed=1)
+    xr.testing.assert_allclose(run["grown"]["t"], plain["t"], atol=1e-4)
+    assert float(abs(run["used"]["t"] - plain["t"]).max()) > 1e-3  # the sampler feeds the static field
+    rec = background.phyda.encode(obs, model=tmp_path / "used")
+    assert np.isfinite(rec["t850"]).all()

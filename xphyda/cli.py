@@ -623,6 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--denoiser-obs", action="store_const", const=True, default=None,
                    help="condition the denoiser on the gridded observations too, not only on the VRE's "
                         "reconstruction; with --init-from the new inputs start at zero weight")
+    p.add_argument("--no-denoiser-obs", dest="denoiser_obs", action="store_const", const=False,
+                   help="with --init-from a model trained with --denoiser-obs: remove those inputs")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of batches, noise and simulated observations")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -323,9 +323,6 @@ def _denoiser_obs(value, init, *, use_vre: bool, resumed: dict) -> bool:
     if value and not vre:
         raise ModelError("denoiser_obs=True needs the VRE: without it the denoiser is conditioned on [y, mask] "
                          "already. Fix: drop denoiser_obs (or --denoiser-obs) for the no-VRE ablation")
-    if had and not value:
-        raise ModelError("denoiser_obs=False, but the init_from model's denoiser sees the observations and a "
-                         "fine-tune cannot remove inputs. Fix: leave denoiser_obs unset, or train from scratch")
     return value
 
 
@@ -453,9 +450,10 @@ def train_prior(
         Condition the denoiser on the gridded observations ``[y, mask]`` as
         well as on the VRE's reconstruction (needs the VRE).  With
         ``init_from`` a model without these inputs gets them with zero weights
-        (:func:`xphyda.model.phyda.with_observation_inputs`), so the fine-tune
-        starts from the same function.  Default: the starting model's (or the
-        resumed run's) choice, else False.
+        (:func:`xphyda.model.phyda.adapt`), so the fine-tune starts from the
+        same function; ``False`` with a model that has them removes them (its
+        function then changes by what they had learned).  Default: the
+        starting model's (or the resumed run's) choice, else False.
     seed : int
         Seed of batches, noise and simulated observations.
     num_workers : int
@@ -505,7 +503,7 @@ def train_prior(
     from .data.pipeline import prepare
     from .data.sources import open_source
     from .model.checkpoint import architecture_card, save_checkpoint
-    from .model.phyda import PhydaNet, with_observation_inputs
+    from .model.phyda import PhydaNet, adapt
     from .model.physics_loss import PhysicsLoss
     from .model.train import TrainConfig, saved_sizes, train
     from .models import user_cache
@@ -572,8 +570,8 @@ def train_prior(
     if init is not None:
         net = _start_from(init, init_from, lat, lon)
         use_vre = net.vre is not None
-        if denoiser_obs and not net.config.get("denoiser_obs"):
-            net = with_observation_inputs(net)
+        if denoiser_obs != bool(net.config.get("denoiser_obs")):
+            net = adapt(net, denoiser_obs=denoiser_obs)
     else:
         net = PhydaNet(spec.n_channels, use_vre=use_vre, **sizes, centred=True, sigma_data=reg["spread"],
                        background_gain=reg["gain"], denoiser_obs=denoiser_obs)

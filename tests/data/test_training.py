@@ -284,11 +284,12 @@ def test_a_fine_tune_can_add_observation_inputs_to_the_denoiser(make_corpus, tmp
     stem = "ema/denoiser.net.stem.weight"
     assert after[stem].shape[1] == before[stem].shape[1] + 2 * 11
     assert float(after[stem][:, -22:].abs().max()) > 0  # one step of training moved the new weights off zero
-    # resuming without the flag keeps the run's choice; a fine-tune of it cannot drop the inputs
+    # resuming without the flag keeps the run's choice; a fine-tune of it can drop the inputs again
     again = train_prior(corpus, out=tmp_path / "tuned", steps=2, init_from=base, **kw)
     assert json.loads((again / "card.json").read_text())["training"]["steps_done"] == 2
-    with pytest.raises(ModelError, match=r"denoiser_obs=False.*cannot remove inputs.*Fix"):
-        train_prior(corpus, out=tmp_path / "out" / "x", steps=1, init_from=tuned, denoiser_obs=False, **kw)
+    dropped = train_prior(corpus, out=tmp_path / "dropped", steps=1, init_from=tuned, denoiser_obs=False, **kw)
+    assert json.loads((dropped / "card.json").read_text())["architecture"]["denoiser_obs"] is False
+    assert load_file(dropped / "model.safetensors")[stem].shape == before[stem].shape
     assert json.loads((train_prior(corpus, out=tmp_path / "t2", steps=1, init_from=tuned, **kw) / "card.json")
                       .read_text())["architecture"]["denoiser_obs"] is True
     with pytest.raises(ModelError, match=r"needs the VRE.*Fix"):

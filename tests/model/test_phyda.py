@@ -92,3 +92,119 @@ def test_an_older_card_without_the_key_builds_the_plain_network():
     card = architecture_card(_net())
     del card["architecture"]["denoiser_obs"]
     assert build_from_card(card).config["denoiser_obs"] is False
+
+
+# --- adapt: static fields, attention, dropping the observation inputs ---------------------------------------
+
+
+def _lsm(seed=3):
+    return (torch.rand(8, 16, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
+
+
+def test_adapt_adds_static_fields_and_attention_keeping_the_function():
+    from xphyda.model.phyda import adapt
+
+    net = _perturb(_net())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    lat = torch.linspace(80, -80, 8)
+    big = adapt(net, static={"lsm": _lsm(), "latitude": lat[:, None].expand(8, 16)}, lat=lat, attention=True)
+    assert big.config == {**net.config, "static": ["lsm", "latitude"], "grid": [8, 16], "attention": True}
+    x, b, y, m = _inputs()
+    sigma = torch.tensor([0.1, 2.0])
+    with torch.no_grad():
+        d0, r0 = net(x, sigma, b, y, m)
+        d1, r1 = big(x, sigma, b, y, m)
+    assert torch.allclose(d0, d1, atol=1e-6) and torch.equal(r0, r1)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    cond, _ = big.condition(b, y, m)  # the standardised fields are the last conditioning channels
+    assert torch.allclose(cond[0, -1].mean(dim=1), torch.linspace(1, -1, 8) * cond[0, -1, 0, 0], atol=1e-5)
+    assert torch.equal(cond[0, -2] > 0, _lsm() > 0)
+    # everything new is trainable: gradients reach the new stem columns and the attention block
+    ((big(x, sigma, b, y, m)[0] - x) ** 2).mean().backward()
+    assert float(big.denoiser.net.stem.weight.grad[:, -2:].abs().sum()) > 0
+    assert float(big.denoiser.net.attn.proj.weight.grad.abs().sum()) > 0
+
+
+def test_adapt_drops_the_observation_inputs_as_if_their_weights_were_zero():
+    from xphyda.model.phyda import adapt
+
+    net = _perturb(_net(denoiser_obs=True))
+    zeroed = _perturb(_net(denoiser_obs=True))
+    zeroed.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        zeroed.denoiser.net.stem.weight[:, -2 * C :] = 0
+    small = adapt(net, denoiser_obs=False)
+    assert small.config["denoiser_obs"] is False and net.config["denoiser_obs"] is True
+    assert small.denoiser.net.stem.weight.shape[1] == net.denoiser.net.stem.weight.shape[1] - 2 * C
+    x, b, y, m = _inputs()
+    with torch.no_grad():
+        assert torch.allclose(small(x, torch.ones(2), b, y, m)[0], zeroed(x, torch.ones(2), b, y, m)[0], atol=1e-6)
+        assert not torch.allclose(small(x, torch.ones(2), b, y, m)[0], net(x, torch.ones(2), b, y, m)[0], atol=1e-4)
+
+
+def test_adapt_keeps_the_static_fields_it_has_when_adding_more():
+    from xphyda.model.phyda import adapt
+
+    net = adapt(_perturb(_net()), static={"lsm": _lsm()})
+    more = adapt(net, static={"orography": _lsm(5) * 3.0}, denoiser_obs=True)
+    assert more.config["static"] == ["lsm", "orography"]
+    assert torch.equal(more.static_fields[0], net.static_fields[0])
+    x, b, y, m = _inputs()
+    with torch.no_grad():
+        assert torch.allclose(more(x, torch.ones(2), b, y, m)[0], net(x, torch.ones(2), b, y, m)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"static": {"lsm": torch.ones(8, 16)}}, r"constant over the grid.*Fix"),
+        ({"static": {"lsm": torch.rand(4, 16)}}, r"shape \(4, 16\).*model grid is \(8, 16\)"),
+        ({"static": {"lsm": torch.full((8, 16), float("nan"))}}, r"non-finite.*Fix"),
+        ({"denoiser_obs": "yes"}, r"denoiser_obs must be True, False or None.*Fix"),
+    ],
+)
+def test_adapt_explains_bad_requests(kwargs, match):
+    from xphyda.model.phyda import adapt
+
+    net = adapt(_net(), static={"other": _lsm()})  # fixes the grid at 8 x 16
+    with pytest.raises(ModelError, match=match):
+        adapt(net, **kwargs)
+
+
+def test_adapt_refuses_what_it_cannot_do():
+    from xphyda.model.phyda import adapt
+
+    with pytest.raises(ModelError, match=r"static fields \['lsm'\] already.*Fix"):
+        adapt(adapt(_net(), static={"lsm": _lsm()}), static={"lsm": _lsm(4)})
+    with pytest.raises(ModelError, match=r"cannot remove.*Fix"):
+        adapt(adapt(_net(), attention=True), attention=False)
+    with pytest.raises(ModelError, match=r"needs the VRE.*Fix"):
+        adapt(_net(use_vre=False), denoiser_obs=True)
+    with pytest.raises(ModelError, match=r"grid=\(nlat, nlon\).*Fix"):
+        _net(static=["lsm"])
+
+
+def test_a_checkpoint_keeps_the_static_fields_and_checks_the_grid(tmp_path):
+    from xphyda.model.checkpoint import architecture_card, load_model, save_checkpoint
+    from xphyda.model.phyda import adapt
+
+    net = adapt(_perturb(_net()), static={"lsm": _lsm()}, attention=True)
+    save_checkpoint(tmp_path / "m", {"net": net.state_dict()}, {"name": "m", **architecture_card(net)})
+    twin, card = load_model(tmp_path / "m", device="cpu")
+    assert card["architecture"]["static"] == ["lsm"] and torch.equal(twin.static_fields, net.static_fields)
+    x, b, y, m = _inputs()
+    with torch.no_grad():
+        assert torch.equal(twin(x, torch.ones(2), b, y, m)[0], net(x, torch.ones(2), b, y, m)[0])
+    wide = torch.zeros(2, C, 8, 32)
+    with pytest.raises(ModelError, match=r"\(8, 32\) grid.*static fields \['lsm'\].*\(8, 16\).*Fix"):
+        twin.condition(wide, wide, wide)
+
+
+def test_standardise_static_weights_by_area():
+    from xphyda.model.phyda import standardise_static
+
+    f = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    even = standardise_static(f)
+    polar = standardise_static(f, lat=[89.0, 0.0])  # the first row's cells are tiny: the mean is near 0
+    assert torch.allclose(even, torch.tensor([[1.0, 1.0], [-1.0, -1.0]]))
+    assert float(polar[1, 0]) > -0.2 and float(polar[0, 0]) > 5

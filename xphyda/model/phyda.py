@@ -17,16 +17,23 @@ channels.  The denoiser ``D(x_sigma; sigma, cond)`` is conditioned on
 when built with ``denoiser_obs=True`` (the reconstruction is dense and smooth;
 the raw observations let the denoiser fit the observed points themselves).
 The ablation without VRE conditions directly on ``[background * bmask, bmask, y, mask]``.
+A network built with ``static`` fields (e.g. the land-sea mask and the
+orography on the model grid) appends them, standardised, to the denoiser's
+conditioning: a convolution cannot tell one place from another, and these
+fields tell it where land, mountains and latitudes are.  They are stored with
+the weights.
 
-:func:`with_observation_inputs` turns a trained network into one whose
-denoiser also sees ``[y, mask]``, with zero weights on those inputs, so it
-computes the same function until it is fine-tuned.
+:func:`adapt` turns a trained network into one with more inputs (observations,
+static fields) or self-attention at the denoiser's coarsest level, with zero
+weights on everything new, so it computes the same function until it is
+fine-tuned; :func:`with_observation_inputs` is its special case for ``[y, mask]``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,7 +41,7 @@ from ..errors import ModelError
 from .precond import BackgroundCentredDenoiser, EDMDenoiser
 from .unet import UNet
 
-__all__ = ["VirtualReconstructionEncoder", "PhydaNet", "with_observation_inputs"]
+__all__ = ["VirtualReconstructionEncoder", "PhydaNet", "adapt", "standardise_static", "with_observation_inputs"]
 
 
 def _one_or_each(value) -> float | list[float]:
@@ -107,6 +114,14 @@ class PhydaNet(nn.Module):
     denoiser_obs : bool
         With the VRE: condition the denoiser on the gridded observations
         ``[y, mask]`` too, not only on their reconstruction.
+    static : sequence of str
+        Names of time-invariant fields on the model grid appended to the
+        denoiser's conditioning (the values are a buffer saved with the
+        weights, zero until loaded or set by :func:`adapt`).
+    grid : (int, int), optional
+        ``(nlat, nlon)`` of the model grid; needed with ``static``.
+    attention : bool
+        Self-attention at the denoiser U-Net's coarsest level.
 
     Examples
     --------
@@ -132,8 +147,17 @@ class PhydaNet(nn.Module):
         centred: bool = False,
         background_gain: float | Sequence[float] = 1.0,
         denoiser_obs: bool = False,
+        static: Sequence[str] = (),
+        grid: Sequence[int] | None = None,
+        attention: bool = False,
     ):
         super().__init__()
+        static = [str(n) for n in static]
+        if static and (grid is None or len(grid) != 2 or min(int(g) for g in grid) < 1):
+            raise ModelError(f"static fields {static} need the model grid as grid=(nlat, nlon); got grid={grid!r}. "
+                             "Fix: pass the grid the network runs on, e.g. grid=(48, 96)")
+        if len(set(static)) != len(static):
+            raise ModelError(f"static field names must be unique; got {static}. Fix: name each field once")
         if channels < 1:
             raise ModelError(f"PhydaNet needs at least one channel, got {channels}")
         if denoiser_obs and not use_vre:
@@ -143,14 +167,17 @@ class PhydaNet(nn.Module):
             channels=int(channels), use_vre=bool(use_vre), features=int(features), widths=[int(w) for w in widths],
             vre_widths=[int(w) for w in vre_widths], groups=int(groups), centred=bool(centred),
             background_gain=_one_or_each(background_gain), sigma_data=_one_or_each(sigma_data),
-            denoiser_obs=bool(denoiser_obs),
+            denoiser_obs=bool(denoiser_obs), static=static,
+            grid=[int(g) for g in grid] if static else None, attention=bool(attention),
         )  # fmt: skip
         c = int(channels)
         self.vre = VirtualReconstructionEncoder(c, features=features, widths=vre_widths, groups=groups) if use_vre else None
-        cond = 2 * c + (c + features if use_vre else 2 * c) + (2 * c if denoiser_obs else 0)
+        cond = 2 * c + (c + features if use_vre else 2 * c) + (2 * c if denoiser_obs else 0) + len(static)
+        shape = (len(static), *self.config["grid"]) if static else (0, 1, 1)
+        self.register_buffer("static_fields", torch.zeros(shape), persistent=bool(static))
         if isinstance(sigma_data, (list, tuple)) and len(sigma_data) != c:
             raise ModelError(f"sigma_data has {len(sigma_data)} values for {c} channels; pass one, or one per channel")
-        unet = UNet(c, c, cond_channels=cond, widths=widths, groups=groups)
+        unet = UNet(c, c, cond_channels=cond, widths=widths, groups=groups, attention=attention)
         if centred:
             self.denoiser = BackgroundCentredDenoiser(unet, sigma_data=sigma_data, gain=background_gain)
         else:
@@ -164,11 +191,19 @@ class PhydaNet(nn.Module):
                 raise ModelError(f"{name} has shape {tuple(t.shape)}, expected (batch, {c}, lat, lon)")
         bm = _expand(bmask, background)
         b = background * bm
+        static = []
+        if self.config["static"]:
+            if tuple(background.shape[-2:]) != tuple(self.static_fields.shape[-2:]):
+                raise ModelError(
+                    f"the fields are on a {tuple(background.shape[-2:])} grid but the network's static fields "
+                    f"{self.config['static']} are on {tuple(self.static_fields.shape[-2:])}. "
+                    "Fix: regrid to the model grid first (assimilate and encode do)")
+            static = [self.static_fields.to(b.dtype).expand(b.shape[0], -1, -1, -1)]
         if self.vre is None:
-            return torch.cat([b, bm, y, _expand(mask, y)], dim=1), None
+            return torch.cat([b, bm, y, _expand(mask, y), *static], dim=1), None
         recon, feats = self.vre(background, bm, y, mask)
         extra = [y, _expand(mask, y)] if self.config["denoiser_obs"] else []
-        return torch.cat([b, bm, recon, feats, *extra], dim=1), recon
+        return torch.cat([b, bm, recon, feats, *extra, *static], dim=1), recon
 
     def forward(self, x_noisy, sigma, background, y, mask, bmask=None):
         cond, recon = self.condition(background, y, mask, bmask)
@@ -206,23 +241,165 @@ def with_observation_inputs(net: PhydaNet) -> PhydaNet:
     >>> bool(torch.equal(same, wide(x, torch.ones(1), x, y * m, m)[0]))
     False
     """
-    cfg = dict(net.config)
-    if net.vre is None or cfg.get("denoiser_obs"):
+    if net.vre is None or net.config.get("denoiser_obs"):
         why, fix = (("has no VRE (its denoiser sees [y, mask] already)", "train a model with the VRE")
                     if net.vre is None else ("sees the observations already", "use the network as it is"))
         raise ModelError(f"with_observation_inputs: this network {why}; there is nothing to add. Fix: {fix}")
-    wide = PhydaNet(**{**cfg, "denoiser_obs": True})
-    ours, theirs = net.state_dict(), wide.state_dict()
+    return adapt(net, denoiser_obs=True)
+
+
+def standardise_static(values, lat=None) -> torch.Tensor:
+    """A static field as the network sees it: minus its (area-weighted) mean, over its standard deviation.
+
+    Parameters
+    ----------
+    values : array-like
+        ``(nlat, nlon)`` field on the model grid, e.g. the land-sea mask or the
+        surface geopotential.
+    lat : array-like, optional
+        Latitudes (degrees) for cos-latitude area weights; equal weights without.
+
+    Raises
+    ------
+    ModelError
+        If the field is not 2-D, is not finite, or is constant.
+
+    Examples
+    --------
+    >>> f = standardise_static(torch.tensor([[0.0, 1.0], [1.0, 1.0]]))
+    >>> round(float(f.mean()), 6), round(float(f.std(unbiased=False)), 6)
+    (0.0, 1.0)
+    """
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if v.ndim != 2 or not bool(torch.isfinite(v).all()):
+        raise ModelError(f"a static field must be a finite (lat, lon) array; got shape {tuple(v.shape)} "
+                         f"with {int((~torch.isfinite(v)).sum())} non-finite values. Fix: fill or drop the gaps first")
+    w = torch.ones_like(v) if lat is None else torch.cos(torch.deg2rad(torch.as_tensor(lat, dtype=torch.float64)))[:, None].expand_as(v)
+    mean = (v * w).sum() / w.sum()
+    std = (((v - mean) ** 2 * w).sum() / w.sum()).sqrt()
+    if not float(std) > 0:
+        raise ModelError("a static field is constant over the grid, so it cannot tell one place from another. "
+                         "Fix: leave it out")
+    return ((v - mean) / std).float()
+
+
+def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=None,
+          attention: bool | None = None) -> PhydaNet:
+    """A copy of ``net`` with more inputs or self-attention, computing the same function until fine-tuned.
+
+    Everything new starts with zero weight on its way out: the first
+    convolution's columns for new inputs are zero, and a new attention block's
+    output projection is zero (the block is then the identity).  Every other
+    weight is copied.  ``net`` itself is not changed.
+
+    Parameters
+    ----------
+    net : PhydaNet
+        A trained network.
+    denoiser_obs : bool, optional
+        ``True`` adds ``[y, mask]`` to the denoiser's inputs (needs the VRE);
+        ``False`` removes them, which changes the function by what the
+        fine-tune taught them (measure it).  ``None`` keeps what ``net`` has.
+    static : mapping of str to array, optional
+        Static fields to add, name to ``(nlat, nlon)`` values on the model grid,
+        standardised by :func:`standardise_static`; a name ``net`` has already
+        is an error.
+    lat : array-like, optional
+        The model grid's latitudes, for area weights in the standardisation.
+    attention : bool, optional
+        ``True`` adds self-attention at the denoiser's coarsest level.
+
+    Raises
+    ------
+    ModelError
+        If asked to add what ``net`` has, to remove attention, or for
+        observation inputs without the VRE.
+
+    Examples
+    --------
+    >>> _ = torch.manual_seed(0)
+    >>> net = PhydaNet(2, features=2, widths=(8, 16), vre_widths=(8, 16), groups=4, centred=True)
+    >>> with torch.no_grad():  # give every weight a value (an untrained U-Net's head is zero)
+    ...     for p in net.parameters():
+    ...         _ = p.add_(0.1 * torch.randn_like(p))
+    >>> lsm = (torch.rand(8, 16) < 0.3).float()
+    >>> big = adapt(net, static={"lsm": lsm}, attention=True)
+    >>> big.config["static"], big.config["attention"]
+    (['lsm'], True)
+    >>> x = torch.randn(1, 2, 8, 16)
+    >>> m = (torch.rand(1, 2, 8, 16) < 0.3).float()
+    >>> same = big(x, torch.ones(1), x, x * m, m)[0]
+    >>> bool(torch.allclose(same, net(x, torch.ones(1), x, x * m, m)[0], atol=1e-6))
+    True
+    >>> with torch.no_grad():  # once the new input has weight, the output changes
+    ...     _ = big.denoiser.net.stem.weight[:, -1:].fill_(0.5)
+    >>> bool(torch.allclose(same, big(x, torch.ones(1), x, x * m, m)[0], atol=1e-6))
+    False
+    """
+    cfg = dict(net.config)
+    c = cfg["channels"]
+    static = dict(static or {})
+    new = {**cfg}
+    if denoiser_obs is not None:
+        if not isinstance(denoiser_obs, (bool, np.bool_)):
+            raise ModelError(f"adapt: denoiser_obs must be True, False or None; got {denoiser_obs!r}. "
+                             "Fix: pass a boolean")
+        if denoiser_obs and net.vre is None:
+            raise ModelError("adapt: denoiser_obs=True needs the VRE; this network has none (its denoiser sees "
+                             "[y, mask] already). Fix: leave denoiser_obs unset")
+        new["denoiser_obs"] = bool(denoiser_obs)
+    if attention is not None:
+        if cfg.get("attention") and not attention:
+            raise ModelError("adapt: the network has attention and adapt cannot remove a trained block. "
+                             "Fix: leave attention unset")
+        new["attention"] = bool(attention) or bool(cfg.get("attention"))
+    have = list(cfg.get("static") or [])
+    twice = sorted(set(static) & set(have))
+    if twice:
+        raise ModelError(f"adapt: the network has static fields {twice} already. Fix: give only new fields")
+    fields = {name: standardise_static(v, lat) for name, v in static.items()}
+    grid = cfg.get("grid") or (list(next(iter(fields.values())).shape) if fields else None)
+    for name, f in fields.items():
+        if list(f.shape) != list(grid):
+            raise ModelError(f"adapt: static field {name!r} has shape {tuple(f.shape)} but the model grid is "
+                             f"{tuple(grid)}. Fix: regrid it to the model grid")
+    new["static"], new["grid"] = have + list(fields), grid if (have or fields) else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # new blocks (attention) start from the same weights every time
+        out = PhydaNet(**new)
+    # where each of the denoiser's old conditioning columns goes in the new one
+    head = 3 * c + (c + cfg["features"] if net.vre is not None else 2 * c)  # state, background, mask, R/feats
+    old_cols = list(range(head))
+    new_cols = list(range(head))
+    pos_old, pos_new = head, head
+    if cfg.get("denoiser_obs"):
+        if new["denoiser_obs"]:
+            old_cols += range(pos_old, pos_old + 2 * c)
+            new_cols += range(pos_new, pos_new + 2 * c)
+            pos_new += 2 * c
+        pos_old += 2 * c
+    elif new["denoiser_obs"]:
+        pos_new += 2 * c
+    old_cols += range(pos_old, pos_old + len(have))
+    new_cols += range(pos_new, pos_new + len(have))
+    ours, theirs = net.state_dict(), out.state_dict()
     for key, value in theirs.items():
-        old = ours[key]
-        if old.shape == value.shape:
-            value.copy_(old)
-        else:  # the stem: new input channels (the last 2 C) start at zero
+        if key == "denoiser.net.stem.weight":
             value.zero_()
-            value[:, : old.shape[1]].copy_(old)
-    wide.load_state_dict(theirs)
+            value[:, new_cols] = ours[key][:, old_cols]
+        elif key == "static_fields":
+            if have:
+                value[: len(have)] = ours[key]
+            for k, f in enumerate(fields.values()):
+                value[len(have) + k] = f
+        elif key in ours:
+            value.copy_(ours[key])
+        # else: a new attention block keeps its initial weights, with a zero output projection
+    out.load_state_dict(theirs)
     first = next(net.parameters())
-    wide = wide.to(device=first.device, dtype=first.dtype).train(net.training)
-    for new, old in zip(wide.parameters(), net.parameters()):
-        new.requires_grad_(old.requires_grad)
-    return wide
+    out = out.to(device=first.device, dtype=first.dtype).train(net.training)
+    named = dict(net.named_parameters())
+    for key, p in out.named_parameters():
+        if key in named:
+            p.requires_grad_(named[key].requires_grad)
+    return out

@@ -202,7 +202,8 @@ def _trim_metrics(path: Path, step: int) -> None:
         tmp.replace(path)
 
 
-_SIZES = ("channels", "use_vre", "features", "widths", "vre_widths", "groups", "denoiser_obs")
+_SIZES = ("channels", "use_vre", "features", "widths", "vre_widths", "groups", "denoiser_obs", "static", "grid",
+          "attention")
 
 
 def _sizes(net) -> dict:

@@ -1,0 +1,114 @@
+"""Give a trained model new inputs or attention, keeping its function, ready for a fine-tune.
+
+    python scripts/adapt_model.py jcm-t31-v1 /work/runs/adapted --static-from /work/corpus/traj0.zarr \\
+        --static lsm z_surface latitude --attention --drop-observation-inputs
+
+Then ``phyda train --init-from /work/runs/adapted ...`` fine-tunes it.  What it does
+(:func:`xphyda.model.phyda.adapt`):
+
+* ``--static NAME ...`` appends time-invariant fields to the denoiser's
+  conditioning, read from ``--static-from`` (any xarray-readable store on the
+  model's grid; ``latitude`` is the grid's latitude itself), standardised and
+  stored with the weights;
+* ``--attention`` adds self-attention at the denoiser's coarsest level;
+* ``--drop-observation-inputs`` removes the ``[y, mask]`` inputs of a model
+  trained with ``--denoiser-obs`` (the only change that alters the function: by
+  what those inputs had learned).
+
+New inputs and blocks start with zero weight on their way out, so the adapted
+model computes the same analyses as the original until it is fine-tuned (the
+script checks this on random inputs).  The card keeps the original's
+normalisation and training history, records the change under ``adapted_from``
+and drops the held-out scores, which a fine-tune invalidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _static_fields(path: str, names: list[str], card: dict) -> dict:
+    """The named 2-D fields of ``path`` on the card's grid (north-to-south and 0..360 as the card has them)."""
+    import numpy as np
+    import xarray as xr
+
+    lat = np.asarray(card["grid"]["latitude"])
+    lon = np.asarray(card["grid"]["longitude"])
+    out = {}
+    ds = xr.open_dataset(path, engine="zarr" if str(path).rstrip("/").endswith(".zarr") else None) if names != [
+        "latitude"] else None
+    for name in names:
+        if name == "latitude":
+            out[name] = np.repeat(lat[:, None], lon.size, axis=1)
+            continue
+        if name not in ds:
+            raise SystemExit(f"{path} has no variable {name!r}; its variables are {sorted(ds.data_vars)}")
+        da = ds[name].squeeze(drop=True)
+        if da.ndim != 2 or "latitude" not in da.dims or "longitude" not in da.dims:
+            raise SystemExit(f"{name!r} in {path} has dims {da.dims}; expected (latitude, longitude)")
+        da = da.transpose("latitude", "longitude")
+        if not (da.latitude.size == lat.size and np.allclose(da.latitude, lat)
+                and da.longitude.size == lon.size and np.allclose(da.longitude % 360, lon % 360)):
+            raise SystemExit(f"{name!r} in {path} is not on the model's {lat.size} x {lon.size} grid; "
+                             "regrid it first (xphyda.data.regrid)")
+        out[name] = da.values.astype("float64")
+    return out
+
+
+def main(argv: list[str]) -> Path:
+    import torch
+
+    from xphyda.model.checkpoint import architecture_card, load_checkpoint, load_model, save_checkpoint
+    from xphyda.model.phyda import adapt
+    from xphyda.models import find
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", help="registered name or folder")
+    p.add_argument("out", type=Path)
+    p.add_argument("--static", nargs="*", default=[], metavar="NAME")
+    p.add_argument("--static-from", default=None, metavar="STORE")
+    p.add_argument("--attention", action="store_true")
+    p.add_argument("--drop-observation-inputs", action="store_true")
+    a = p.parse_args(argv)
+    if a.static and a.static != ["latitude"] and a.static_from is None:
+        p.error("--static needs --static-from STORE (the store that holds the fields)")
+    source = find(a.model)
+    states, card = load_checkpoint(source)
+    net, _ = load_model(source, device="cpu")
+    net.eval()
+    fields = _static_fields(a.static_from, a.static, card) if a.static else None
+    new = adapt(net, static=fields, lat=card["grid"]["latitude"], attention=a.attention or None,
+                denoiser_obs=False if a.drop_observation_inputs else None)
+    # the same function on random inputs (up to float rounding), unless inputs were dropped
+    g = torch.Generator().manual_seed(0)
+    c, (nlat, nlon) = net.config["channels"], (len(card["grid"]["latitude"]), len(card["grid"]["longitude"]))
+    x, b = (torch.randn(2, c, nlat, nlon, generator=g) for _ in range(2))
+    m = (torch.rand(2, c, nlat, nlon, generator=g) < 0.1).float()
+    with torch.no_grad():
+        d0, d1 = net(x, torch.tensor([0.05, 1.0]), b, x * m, m)[0], new(x, torch.tensor([0.05, 1.0]), b, x * m, m)[0]
+    change = float((d1 - d0).abs().max())
+    print(f"largest change of the denoised state on random inputs: {change:.3g}")
+    if change > 1e-4 and not a.drop_observation_inputs:
+        raise SystemExit("the adapted network does not compute the original's function; not saved")
+    groups = dict(states) if card.get("state_dicts") else {"ema": states}
+    groups["ema"] = new.state_dict()
+    written = ("sha256", "created", "format", "format_version", "state_dicts", "torch_version", "weights",
+               "xphyda_version", "architecture", "preconditioning")  # save_checkpoint and architecture_card's
+    out_card = {k: v for k, v in card.items() if k not in written}
+    out_card.update(architecture_card(new))
+    out_card["scores"] = {}
+    out_card["name"] = a.out.name
+    out_card["adapted_from"] = {"model": str(a.model), "sha256": card.get("sha256"),
+                                "static": list(a.static), "attention": bool(a.attention),
+                                "dropped_observation_inputs": bool(a.drop_observation_inputs),
+                                "static_from": a.static_from, "largest_change": change}
+    save_checkpoint(a.out, groups, out_card, overwrite=True)
+    load_model(a.out, device="cpu")  # loads back
+    print(f"adapted model written to {a.out}")
+    return a.out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
