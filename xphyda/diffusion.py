@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import xarray as xr
 
 from .assimilate import NON_NEGATIVE, _floor_note
-from .errors import GridError, ModelError, NotAnalysedWarning, UnitsError, VariableError
+from .errors import GridError, ModelError, NotAnalysedWarning, UnitsError, VariableError, require_bool
 from .grid import VARIABLES, Grid, discover_grid, find_variable
 
 __all__ = ["assimilate_phyda", "encode", "load"]
@@ -519,8 +519,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
 
     if members < 1 or steps < 1:
         raise ModelError(f"members and steps must be at least 1, got members={members}, steps={steps}")
-    if not isinstance(antithetic, (bool, np.bool_)):
-        raise ModelError(f"antithetic must be True or False, got {antithetic!r}")
+    require_bool("antithetic", antithetic, fix="pass antithetic=True for mirrored member pairs, else False")
     lm = load(model, device=device)
     balance = _balance_laws(balance, lm, members)
     if calibrate not in ("auto", True, False):

@@ -62,3 +62,23 @@ class DataError(PhydaError, ValueError):
 
 class NotAnalysedWarning(UserWarning):
     """Observations passed quality control but the method could not use them (flag ``not_analysed``)."""
+
+
+def require_bool(name: str, value, *, fix: str) -> bool:
+    """``value`` as a bool if it is one (numpy booleans included), else a :class:`ModelError` naming ``name``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> require_bool("antithetic", np.True_, fix="pass antithetic=True")
+    True
+    >>> require_bool("antithetic", "no", fix="pass antithetic=True")
+    Traceback (most recent call last):
+        ...
+    xphyda.errors.ModelError: antithetic must be True or False; got 'no'. Fix: pass antithetic=True
+    """
+    import numpy as np
+
+    if not isinstance(value, (bool, np.bool_)):
+        raise ModelError(f"{name} must be True or False; got {value!r}. Fix: {fix}")
+    return bool(value)

@@ -24,7 +24,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, require_bool
 
 __all__ = [
     "background_regression",
@@ -313,12 +313,7 @@ def _denoiser_obs(value, init, *, use_vre: bool, resumed: dict) -> bool:
     had = bool(((init or ({}, {}))[1].get("architecture") or {}).get("denoiser_obs", False))
     if value is None:
         return bool(resumed.get("denoiser_obs", had))
-    import numpy as np
-
-    if not isinstance(value, (bool, np.bool_)):
-        raise ModelError(f"denoiser_obs must be True or False; got {value!r}. Fix: pass denoiser_obs=True "
-                         "(or --denoiser-obs), or leave it unset")
-    value = bool(value)
+    value = require_bool("denoiser_obs", value, fix="pass denoiser_obs=True (or --denoiser-obs), or leave it unset")
     vre = (init[1].get("architecture") or {}).get("use_vre", True) if init is not None else use_vre
     if value and not vre:
         raise ModelError("denoiser_obs=True needs the VRE: without it the denoiser is conditioned on [y, mask] "

@@ -160,7 +160,7 @@ def test_adapt_keeps_the_static_fields_it_has_when_adding_more():
         ({"static": {"lsm": torch.ones(8, 16)}}, r"constant over the grid.*Fix"),
         ({"static": {"lsm": torch.rand(4, 16)}}, r"shape \(4, 16\).*model grid is \(8, 16\)"),
         ({"static": {"lsm": torch.full((8, 16), float("nan"))}}, r"non-finite.*Fix"),
-        ({"denoiser_obs": "yes"}, r"denoiser_obs must be True, False or None.*Fix"),
+        ({"denoiser_obs": "yes"}, r"denoiser_obs must be True or False; got .yes.. Fix"),
     ],
 )
 def test_adapt_explains_bad_requests(kwargs, match):

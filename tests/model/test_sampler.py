@@ -138,5 +138,5 @@ def test_antithetic_needs_per_member_generators(gaussian_prior):
     _, _, den = gaussian_prior
     with pytest.raises(ModelError, match="antithetic=True needs generator_per_member=True"):
         sample(den, shape=SHAPE, members=2, steps=2, antithetic=True, generator_per_member=False)
-    with pytest.raises(ModelError, match="antithetic must be True or False, got 'no'"):
+    with pytest.raises(ModelError, match="antithetic must be True or False; got .no.. Fix"):
         sample(den, shape=SHAPE, members=2, steps=2, antithetic="no")

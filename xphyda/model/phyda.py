@@ -33,11 +33,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, require_bool
 from .precond import BackgroundCentredDenoiser, EDMDenoiser
 from .unet import UNet
 
@@ -341,9 +340,7 @@ def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=N
     static = dict(static or {})
     new = {**cfg}
     if denoiser_obs is not None:
-        if not isinstance(denoiser_obs, (bool, np.bool_)):
-            raise ModelError(f"adapt: denoiser_obs must be True, False or None; got {denoiser_obs!r}. "
-                             "Fix: pass a boolean")
+        require_bool("adapt: denoiser_obs", denoiser_obs, fix="pass True or False, or None to keep the network's")
         if denoiser_obs and net.vre is None:
             raise ModelError("adapt: denoiser_obs=True needs the VRE; this network has none (its denoiser sees "
                              "[y, mask] already). Fix: leave denoiser_obs unset")

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import ModelError, ObservationError
+from ..errors import ModelError, ObservationError, require_bool
 from .device import resolve_device, resolve_dtype
 from .guidance import METHODS, GuidedDenoiser, ObsTerm, check_term
 from .schedule import edm_sigmas
@@ -232,8 +232,7 @@ def sample(
             check_term(t.to(device=dev, dtype=dtype), shape, dtype=dtype, device=dev)
     guided = bool(terms) and guidance is not None
     sigmas = edm_sigmas(steps, sigma_min, sigma_max, rho=rho).tolist()
-    if not isinstance(antithetic, (bool, np.bool_)):
-        raise ModelError(f"antithetic must be True or False, got {antithetic!r}")
+    require_bool("antithetic", antithetic, fix="pass antithetic=True for mirrored member pairs, else False")
     if antithetic and not generator_per_member:
         raise ModelError("antithetic=True needs generator_per_member=True (pairs share their first member's stream)")
     noise = _Noise(seed=seed, members=members, per_member=generator_per_member, antithetic=bool(antithetic))
