@@ -44,15 +44,18 @@ def _static_fields(path: str, names: list[str], card: dict) -> dict:
             out[name] = np.repeat(lat[:, None], lon.size, axis=1)
             continue
         if name not in ds:
-            raise SystemExit(f"{path} has no variable {name!r}; its variables are {sorted(ds.data_vars)}")
+            raise SystemExit(f"{path} has no variable {name!r}; its variables are {sorted(ds.data_vars)}. "
+                             "Fix: name one of them, or 'latitude' for the grid's latitude")
         da = ds[name].squeeze(drop=True)
         if da.ndim != 2 or "latitude" not in da.dims or "longitude" not in da.dims:
-            raise SystemExit(f"{name!r} in {path} has dims {da.dims}; expected (latitude, longitude)")
+            raise SystemExit(f"{name!r} in {path} has dims {da.dims}; expected (latitude, longitude). "
+                             "Fix: write the field alone on its grid (select one time) to a store and pass that")
         da = da.transpose("latitude", "longitude")
         if not (da.latitude.size == lat.size and np.allclose(da.latitude, lat)
                 and da.longitude.size == lon.size and np.allclose(da.longitude % 360, lon % 360)):
-            raise SystemExit(f"{name!r} in {path} is not on the model's {lat.size} x {lon.size} grid; "
-                             "regrid it first (xphyda.data.regrid)")
+            raise SystemExit(f"{name!r} in {path} is on a {da.latitude.size} x {da.longitude.size} grid, not the "
+                             f"model's {lat.size} x {lon.size} (north to south, 0..360). "
+                             "Fix: regrid it first (xphyda.data.regrid) and sort it like the model grid")
         out[name] = da.values.astype("float64")
     return out
 
@@ -81,19 +84,35 @@ def main(argv: list[str]) -> Path:
     fields = _static_fields(a.static_from, a.static, card) if a.static else None
     new = adapt(net, static=fields, lat=card["grid"]["latitude"], attention=a.attention or None,
                 denoiser_obs=False if a.drop_observation_inputs else None)
-    # the same function on random inputs (up to float rounding), unless inputs were dropped
+    # the same function on random inputs (up to float rounding); with inputs dropped, the same function as
+    # the original with zero weight on them
+    reference = net
+    if a.drop_observation_inputs:
+        import copy
+
+        reference = copy.deepcopy(net)
+        with torch.no_grad():
+            reference.denoiser.net.stem.weight[:, -2 * net.config["channels"] - len(net.config.get("static") or []):
+                                               reference.denoiser.net.stem.weight.shape[1]
+                                               - len(net.config.get("static") or [])] = 0.0
     g = torch.Generator().manual_seed(0)
     c, (nlat, nlon) = net.config["channels"], (len(card["grid"]["latitude"]), len(card["grid"]["longitude"]))
     x, b = (torch.randn(2, c, nlat, nlon, generator=g) for _ in range(2))
     m = (torch.rand(2, c, nlat, nlon, generator=g) < 0.1).float()
     with torch.no_grad():
-        d0, d1 = net(x, torch.tensor([0.05, 1.0]), b, x * m, m)[0], new(x, torch.tensor([0.05, 1.0]), b, x * m, m)[0]
+        sigma = torch.tensor([0.05, 1.0])
+        d0, d1 = reference(x, sigma, b, x * m, m)[0], new(x, sigma, b, x * m, m)[0]
+        dropped = float((net(x, sigma, b, x * m, m)[0] - d0).abs().max()) if a.drop_observation_inputs else 0.0
     change = float((d1 - d0).abs().max())
-    print(f"largest change of the denoised state on random inputs: {change:.3g}")
-    if change > 1e-4 and not a.drop_observation_inputs:
+    print(f"largest change of the denoised state on random inputs: {change:.3g}"
+          + (f" (against the original with zero weight on [y, mask]; dropping them changed it by {dropped:.3g})"
+             if a.drop_observation_inputs else ""))
+    if change > 1e-4:
         raise SystemExit("the adapted network does not compute the original's function; not saved")
     groups = dict(states) if card.get("state_dicts") else {"ema": states}
     groups["ema"] = new.state_dict()
+    if a.drop_observation_inputs:  # spread factors describe the old function: bundle_model.py --calibrate redoes them
+        groups.pop("calibration", None)
     written = ("sha256", "created", "format", "format_version", "state_dicts", "torch_version", "weights",
                "xphyda_version", "architecture", "preconditioning")  # save_checkpoint and architecture_card's
     out_card = {k: v for k, v in card.items() if k not in written}

@@ -620,10 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vre-widths", type=int, nargs="+", metavar="W",
                    help="VRE U-Net channels per resolution (default: 16 32 64); it runs once per analysis")
     p.add_argument("--features", type=int, metavar="N", help="VRE latent channels (default: 8)")
-    p.add_argument("--denoiser-obs", action="store_const", const=True, default=None,
+    obs_inputs = p.add_mutually_exclusive_group()
+    obs_inputs.add_argument("--denoiser-obs", action="store_const", const=True, default=None,
                    help="condition the denoiser on the gridded observations too, not only on the VRE's "
                         "reconstruction; with --init-from the new inputs start at zero weight")
-    p.add_argument("--no-denoiser-obs", dest="denoiser_obs", action="store_const", const=False,
+    obs_inputs.add_argument("--no-denoiser-obs", dest="denoiser_obs", action="store_const", const=False,
                    help="with --init-from a model trained with --denoiser-obs: remove those inputs")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of batches, noise and simulated observations")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes")

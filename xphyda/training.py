@@ -481,7 +481,7 @@ def train_prior(
         ``channel_weights`` naming a channel the preset lacks or holding a
         weight that is not a positive number, network sizes that are not
         positive integers or given together with ``init_from``, ``denoiser_obs``
-        without the VRE or False for a model that has it, or an
+        without the VRE, or an
         ``init_from`` model that cannot be found or was trained with another
         preset or grid; when resuming in ``out`` a run that was started with
         other network sizes.

@@ -90,8 +90,10 @@ def test_an_older_card_without_the_key_builds_the_plain_network():
     from xphyda.model.checkpoint import architecture_card, build_from_card
 
     card = architecture_card(_net())
-    del card["architecture"]["denoiser_obs"]
-    assert build_from_card(card).config["denoiser_obs"] is False
+    for key in ("denoiser_obs", "static", "grid", "attention"):
+        del card["architecture"][key]
+    net = build_from_card(card)
+    assert net.config["denoiser_obs"] is False and net.config["static"] == [] and net.config["attention"] is False
 
 
 # --- adapt: static fields, attention, dropping the observation inputs ---------------------------------------
@@ -161,6 +163,11 @@ def test_adapt_keeps_the_static_fields_it_has_when_adding_more():
         ({"static": {"lsm": torch.rand(4, 16)}}, r"shape \(4, 16\).*model grid is \(8, 16\)"),
         ({"static": {"lsm": torch.full((8, 16), float("nan"))}}, r"non-finite.*Fix"),
         ({"denoiser_obs": "yes"}, r"denoiser_obs must be True or False; got .yes.. Fix"),
+        ({"attention": "no"}, r"attention must be True or False; got .no.. Fix"),
+        ({"static": ["lsm"]}, r"static must map field names.*got list.*Fix"),
+        ({"static": {"lsm": torch.rand(2, 8, 16)}}, r"static field 'lsm' has shape \(2, 8, 16\).*Fix"),
+        ({"static": {"lsm": torch.rand(8, 16)}, "lat": [0.0, 1.0]}, r"8 rows but 2 latitudes.*Fix"),
+        ({"denoiser_obs": False}, r"does not see the observations already.*Fix"),
     ],
 )
 def test_adapt_explains_bad_requests(kwargs, match):
@@ -182,6 +189,27 @@ def test_adapt_refuses_what_it_cannot_do():
         adapt(_net(use_vre=False), denoiser_obs=True)
     with pytest.raises(ModelError, match=r"grid=\(nlat, nlon\).*Fix"):
         _net(static=["lsm"])
+    with pytest.raises(ModelError, match=r"the string 'lsm'.*Fix: static=\['lsm'\]"):
+        _net(static="lsm", grid=(8, 16))
+    with pytest.raises(ModelError, match=r"has attention already.*Fix"):
+        adapt(adapt(_net(), attention=True), attention=True)
+    with pytest.raises(ModelError, match=r"sees the observations already.*Fix"):
+        adapt(_net(denoiser_obs=True), denoiser_obs=True)
+    with pytest.raises(ModelError, match=r"\(5, 16\) grid, which the denoiser cannot run on.*Fix"):
+        adapt(_net(), static={"lsm": _lsm()[:5]})
+
+
+def test_adapt_keeps_the_precision_of_a_double_network():
+    from xphyda.model.phyda import adapt
+
+    net = _perturb(_net()).double()
+    big = adapt(net, static={"lsm": _lsm()}, attention=True, denoiser_obs=True)
+    assert next(big.parameters()).dtype == torch.float64 and big.static_fields.dtype == torch.float64
+    assert torch.equal(big.denoiser.net.stem.weight[:, : net.denoiser.net.stem.weight.shape[1]],
+                       net.denoiser.net.stem.weight)  # copied in float64, not through float32
+    x, b, y, m = (t.double() for t in _inputs())
+    with torch.no_grad():
+        assert torch.allclose(big(x, torch.ones(2), b, y, m)[0], net(x, torch.ones(2), b, y, m)[0], atol=1e-12)
 
 
 def test_a_checkpoint_keeps_the_static_fields_and_checks_the_grid(tmp_path):

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..errors import ModelError, require_bool
+from ..errors import GridError, ModelError, require_bool
 from .precond import BackgroundCentredDenoiser, EDMDenoiser
 from .unet import UNet
 
@@ -151,6 +151,9 @@ class PhydaNet(nn.Module):
         attention: bool = False,
     ):
         super().__init__()
+        if isinstance(static, str):
+            raise ModelError(f"static must be a sequence of field names; got the string {static!r}. "
+                             f"Fix: static=[{static!r}]")
         static = [str(n) for n in static]
         if static and (grid is None or len(grid) != 2 or min(int(g) for g in grid) < 1):
             raise ModelError(f"static fields {static} need the model grid as grid=(nlat, nlon); got grid={grid!r}. "
@@ -247,7 +250,7 @@ def with_observation_inputs(net: PhydaNet) -> PhydaNet:
     return adapt(net, denoiser_obs=True)
 
 
-def standardise_static(values, lat=None) -> torch.Tensor:
+def standardise_static(values, lat=None, *, name: str = "a static field") -> torch.Tensor:
     """A static field as the network sees it: minus its (area-weighted) mean, over its standard deviation.
 
     Parameters
@@ -257,11 +260,14 @@ def standardise_static(values, lat=None) -> torch.Tensor:
         surface geopotential.
     lat : array-like, optional
         Latitudes (degrees) for cos-latitude area weights; equal weights without.
+    name : str
+        What the field is, for error messages.
 
     Raises
     ------
     ModelError
-        If the field is not 2-D, is not finite, or is constant.
+        If the field is not 2-D, is not finite, is constant, or ``lat`` does
+        not have one value per row.
 
     Examples
     --------
@@ -270,14 +276,23 @@ def standardise_static(values, lat=None) -> torch.Tensor:
     (0.0, 1.0)
     """
     v = torch.as_tensor(values, dtype=torch.float64)
-    if v.ndim != 2 or not bool(torch.isfinite(v).all()):
-        raise ModelError(f"a static field must be a finite (lat, lon) array; got shape {tuple(v.shape)} "
-                         f"with {int((~torch.isfinite(v)).sum())} non-finite values. Fix: fill or drop the gaps first")
-    w = torch.ones_like(v) if lat is None else torch.cos(torch.deg2rad(torch.as_tensor(lat, dtype=torch.float64)))[:, None].expand_as(v)
+    if v.ndim != 2:
+        raise ModelError(f"{name} has shape {tuple(v.shape)}; expected a (lat, lon) array on the model grid. "
+                         "Fix: select one time and level, e.g. field.isel(time=0).squeeze()")
+    if not bool(torch.isfinite(v).all()):
+        raise ModelError(f"{name} has {int((~torch.isfinite(v)).sum())} non-finite values; expected finite values "
+                         "everywhere. Fix: fill the gaps (e.g. field.fillna(0)) first")
+    w = torch.ones_like(v)
+    if lat is not None:
+        lat = torch.as_tensor(lat, dtype=torch.float64).reshape(-1)
+        if lat.numel() != v.shape[0]:
+            raise ModelError(f"{name} has {v.shape[0]} rows but {lat.numel()} latitudes were given; expected one "
+                             "latitude per row. Fix: pass the model grid's latitudes")
+        w = torch.cos(torch.deg2rad(lat))[:, None].expand_as(v)
     mean = (v * w).sum() / w.sum()
     std = (((v - mean) ** 2 * w).sum() / w.sum()).sqrt()
     if not float(std) > 0:
-        raise ModelError("a static field is constant over the grid, so it cannot tell one place from another. "
+        raise ModelError(f"{name} is constant over the grid, so it cannot tell one place from another. "
                          "Fix: leave it out")
     return ((v - mean) / std).float()
 
@@ -311,8 +326,9 @@ def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=N
     Raises
     ------
     ModelError
-        If asked to add what ``net`` has, to remove attention, or for
-        observation inputs without the VRE.
+        If asked to add what ``net`` has or to remove what it lacks, to remove
+        attention, for observation inputs without the VRE, or for static
+        fields that are not finite 2-D arrays on the model grid.
 
     Examples
     --------
@@ -337,33 +353,52 @@ def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=N
     """
     cfg = dict(net.config)
     c = cfg["channels"]
+    if static is not None and not hasattr(static, "items"):
+        raise ModelError(f"adapt: static must map field names to (lat, lon) arrays; got {type(static).__name__}. "
+                         "Fix: e.g. static={'lsm': land_sea_mask}")
     static = dict(static or {})
     new = {**cfg}
     if denoiser_obs is not None:
-        require_bool("adapt: denoiser_obs", denoiser_obs, fix="pass True or False, or None to keep the network's")
+        denoiser_obs = require_bool("adapt: denoiser_obs", denoiser_obs,
+                                    fix="pass True or False, or None to keep the network's")
         if denoiser_obs and net.vre is None:
             raise ModelError("adapt: denoiser_obs=True needs the VRE; this network has none (its denoiser sees "
                              "[y, mask] already). Fix: leave denoiser_obs unset")
-        new["denoiser_obs"] = bool(denoiser_obs)
+        if denoiser_obs == bool(cfg.get("denoiser_obs")):
+            raise ModelError(f"adapt: denoiser_obs={denoiser_obs}, but the network's denoiser "
+                             f"{'sees' if denoiser_obs else 'does not see'} the observations already. "
+                             "Fix: leave denoiser_obs unset")
+        new["denoiser_obs"] = denoiser_obs
     if attention is not None:
-        if cfg.get("attention") and not attention:
-            raise ModelError("adapt: the network has attention and adapt cannot remove a trained block. "
+        attention = require_bool("adapt: attention", attention, fix="pass attention=True to add it, or leave it unset")
+        if bool(cfg.get("attention")) == attention:
+            raise ModelError(f"adapt: attention={attention}, but the network {'has' if attention else 'has no'} "
+                             "attention already. Fix: leave attention unset")
+        if not attention:
+            raise ModelError("adapt: attention=False, but adapt cannot remove a trained attention block. "
                              "Fix: leave attention unset")
-        new["attention"] = bool(attention) or bool(cfg.get("attention"))
+        new["attention"] = True
     have = list(cfg.get("static") or [])
     twice = sorted(set(static) & set(have))
     if twice:
         raise ModelError(f"adapt: the network has static fields {twice} already. Fix: give only new fields")
-    fields = {name: standardise_static(v, lat) for name, v in static.items()}
+    fields = {name: standardise_static(v, lat, name=f"static field {name!r}") for name, v in static.items()}
     grid = cfg.get("grid") or (list(next(iter(fields.values())).shape) if fields else None)
     for name, f in fields.items():
         if list(f.shape) != list(grid):
             raise ModelError(f"adapt: static field {name!r} has shape {tuple(f.shape)} but the model grid is "
                              f"{tuple(grid)}. Fix: regrid it to the model grid")
     new["static"], new["grid"] = have + list(fields), grid if (have or fields) else None
+    if fields and not have:  # the first static fields fix the grid: it must be one the denoiser can run on
+        try:
+            net.denoiser.net.check_grid(*grid)
+        except GridError as exc:
+            raise ModelError(f"adapt: the static fields are on a {tuple(grid)} grid, which the denoiser cannot run "
+                             f"on ({exc}). Fix: pass the fields on the model grid") from exc
+    first = next(net.parameters())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # new blocks (attention) start from the same weights every time
-        out = PhydaNet(**new)
+        out = PhydaNet(**new).to(device=first.device, dtype=first.dtype)
     # where each of the denoiser's old conditioning columns goes in the new one
     head = 3 * c + (c + cfg["features"] if net.vre is not None else 2 * c)  # state, background, mask, R/feats
     old_cols = list(range(head))
@@ -383,18 +418,17 @@ def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=N
     for key, value in theirs.items():
         if key == "denoiser.net.stem.weight":
             value.zero_()
-            value[:, new_cols] = ours[key][:, old_cols]
+            value[:, new_cols] = ours[key][:, old_cols].to(value)
         elif key == "static_fields":
             if have:
-                value[: len(have)] = ours[key]
+                value[: len(have)] = ours[key].to(value)
             for k, f in enumerate(fields.values()):
-                value[len(have) + k] = f
+                value[len(have) + k] = f.to(value)
         elif key in ours:
             value.copy_(ours[key])
         # else: a new attention block keeps its initial weights, with a zero output projection
     out.load_state_dict(theirs)
-    first = next(net.parameters())
-    out = out.to(device=first.device, dtype=first.dtype).train(net.training)
+    out = out.train(net.training)
     named = dict(net.named_parameters())
     for key, p in out.named_parameters():
         if key in named:
