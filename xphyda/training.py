@@ -613,7 +613,9 @@ def train_prior(
             "use_vre": use_vre,
             **({"init_from": {"model": str(init_from), "sha256": init[1].get("sha256"),
                               "steps_done": init[1].get("training", {}).get("steps_done"),
-                              "total_steps": total_steps(init[1])}} if init else {}),
+                              "total_steps": total_steps(init[1]),
+                              **({"adapted_from": init[1]["adapted_from"]} if init[1].get("adapted_from") else {})}}
+                if init else {}),
         },
         "scores": {},
         **architecture_card(net),
