@@ -1,6 +1,6 @@
 """Give a trained model new inputs or attention, keeping its function, ready for a fine-tune.
 
-    python scripts/adapt_model.py jcm-t31-v1 /work/runs/adapted --static-from /work/corpus/traj0.zarr \\
+    python scripts/adapt_model.py MODEL /work/runs/adapted --static-from /work/corpus/traj0.zarr \\
         --static lsm z_surface latitude --attention --drop-observation-inputs
 
 Then ``phyda train --init-from /work/runs/adapted ...`` fine-tunes it.  What it does
