@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -300,3 +301,28 @@ def test_a_fine_tune_can_add_observation_inputs_to_the_denoiser(make_corpus, tmp
     # a numpy boolean is a boolean
     flag = train_prior(corpus, out=tmp_path / "np", steps=1, init_from=base, denoiser_obs=np.True_, **kw)
     assert json.loads((flag / "card.json").read_text())["architecture"]["denoiser_obs"] is True
+
+
+def test_a_fine_tune_of_an_adapted_model_trains_its_new_parts_and_records_the_adaptation(make_corpus, tmp_path,
+                                                                                           tiny_preset):
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    kw = dict(preset=tiny_preset, batch_size=2, progress=False, stats_max_times=None)
+    base = train_prior(corpus, out=tmp_path / "base", steps=2, widths=(8, 16), vre_widths=(8, 16), features=2, **kw)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "adapt_model.py"
+    spec = importlib.util.spec_from_file_location("adapt_model", script)
+    adapt_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(adapt_model)
+    adapted = adapt_model.main([str(base), str(tmp_path / "adapted"), "--static", "latitude", "--attention"])
+    tuned = train_prior(corpus, out=tmp_path / "tuned", steps=2, init_from=adapted, **kw)
+    card = json.loads((tuned / "card.json").read_text())
+    assert card["architecture"]["static"] == ["latitude"] and card["architecture"]["attention"] is True
+    assert card["training"]["init_from"]["adapted_from"]["static"] == ["latitude"]
+    before, after = load_file(adapted / "model.safetensors"), load_file(tuned / "model.safetensors")
+    stem, proj = "ema/denoiser.net.stem.weight", "ema/denoiser.net.attn.proj.weight"
+    assert float(before[stem][:, -1].abs().max()) == 0 < float(after[stem][:, -1].abs().max())
+    assert float(before[proj].abs().max()) == 0 < float(after[proj].abs().max())
+    assert torch.equal(before["ema/static_fields"], after["ema/static_fields"])  # a buffer, not trained
