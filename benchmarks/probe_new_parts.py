@@ -21,14 +21,12 @@ from pathlib import Path
 def main(model: str, out_dir: str) -> None:
     import torch
 
-    from xphyda.model.checkpoint import load_checkpoint, save_checkpoint
+    from xphyda.model.checkpoint import RESERVED, load_checkpoint, save_checkpoint
     from xphyda.models import find
 
     states, card = load_checkpoint(find(model))
     arch = card["architecture"]
     n_static = len(arch.get("static") or [])
-    written = ("sha256", "created", "format", "format_version", "state_dicts", "torch_version", "weights",
-               "xphyda_version")
     for name, ok in (("no-static", n_static > 0), ("no-attention", bool(arch.get("attention")))):
         if not ok:
             print(f"{name}: the model has no such part; skipped")
@@ -43,7 +41,7 @@ def main(model: str, out_dir: str) -> None:
                 for key in ("denoiser.net.attn.proj.weight", "denoiser.net.attn.proj.bias"):
                     ema[key] = torch.zeros_like(ema[key])
         out = Path(out_dir) / name
-        save_checkpoint(out, groups, {**{k: v for k, v in card.items() if k not in written}, "name": name,
+        save_checkpoint(out, groups, {**{k: v for k, v in card.items() if k not in RESERVED}, "name": name,
                                       "scores": {}}, overwrite=True)
         print(f"{name} written to {out}")
 

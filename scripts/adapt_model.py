@@ -63,7 +63,8 @@ def _static_fields(path: str, names: list[str], card: dict) -> dict:
 def main(argv: list[str]) -> Path:
     import torch
 
-    from xphyda.model.checkpoint import architecture_card, load_checkpoint, load_model, save_checkpoint
+    from xphyda.model.checkpoint import (RESERVED, architecture_card, load_checkpoint, load_model, model_from_state,
+                                         save_checkpoint)
     from xphyda.model.phyda import adapt
     from xphyda.models import find
 
@@ -79,8 +80,7 @@ def main(argv: list[str]) -> Path:
         p.error("--static needs --static-from STORE (the store that holds the fields)")
     source = find(a.model)
     states, card = load_checkpoint(source)
-    net, _ = load_model(source, device="cpu")
-    net.eval()
+    net = model_from_state(states, card, device="cpu")  # eval mode; the weights are read and hashed once
     fields = _static_fields(a.static_from, a.static, card) if a.static else None
     new = adapt(net, static=fields, lat=card["grid"]["latitude"], attention=a.attention or None,
                 denoiser_obs=False if a.drop_observation_inputs else None)
@@ -91,10 +91,10 @@ def main(argv: list[str]) -> Path:
         import copy
 
         reference = copy.deepcopy(net)
+        stem = reference.denoiser.net.stem.weight
+        end = stem.shape[1] - len(net.config.get("static") or [])  # [y, mask] come just before the static fields
         with torch.no_grad():
-            reference.denoiser.net.stem.weight[:, -2 * net.config["channels"] - len(net.config.get("static") or []):
-                                               reference.denoiser.net.stem.weight.shape[1]
-                                               - len(net.config.get("static") or [])] = 0.0
+            stem[:, end - 2 * net.config["channels"] : end] = 0.0
     g = torch.Generator().manual_seed(0)
     c, (nlat, nlon) = net.config["channels"], (len(card["grid"]["latitude"]), len(card["grid"]["longitude"]))
     x, b = (torch.randn(2, c, nlat, nlon, generator=g) for _ in range(2))
@@ -113,8 +113,7 @@ def main(argv: list[str]) -> Path:
     groups["ema"] = new.state_dict()
     if a.drop_observation_inputs:  # spread factors describe the old function: bundle_model.py --calibrate redoes them
         groups.pop("calibration", None)
-    written = ("sha256", "created", "format", "format_version", "state_dicts", "torch_version", "weights",
-               "xphyda_version", "architecture", "preconditioning")  # save_checkpoint and architecture_card's
+    written = (*RESERVED, "architecture", "preconditioning")  # save_checkpoint and architecture_card's
     out_card = {k: v for k, v in card.items() if k not in written}
     out_card.update(architecture_card(new))
     out_card["scores"] = {}

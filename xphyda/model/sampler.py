@@ -232,10 +232,11 @@ def sample(
             check_term(t.to(device=dev, dtype=dtype), shape, dtype=dtype, device=dev)
     guided = bool(terms) and guidance is not None
     sigmas = edm_sigmas(steps, sigma_min, sigma_max, rho=rho).tolist()
-    require_bool("antithetic", antithetic, fix="pass antithetic=True for mirrored member pairs, else False")
+    antithetic = require_bool("antithetic", antithetic,
+                              fix="pass antithetic=True for mirrored member pairs, else False")
     if antithetic and not generator_per_member:
         raise ModelError("antithetic=True needs generator_per_member=True (pairs share their first member's stream)")
-    noise = _Noise(seed=seed, members=members, per_member=generator_per_member, antithetic=bool(antithetic))
+    noise = _Noise(seed=seed, members=members, per_member=generator_per_member, antithetic=antithetic)
     cond = None if cond is None else torch.as_tensor(cond).to(device=dev, dtype=dtype)
     chunks = [range(i, min(i + batch, members)) for i in range(0, members, batch)]
     bar = None
