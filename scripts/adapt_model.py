@@ -11,6 +11,9 @@ Then ``phyda train --init-from /work/runs/adapted ...`` fine-tunes it.  What it 
   model's grid; ``latitude`` is the grid's latitude itself), standardised and
   stored with the weights;
 * ``--attention`` adds self-attention at the denoiser's coarsest level;
+* ``--recon-centre`` lets the fine-tune move the denoiser's centre from the
+  scaled background towards the VRE reconstruction, with a learnable share per
+  channel that starts at 0;
 * ``--drop-observation-inputs`` removes the ``[y, mask]`` inputs of a model
   trained with ``--denoiser-obs`` (the only change that alters the function: by
   what those inputs had learned).
@@ -74,6 +77,7 @@ def main(argv: list[str]) -> Path:
     p.add_argument("--static", nargs="*", default=[], metavar="NAME")
     p.add_argument("--static-from", default=None, metavar="STORE")
     p.add_argument("--attention", action="store_true")
+    p.add_argument("--recon-centre", action="store_true")
     p.add_argument("--drop-observation-inputs", action="store_true")
     a = p.parse_args(argv)
     if a.static and a.static != ["latitude"] and a.static_from is None:
@@ -83,6 +87,7 @@ def main(argv: list[str]) -> Path:
     net = model_from_state(states, card, device="cpu")  # eval mode; the weights are read and hashed once
     fields = _static_fields(a.static_from, a.static, card) if a.static else None
     new = adapt(net, static=fields, lat=card["grid"]["latitude"], attention=a.attention or None,
+                recon_centre=a.recon_centre or None,
                 denoiser_obs=False if a.drop_observation_inputs else None)
     # the same function on random inputs (up to float rounding); with inputs dropped, the same function as
     # the original with zero weight on them
@@ -120,6 +125,7 @@ def main(argv: list[str]) -> Path:
     out_card["name"] = a.out.name
     out_card["adapted_from"] = {"model": str(a.model), "sha256": card.get("sha256"),
                                 "static": list(a.static), "attention": bool(a.attention),
+                                "recon_centre": bool(a.recon_centre),
                                 "dropped_observation_inputs": bool(a.drop_observation_inputs),
                                 "static_from": a.static_from, "largest_change": change}
     save_checkpoint(a.out, groups, out_card, overwrite=True)

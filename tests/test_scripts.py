@@ -43,12 +43,15 @@ def test_adapt_model_writes_a_model_with_the_new_parts(tiny_with_store, capsys):
 
     model, store, tmp = tiny_with_store
     out = _script("adapt_model").main([str(model), str(tmp / "grown"), "--static-from", str(store), "--static",
-                                       "lsm", "latitude", "--attention", "--drop-observation-inputs"])
+                                       "lsm", "latitude", "--attention", "--drop-observation-inputs",
+                                       "--recon-centre"])
     printed = capsys.readouterr().out
     assert "largest change of the denoised state on random inputs: 0" in printed and "dropping them changed" in printed
     net, card = load_model(out, device="cpu")
     assert net.config["static"] == ["lsm", "latitude"] and net.config["attention"] and not net.config["denoiser_obs"]
     assert card["adapted_from"]["static"] == ["lsm", "latitude"] and card["scores"] == {}
+    assert net.config["recon_centre"] and card["adapted_from"]["recon_centre"] is True
+    assert float(net.denoiser.recon_share().detach().abs().max()) == 0
     assert torch.equal(net.static_fields[0] > 0, torch.tensor(xr.open_zarr(store).lsm.values > 0.5))
 
 

@@ -316,7 +316,8 @@ def test_a_fine_tune_of_an_adapted_model_trains_its_new_parts_and_records_the_ad
     spec = importlib.util.spec_from_file_location("adapt_model", script)
     adapt_model = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(adapt_model)
-    adapted = adapt_model.main([str(base), str(tmp_path / "adapted"), "--static", "latitude", "--attention"])
+    adapted = adapt_model.main([str(base), str(tmp_path / "adapted"), "--static", "latitude", "--attention",
+                                "--recon-centre"])
     tuned = train_prior(corpus, out=tmp_path / "tuned", steps=2, init_from=adapted, **kw)
     card = json.loads((tuned / "card.json").read_text())
     assert card["architecture"]["static"] == ["latitude"] and card["architecture"]["attention"] is True
@@ -325,4 +326,7 @@ def test_a_fine_tune_of_an_adapted_model_trains_its_new_parts_and_records_the_ad
     stem, proj = "ema/denoiser.net.stem.weight", "ema/denoiser.net.attn.proj.weight"
     assert float(before[stem][:, -1].abs().max()) == 0 < float(after[stem][:, -1].abs().max())
     assert float(before[proj].abs().max()) == 0 < float(after[proj].abs().max())
+    pull = "ema/denoiser.recon_pull"  # the centre's share of the reconstruction: 0, then trained
+    assert card["architecture"]["recon_centre"] is True
+    assert float(before[pull].abs().max()) == 0 < float(after[pull].abs().min())
     assert torch.equal(before["ema/static_fields"], after["ema/static_fields"])  # a buffer, not trained

@@ -90,10 +90,11 @@ def test_an_older_card_without_the_key_builds_the_plain_network():
     from xphyda.model.checkpoint import architecture_card, build_from_card
 
     card = architecture_card(_net())
-    for key in ("denoiser_obs", "static", "grid", "attention"):
+    for key in ("denoiser_obs", "static", "grid", "attention", "recon_centre"):
         del card["architecture"][key]
     net = build_from_card(card)
     assert net.config["denoiser_obs"] is False and net.config["static"] == [] and net.config["attention"] is False
+    assert net.config["recon_centre"] is False and net.denoiser.recon_share() is None
 
 
 # --- adapt: static fields, attention, dropping the observation inputs ---------------------------------------
@@ -197,6 +198,46 @@ def test_adapt_refuses_what_it_cannot_do():
         adapt(_net(denoiser_obs=True), denoiser_obs=True)
     with pytest.raises(ModelError, match=r"\(5, 16\) grid, which the denoiser cannot run on.*Fix"):
         adapt(_net(), static={"lsm": _lsm()[:5]})
+
+
+def test_adapt_adds_a_movable_centre_keeping_the_function_and_the_fine_tune_can_move_it(tmp_path):
+    from xphyda.model.checkpoint import architecture_card, load_model, save_checkpoint
+    from xphyda.model.phyda import adapt
+
+    net = _perturb(_net(static=["lsm"], grid=(8, 16)))
+    moved = adapt(net, recon_centre=True)
+    assert moved.config == {**net.config, "recon_centre": True}
+    x, b, y, m = _inputs()
+    sigma = torch.tensor([0.1, 2.0])
+    with torch.no_grad():
+        assert torch.equal(moved(x, sigma, b, y, m)[0], net(x, sigma, b, y, m)[0])
+    ((moved(x, sigma, b, y, m)[0] - x) ** 2).mean().backward()
+    assert float(moved.denoiser.recon_pull.grad.abs().min()) > 0
+    with torch.no_grad():  # a share of 1 puts the centre on the reconstruction: at huge noise D is it, plus F
+        moved.denoiser.recon_pull.fill_(1 / moved.denoiser.RECON_RATE)
+        for p in moved.denoiser.net.head.parameters():
+            p.zero_()
+        d, r = moved(x, torch.full((2,), 1e6), b, y, m)
+    assert torch.allclose(d, r, atol=1e-3)
+    save_checkpoint(tmp_path / "m", {"net": moved.state_dict()}, {"name": "m", **architecture_card(moved)})
+    twin, card = load_model(tmp_path / "m", device="cpu")
+    assert card["architecture"]["recon_centre"] is True
+    assert torch.equal(twin.denoiser.recon_share(), moved.denoiser.recon_share().detach())
+
+
+def test_adapt_refuses_a_movable_centre_it_cannot_add():
+    from xphyda.model.phyda import adapt
+
+    with pytest.raises(ModelError, match=r"has a movable centre already.*Fix"):
+        adapt(adapt(_net(), recon_centre=True), recon_centre=True)
+    with pytest.raises(ModelError, match=r"can only add a movable centre, not remove one.*Fix"):
+        adapt(_net(), recon_centre=False)
+    with pytest.raises(ModelError, match=r"use_vre=False, centred=True.*Fix"):
+        adapt(_net(use_vre=False), recon_centre=True)
+    with pytest.raises(ModelError, match=r"recon_centre must be True or False.*Fix"):
+        adapt(_net(), recon_centre=1)
+    with pytest.raises(ModelError, match=r"use_vre=True, centred=False.*Fix"):
+        PhydaNet(C, features=2, widths=(8, 16), vre_widths=(8, 16), groups=4, recon_centre=True)
 
 
 def test_adapt_keeps_the_precision_of_a_double_network():

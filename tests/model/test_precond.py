@@ -98,3 +98,39 @@ def test_centred_denoiser_needs_background_conditioning():
         den(torch.zeros(1, C, H, W, dtype=torch.float64), 1.0, torch.zeros(1, C, H, W, dtype=torch.float64))
     with pytest.raises(ModelError, match="3 channels"):
         PhydaNet(C, sigma_data=[1.0, 1.0], widths=(8, 16), vre_widths=(8, 16), groups=4)
+
+
+# --- a centre that moves towards the reconstruction ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("share", [0.0, 0.4, 1.0])
+def test_an_untrained_recon_centred_denoiser_is_the_gaussian_prior_around_its_blended_centre(share):
+    """F = 0: D is exact for N(m, sd^2) with m = gain b + alpha (R - gain b), R the channels after [b, mask]."""
+    torch.manual_seed(0)
+    den = BackgroundCentredDenoiser(UNet(C, C, cond_channels=3 * C, widths=(8, 16), groups=4), sigma_data=SD,
+                                    gain=GAIN, recon_centre=True).double()
+    assert torch.equal(den.recon_share(), torch.zeros(C, dtype=torch.float64))  # starts on the background
+    with torch.no_grad():
+        den.recon_pull.fill_(share / den.RECON_RATE)
+    g = torch.Generator().manual_seed(4)
+    b, r = (torch.randn(C, H, W, generator=g, dtype=torch.float64) for _ in range(2))
+    cond = torch.cat([b, torch.ones(C, H, W, dtype=torch.float64), r])[None]
+    gain = torch.tensor(GAIN, dtype=torch.float64)[:, None, None]
+    mean = gain * b + share * (r - gain * b)
+    sd = torch.tensor(SD, dtype=torch.float64)[:, None, None].expand(C, H, W)
+    oracle = GaussianDenoiser(mean, torch.diag((sd**2).reshape(-1)))
+    x = torch.randn(1, C, H, W, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(den(x, 0.7, cond), oracle(x, 0.7), rtol=1e-6, atol=1e-6)
+
+
+def test_a_recon_centred_denoiser_needs_the_reconstruction_and_learns_its_share():
+    den = BackgroundCentredDenoiser(UNet(C, C, cond_channels=3 * C, widths=(8, 16), groups=4), sigma_data=SD,
+                                    gain=GAIN, recon_centre=True)
+    x = torch.randn(2, C, H, W)
+    with pytest.raises(ModelError, match=r"\[background, mask, reconstruction\] \(9 channels\)"):
+        den(x, 1.0, torch.randn(2, 2 * C, H, W))
+    cond = torch.cat([x, torch.ones_like(x), x + 1.0], 1)
+    den(x, 1.0, cond).pow(2).sum().backward()
+    assert float(den.recon_pull.grad.abs().min()) > 0  # the loss reaches the share of every channel
+    assert BackgroundCentredDenoiser(UNet(C, C, cond_channels=2 * C, widths=(8, 16), groups=4)).recon_share() is None

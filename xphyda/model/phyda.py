@@ -121,6 +121,11 @@ class PhydaNet(nn.Module):
         ``(nlat, nlon)`` of the model grid; needed with ``static``.
     attention : bool
         Self-attention at the denoiser U-Net's coarsest level.
+    recon_centre : bool
+        With ``centred`` and the VRE: a learnable share ``alpha`` per channel
+        moves the denoiser's centre from ``gain * background`` towards the VRE
+        reconstruction (``alpha = 0`` at the start; see
+        :class:`~xphyda.model.precond.BackgroundCentredDenoiser`).
 
     Examples
     --------
@@ -149,6 +154,7 @@ class PhydaNet(nn.Module):
         static: Sequence[str] = (),
         grid: Sequence[int] | None = None,
         attention: bool = False,
+        recon_centre: bool = False,
     ):
         super().__init__()
         if isinstance(static, str):
@@ -165,12 +171,17 @@ class PhydaNet(nn.Module):
         if denoiser_obs and not use_vre:
             raise ModelError("denoiser_obs=True needs the VRE: without it the denoiser is conditioned on [y, mask] "
                              "already. Fix: leave denoiser_obs False with use_vre=False")
+        if recon_centre and not (use_vre and centred):
+            raise ModelError(f"recon_centre=True moves a background-centred denoiser's centre towards the VRE's "
+                             f"reconstruction; this network has use_vre={use_vre}, centred={centred}. "
+                             "Fix: use recon_centre with use_vre=True and centred=True")
         self.config: dict[str, Any] = dict(
             channels=int(channels), use_vre=bool(use_vre), features=int(features), widths=[int(w) for w in widths],
             vre_widths=[int(w) for w in vre_widths], groups=int(groups), centred=bool(centred),
             background_gain=_one_or_each(background_gain), sigma_data=_one_or_each(sigma_data),
             denoiser_obs=bool(denoiser_obs), static=static,
             grid=[int(g) for g in grid] if static else None, attention=bool(attention),
+            recon_centre=bool(recon_centre),
         )  # fmt: skip
         c = int(channels)
         self.vre = VirtualReconstructionEncoder(c, features=features, widths=vre_widths, groups=groups) if use_vre else None
@@ -181,7 +192,8 @@ class PhydaNet(nn.Module):
             raise ModelError(f"sigma_data has {len(sigma_data)} values for {c} channels; pass one, or one per channel")
         unet = UNet(c, c, cond_channels=cond, widths=widths, groups=groups, attention=attention)
         if centred:
-            self.denoiser = BackgroundCentredDenoiser(unet, sigma_data=sigma_data, gain=background_gain)
+            self.denoiser = BackgroundCentredDenoiser(unet, sigma_data=sigma_data, gain=background_gain,
+                                                      recon_centre=recon_centre)
         else:
             self.denoiser = EDMDenoiser(unet, sigma_data=sigma_data)
 
@@ -298,13 +310,14 @@ def standardise_static(values, lat=None, *, name: str = "a static field") -> tor
 
 
 def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=None,
-          attention: bool | None = None) -> PhydaNet:
-    """A copy of ``net`` with more inputs or self-attention, computing the same function until fine-tuned.
+          attention: bool | None = None, recon_centre: bool | None = None) -> PhydaNet:
+    """A copy of ``net`` with more inputs, self-attention or a movable centre, computing the same function until fine-tuned.
 
     Everything new starts with zero weight on its way out: the first
-    convolution's columns for new inputs are zero, and a new attention block's
-    output projection is zero (the block is then the identity).  Every other
-    weight is copied.  ``net`` itself is not changed.
+    convolution's columns for new inputs are zero, a new attention block's
+    output projection is zero (the block is then the identity), and a new
+    share of the reconstruction in the centre is zero.  Every other weight is
+    copied.  ``net`` itself is not changed.
 
     Parameters
     ----------
@@ -322,13 +335,17 @@ def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=N
         The model grid's latitudes, for area weights in the standardisation.
     attention : bool, optional
         ``True`` adds self-attention at the denoiser's coarsest level.
+    recon_centre : bool, optional
+        ``True`` lets the fine-tune move the denoiser's centre towards the VRE
+        reconstruction, channel by channel (see ``PhydaNet``).
 
     Raises
     ------
     ModelError
         If asked to add what ``net`` has or to remove what it lacks, to remove
-        attention, for observation inputs without the VRE, or for static
-        fields that are not finite 2-D arrays on the model grid.
+        attention or the movable centre, for observation inputs or a movable
+        centre without the VRE, or for static fields that are not finite 2-D
+        arrays on the model grid.
 
     Examples
     --------
@@ -378,6 +395,20 @@ def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=N
             raise ModelError("adapt: attention=False, but adapt cannot remove a trained attention block. "
                              "Fix: leave attention unset")
         new["attention"] = True
+    if recon_centre is not None:
+        recon_centre = require_bool("adapt: recon_centre", recon_centre,
+                                    fix="pass recon_centre=True to add it, or leave it unset")
+        if not recon_centre:
+            raise ModelError("adapt: recon_centre=False, but adapt can only add a movable centre, not remove one. "
+                             "Fix: leave recon_centre unset")
+        if cfg.get("recon_centre"):
+            raise ModelError("adapt: recon_centre=True, but the network has a movable centre already. "
+                             "Fix: leave recon_centre unset")
+        if net.vre is None or not cfg.get("centred"):
+            raise ModelError("adapt: recon_centre=True needs a background-centred network with the VRE; this one has "
+                             f"use_vre={net.vre is not None}, centred={bool(cfg.get('centred'))}. "
+                             "Fix: leave recon_centre unset")
+        new["recon_centre"] = True
     have = list(cfg.get("static") or [])
     twice = sorted(set(static) & set(have))
     if twice:
@@ -426,6 +457,8 @@ def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=N
                 value[len(have) + k] = f.to(value)
         elif key in ours:
             value.copy_(ours[key])
+        elif key == "denoiser.recon_pull":
+            value.zero_()
         # else: a new attention block keeps its initial weights, with a zero output projection
     out.load_state_dict(theirs)
     out = out.train(net.training)

@@ -150,6 +150,16 @@ class BackgroundCentredDenoiser(EDMDenoiser):
         Spread of ``truth - gain * background``, one or one per channel.
     gain : float or sequence of float
         Regression of the truth on the background, one or one per channel.
+    recon_centre : bool
+        Move the centre towards a reconstruction ``R`` that follows
+        ``[background, mask]`` in the conditioning (channels ``2 C : 3 C``, the
+        VRE's, as :class:`~xphyda.model.phyda.PhydaNet` builds it):
+        ``m = gain b + alpha (R - gain b)`` with a learnable ``alpha`` per
+        channel that starts at 0, so the denoiser computes the same function
+        until trained.  ``alpha = RECON_RATE * recon_pull``: Adam's steps are
+        about the learning rate whatever the gradient, and the factor lets a
+        fine-tune of a few thousand steps at ``1e-4`` move ``alpha`` across
+        ``[0, 1]``.
 
     Examples
     --------
@@ -162,22 +172,35 @@ class BackgroundCentredDenoiser(EDMDenoiser):
     2.0
     """
 
-    def __init__(self, net: nn.Module, *, sigma_data=1.0, gain=1.0):
+    RECON_RATE = 10.0
+
+    def __init__(self, net: nn.Module, *, sigma_data=1.0, gain=1.0, recon_centre: bool = False):
         super().__init__(net, sigma_data=sigma_data)
         g = torch.as_tensor(gain, dtype=torch.float32).reshape(-1)
         if not bool(torch.isfinite(g).all()):
             raise ModelError(f"gain must be finite, got {gain}")
         self.register_buffer("_gain", g.reshape(1, -1, 1, 1) if g.numel() > 1 else g.reshape(()), persistent=False)
+        self.recon_pull = nn.Parameter(torch.zeros(net.config["out_channels"])) if recon_centre else None
+
+    def recon_share(self) -> torch.Tensor | None:
+        """``alpha`` per channel: how far the centre has moved from ``gain * background`` towards ``R`` (or None)."""
+        return None if self.recon_pull is None else self.RECON_RATE * self.recon_pull
 
     def _centre(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.net.config["out_channels"]
-        if cond is None or cond.shape[1] < 2 * c:
+        need = 3 * c if self.recon_pull is not None else 2 * c
+        if cond is None or cond.shape[1] < need:
+            what = "[background, mask, reconstruction]" if self.recon_pull is not None else "[background, mask]"
             raise ModelError(
-                f"a background-centred denoiser needs conditioning that starts with [background, mask] "
-                f"({2 * c} channels); got {None if cond is None else tuple(cond.shape)}"
+                f"a background-centred denoiser needs conditioning that starts with {what} "
+                f"({need} channels); got {None if cond is None else tuple(cond.shape)}"
             )
         avail = cond[:, c : 2 * c]
-        return self._gain * cond[:, :c], avail * self._sd + (1.0 - avail)
+        centre = self._gain * cond[:, :c]
+        if self.recon_pull is not None:
+            alpha = self.recon_share().to(cond.dtype).reshape(1, -1, 1, 1)
+            centre = centre + alpha * (cond[:, 2 * c : 3 * c] - centre)
+        return centre, avail * self._sd + (1.0 - avail)
 
     def data_std(self, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self._sd if cond is None else self._centre(cond)[1]
