@@ -1,4 +1,4 @@
-"""Give a trained model new inputs or attention, keeping its function, ready for a fine-tune.
+"""Give a trained model new inputs, attention or a movable centre, keeping its function, ready for a fine-tune.
 
     python scripts/adapt_model.py MODEL /work/runs/adapted --static-from /work/corpus/traj0.zarr \\
         --static lsm z_surface latitude --attention --drop-observation-inputs

@@ -225,12 +225,25 @@ def test_adapt_adds_a_movable_centre_keeping_the_function_and_the_fine_tune_can_
     assert torch.equal(twin.denoiser.recon_share(), moved.denoiser.recon_share().detach())
 
 
+def test_adapt_keeps_a_trained_centre_share_when_adding_other_parts():
+    from xphyda.model.phyda import adapt
+
+    net = adapt(_perturb(_net()), recon_centre=True)
+    with torch.no_grad():
+        net.denoiser.recon_pull.copy_(torch.tensor([0.02, 0.05, 0.09]))
+    more = adapt(net, static={"lsm": _lsm()}, attention=True, denoiser_obs=True)
+    assert torch.equal(more.denoiser.recon_pull, net.denoiser.recon_pull) and more.config["recon_centre"]
+    x, b, y, m = _inputs()
+    with torch.no_grad():
+        assert torch.allclose(more(x, torch.ones(2), b, y, m)[0], net(x, torch.ones(2), b, y, m)[0], atol=1e-6)
+
+
 def test_adapt_refuses_a_movable_centre_it_cannot_add():
     from xphyda.model.phyda import adapt
 
     with pytest.raises(ModelError, match=r"has a movable centre already.*Fix"):
         adapt(adapt(_net(), recon_centre=True), recon_centre=True)
-    with pytest.raises(ModelError, match=r"can only add a movable centre, not remove one.*Fix"):
+    with pytest.raises(ModelError, match=r"not remove one \(and the network has none\)\. Fix"):
         adapt(_net(), recon_centre=False)
     with pytest.raises(ModelError, match=r"use_vre=False, centred=True.*Fix"):
         adapt(_net(use_vre=False), recon_centre=True)

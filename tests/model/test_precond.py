@@ -103,22 +103,26 @@ def test_centred_denoiser_needs_background_conditioning():
 # --- a centre that moves towards the reconstruction ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("share", [0.0, 0.4, 1.0])
-def test_an_untrained_recon_centred_denoiser_is_the_gaussian_prior_around_its_blended_centre(share):
-    """F = 0: D is exact for N(m, sd^2) with m = gain b + alpha (R - gain b), R the channels after [b, mask]."""
+@pytest.mark.parametrize("avail", [[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+@pytest.mark.parametrize("share", [[0.0, 0.0, 0.0], [0.0, 0.4, 1.0], [1.0, 0.7, 0.2]])
+def test_an_untrained_recon_centred_denoiser_is_the_gaussian_prior_around_its_blended_centre(share, avail):
+    """F = 0: D is exact for N(m, sd^2) with m = gain b + alpha (R - gain b), R the channels after [b, mask];
+    where the background lacks a channel, N(0, 1) as without the reconstruction."""
     torch.manual_seed(0)
     den = BackgroundCentredDenoiser(UNet(C, C, cond_channels=3 * C, widths=(8, 16), groups=4), sigma_data=SD,
                                     gain=GAIN, recon_centre=True).double()
     assert torch.equal(den.recon_share(), torch.zeros(C, dtype=torch.float64))  # starts on the background
+    alpha = torch.tensor(share, dtype=torch.float64)
     with torch.no_grad():
-        den.recon_pull.fill_(share / den.RECON_RATE)
+        den.recon_pull.copy_(alpha / den.RECON_RATE)
     g = torch.Generator().manual_seed(4)
     b, r = (torch.randn(C, H, W, generator=g, dtype=torch.float64) for _ in range(2))
-    cond = torch.cat([b, torch.ones(C, H, W, dtype=torch.float64), r])[None]
+    a = torch.tensor(avail, dtype=torch.float64)[:, None, None]
+    cond = torch.cat([b * a, a.expand(C, H, W), r])[None]
     gain = torch.tensor(GAIN, dtype=torch.float64)[:, None, None]
-    mean = gain * b + share * (r - gain * b)
-    sd = torch.tensor(SD, dtype=torch.float64)[:, None, None].expand(C, H, W)
-    oracle = GaussianDenoiser(mean, torch.diag((sd**2).reshape(-1)))
+    mean = (gain * b + alpha[:, None, None] * (r - gain * b)) * a
+    sd = torch.tensor(SD, dtype=torch.float64)[:, None, None] * a + (1 - a)
+    oracle = GaussianDenoiser(mean.expand(C, H, W), torch.diag((sd.expand(C, H, W) ** 2).reshape(-1)))
     x = torch.randn(1, C, H, W, generator=g, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(den(x, 0.7, cond), oracle(x, 0.7), rtol=1e-6, atol=1e-6)

@@ -79,6 +79,20 @@ def test_train_runs_logs_and_resumes_exactly(tmp_path):
         assert torch.allclose(va, vb, atol=1e-5), k
 
 
+def test_resuming_with_or_without_a_movable_centre_names_the_difference(tmp_path):
+    from xphyda.errors import ModelError
+
+    def centred(**kw):
+        torch.manual_seed(0)
+        return PhydaNet(10, features=2, widths=(8, 16), vre_widths=(8, 16), groups=4, centred=True, **kw)
+
+    train(centred(recon_centre=True), Toy(), config=config(steps=3, physics_lambda=0.0), out_dir=tmp_path, physics=None,
+          lat=LAT, progress=False)
+    with pytest.raises(ModelError, match=r"another network \(recon_centre True \(this run: False\)\).*Fix"):
+        train(centred(), Toy(), config=config(steps=4, physics_lambda=0.0), out_dir=tmp_path, physics=None, lat=LAT,
+              progress=False)
+
+
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
     """A run killed between checkpoints logged steps it will repeat; the log keeps each step once."""
     train(tiny_net(), Toy(), config=config(steps=5, checkpoint_every=3), out_dir=tmp_path, physics=None, lat=LAT,

@@ -24,9 +24,10 @@ fields tell it where land, mountains and latitudes are.  They are stored with
 the weights.
 
 :func:`adapt` turns a trained network into one with more inputs (observations,
-static fields) or self-attention at the denoiser's coarsest level, with zero
-weights on everything new, so it computes the same function until it is
-fine-tuned; :func:`with_observation_inputs` is its special case for ``[y, mask]``.
+static fields), self-attention at the denoiser's coarsest level, or a centre
+that can move towards the reconstruction, with zero weights on everything new,
+so it computes the same function until it is fine-tuned;
+:func:`with_observation_inputs` is its special case for ``[y, mask]``.
 """
 
 from __future__ import annotations
@@ -311,7 +312,7 @@ def standardise_static(values, lat=None, *, name: str = "a static field") -> tor
 
 def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=None,
           attention: bool | None = None, recon_centre: bool | None = None) -> PhydaNet:
-    """A copy of ``net`` with more inputs, self-attention or a movable centre, computing the same function until fine-tuned.
+    """A copy of ``net`` with more inputs, attention or a movable centre, computing its function until fine-tuned.
 
     Everything new starts with zero weight on its way out: the first
     convolution's columns for new inputs are zero, a new attention block's
@@ -399,8 +400,9 @@ def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=N
         recon_centre = require_bool("adapt: recon_centre", recon_centre,
                                     fix="pass recon_centre=True to add it, or leave it unset")
         if not recon_centre:
-            raise ModelError("adapt: recon_centre=False, but adapt can only add a movable centre, not remove one. "
-                             "Fix: leave recon_centre unset")
+            raise ModelError("adapt: recon_centre=False, but adapt can only add a movable centre, not remove one"
+                             + ("" if cfg.get("recon_centre") else " (and the network has none)")
+                             + ". Fix: leave recon_centre unset")
         if cfg.get("recon_centre"):
             raise ModelError("adapt: recon_centre=True, but the network has a movable centre already. "
                              "Fix: leave recon_centre unset")

@@ -158,8 +158,11 @@ class BackgroundCentredDenoiser(EDMDenoiser):
         channel that starts at 0, so the denoiser computes the same function
         until trained.  ``alpha = RECON_RATE * recon_pull``: Adam's steps are
         about the learning rate whatever the gradient, and the factor lets a
-        fine-tune of a few thousand steps at ``1e-4`` move ``alpha`` across
-        ``[0, 1]``.
+        fine-tune of a few thousand steps at a learning rate of ``1e-4`` move
+        ``alpha`` across ``[0, 1]``.  Where the background lacks a channel the
+        centre stays 0 (training backgrounds are complete, so ``alpha`` never
+        learned those), and ``sigma_data`` stays the configured spread of
+        ``truth - gain b``, not re-measured around the moved centre.
 
     Examples
     --------
@@ -193,13 +196,14 @@ class BackgroundCentredDenoiser(EDMDenoiser):
             what = "[background, mask, reconstruction]" if self.recon_pull is not None else "[background, mask]"
             raise ModelError(
                 f"a background-centred denoiser needs conditioning that starts with {what} "
-                f"({need} channels); got {None if cond is None else tuple(cond.shape)}"
+                f"({need} channels); got {None if cond is None else tuple(cond.shape)}. "
+                "Fix: pass the conditioning PhydaNet.condition builds"
             )
         avail = cond[:, c : 2 * c]
         centre = self._gain * cond[:, :c]
         if self.recon_pull is not None:
             alpha = self.recon_share().to(cond.dtype).reshape(1, -1, 1, 1)
-            centre = centre + alpha * (cond[:, 2 * c : 3 * c] - centre)
+            centre = centre + alpha * avail * (cond[:, 2 * c : 3 * c] - centre)  # missing channels: 0
         return centre, avail * self._sd + (1.0 - avail)
 
     def data_std(self, cond: torch.Tensor | None = None) -> torch.Tensor:

@@ -203,7 +203,7 @@ def _trim_metrics(path: Path, step: int) -> None:
 
 
 _SIZES = ("channels", "use_vre", "features", "widths", "vre_widths", "groups", "denoiser_obs", "static", "grid",
-          "attention")
+          "attention", "recon_centre")
 
 
 def _sizes(net) -> dict:
