@@ -614,7 +614,10 @@ def train_prior(
             **({"init_from": {"model": str(init_from), "sha256": init[1].get("sha256"),
                               "steps_done": init[1].get("training", {}).get("steps_done"),
                               "total_steps": total_steps(init[1]),
-                              **({"adapted_from": init[1]["adapted_from"]} if init[1].get("adapted_from") else {})}}
+                              **({"adapted_from": init[1]["adapted_from"]} if init[1].get("adapted_from") else {}),
+                              # the starting model's own lineage, so a chain of fine-tunes keeps every link
+                              **({"init_from": init[1]["training"]["init_from"]}
+                                 if (init[1].get("training") or {}).get("init_from") else {})}}
                 if init else {}),
         },
         "scores": {},

@@ -330,3 +330,8 @@ def test_a_fine_tune_of_an_adapted_model_trains_its_new_parts_and_records_the_ad
     assert card["architecture"]["recon_centre"] is True
     assert float(before[pull].abs().max()) == 0 < float(after[pull].abs().min())
     assert torch.equal(before["ema/static_fields"], after["ema/static_fields"])  # a buffer, not trained
+    # a fine-tune of the fine-tune keeps the whole chain, adaptation included
+    again = train_prior(corpus, out=tmp_path / "again", steps=1, init_from=tuned, **kw)
+    chain = json.loads((again / "card.json").read_text())["training"]["init_from"]
+    assert chain["model"] == str(tuned) and chain["init_from"] == card["training"]["init_from"]
+    assert chain["init_from"]["adapted_from"]["recon_centre"] is True
