@@ -459,9 +459,7 @@ def adapt(net: PhydaNet, *, denoiser_obs: bool | None = None, static=None, lat=N
                 value[len(have) + k] = f.to(value)
         elif key in ours:
             value.copy_(ours[key])
-        elif key == "denoiser.recon_pull":
-            value.zero_()
-        # else: a new attention block keeps its initial weights, with a zero output projection
+        # else: a new part keeps its initial weights: attention with a zero output projection, a zero recon_pull
     out.load_state_dict(theirs)
     out = out.train(net.training)
     named = dict(net.named_parameters())
