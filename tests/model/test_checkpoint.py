@@ -74,6 +74,34 @@ def test_several_state_dicts_and_bare_network(tmp_path, denoiser):
         load_model(d, device="cpu", weights="best")
 
 
+def test_background_centred_round_trip_keeps_gain_and_moved_centre(tmp_path):
+    from xphyda.model.precond import BackgroundCentredDenoiser
+
+    torch.manual_seed(1)
+    den = BackgroundCentredDenoiser(UNet(2, 2, cond_channels=6, widths=(8, 16), groups=4),
+                                    sigma_data=[0.3, 0.5], gain=[0.9, 0.7], recon_centre=True).eval()
+    with torch.no_grad():
+        den.recon_pull.copy_(torch.tensor([0.03, 0.06]))  # alpha 0.3 and 0.6
+    card = architecture_card(den)
+    assert card["preconditioning"] == {"kind": "background-centred", "sigma_data": [0.3, 0.5],
+                                       "gain": [0.9, 0.7], "recon_centre": True}
+    model, _ = load_model(save_checkpoint(tmp_path / "c", den.state_dict(), card), device="cpu")
+    assert type(model) is BackgroundCentredDenoiser
+    x, cond = torch.randn(2, 2, 8, 16), torch.randn(2, 6, 8, 16)
+    cond[:, 2:4] = 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, 0.4, cond), den(x, 0.4, cond))
+        plain = EDMDenoiser(model.net, sigma_data=[0.3, 0.5])(x, 0.4, cond)
+    assert not torch.allclose(plain, den(x, 0.4, cond))  # what a card without gain and centre would rebuild
+
+
+def test_unknown_preconditioning_kind_is_an_error(tmp_path, denoiser):
+    card = {**architecture_card(denoiser), "preconditioning": {"kind": "ve", "sigma_data": 1.0}}
+    d = save_checkpoint(tmp_path / "k", denoiser.state_dict(), card)
+    with pytest.raises(ModelError, match="preconditioning kind is 've'.*Fix:"):
+        load_model(d, device="cpu")
+
+
 def test_tampered_weights_are_rejected(tmp_path, denoiser):
     d = save_checkpoint(tmp_path, denoiser.state_dict(), _card(denoiser))
     raw = bytearray((d / "model.safetensors").read_bytes())

@@ -179,6 +179,13 @@ def test_adapt_explains_bad_requests(kwargs, match):
         adapt(net, **kwargs)
 
 
+@pytest.mark.parametrize("flag", ["use_vre", "centred", "denoiser_obs", "attention", "recon_centre"])
+def test_network_flags_must_be_booleans(flag):
+    # "False" is truthy: taken as given it would silently build the other architecture
+    with pytest.raises(ModelError, match=rf"PhydaNet: {flag} must be True or False; got 'False'. Fix"):
+        PhydaNet(C, features=2, widths=(8, 16), vre_widths=(8, 16), groups=4, **{flag: "False"})
+
+
 def test_adapt_refuses_what_it_cannot_do():
     from xphyda.model.phyda import adapt
 

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import ModelError
 from .device import resolve_device, resolve_dtype
-from .precond import EDMDenoiser
+from .precond import BackgroundCentredDenoiser, EDMDenoiser
 from .unet import UNet
 
 __all__ = ["architecture_card", "build_from_card", "load_checkpoint", "load_model", "model_from_state", "save_checkpoint"]
@@ -92,7 +92,10 @@ def architecture_card(model: torch.nn.Module) -> dict[str, Any]:
 
     ``model`` is a network with a ``config`` dict of its constructor arguments
     (:class:`~xphyda.model.unet.UNet`, :class:`~xphyda.model.phyda.PhydaNet`)
-    or an :class:`EDMDenoiser` around a UNet.
+    or an :class:`EDMDenoiser` around a UNet; a
+    :class:`~xphyda.model.precond.BackgroundCentredDenoiser` also records its
+    ``gain`` and ``recon_centre`` (``kind: "background-centred"``), so
+    :func:`load_model` rebuilds the same function.
 
     Examples
     --------
@@ -107,9 +110,26 @@ def architecture_card(model: torch.nn.Module) -> dict[str, Any]:
             f"cannot describe a {name}; expected one of {sorted(_ARCHITECTURES)} or an EDMDenoiser"
         )
     card: dict[str, Any] = {"architecture": {"class": name, **net.config}}
-    if isinstance(model, EDMDenoiser):
+    if isinstance(model, BackgroundCentredDenoiser):
+        card["preconditioning"] = {"kind": "background-centred", "sigma_data": model.sigma_data,
+                                   "gain": model.gain, "recon_centre": model.recon_pull is not None}
+    elif isinstance(model, EDMDenoiser):
         card["preconditioning"] = {"kind": "edm", "sigma_data": model.sigma_data}
     return card
+
+
+def _wrap(net: UNet, card: Mapping[str, Any]) -> EDMDenoiser:
+    """A bare UNet inside the preconditioning its card names (``edm`` when the card names none)."""
+    pre = dict(card.get("preconditioning") or {})
+    kind = pre.get("kind", "edm")
+    sigma_data = pre.get("sigma_data", 1.0)
+    if kind == "edm":
+        return EDMDenoiser(net, sigma_data=sigma_data)
+    if kind == "background-centred":
+        return BackgroundCentredDenoiser(net, sigma_data=sigma_data, gain=pre.get("gain", 1.0),
+                                         recon_centre=bool(pre.get("recon_centre", False)))
+    raise ModelError(f"the card's preconditioning kind is {kind!r}; expected 'edm' or 'background-centred'. "
+                     "Fix: write the card with architecture_card(model) from this version of xphyda")
 
 
 def save_checkpoint(
@@ -299,8 +319,8 @@ def load_model(
 ) -> tuple[torch.nn.Module, dict]:
     """Rebuild, load and verify a checkpoint's network, in eval mode, with its card.
 
-    A bare UNet comes back wrapped in an :class:`EDMDenoiser` with the card's
-    ``preconditioning``; other networks (e.g. ``PhydaNet``) come back as built.
+    A bare UNet comes back wrapped in the card's ``preconditioning`` (an
+    :class:`EDMDenoiser`, or a background-centred one); other networks (e.g. ``PhydaNet``) come back as built.
 
     Parameters
     ----------
@@ -371,8 +391,9 @@ def model_from_state(
     net = build_from_card(card)
     model = net
     if isinstance(net, UNet):
-        model = EDMDenoiser(net, sigma_data=(card.get("preconditioning") or {}).get("sigma_data", 1.0))
-    target = model if all(k.startswith("net.") for k in state) else net
+        model = _wrap(net, card)
+    # the wrapper's state dict names the UNet's weights "net.*" (and may hold its own, e.g. recon_pull)
+    target = model if model is not net and any(k.startswith("net.") for k in state) else net
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -158,6 +158,10 @@ class PhydaNet(nn.Module):
         recon_centre: bool = False,
     ):
         super().__init__()
+        flags = dict(use_vre=use_vre, centred=centred, denoiser_obs=denoiser_obs, attention=attention,
+                     recon_centre=recon_centre)
+        use_vre, centred, denoiser_obs, attention, recon_centre = (
+            require_bool(f"PhydaNet: {k}", v, fix=f"pass {k}=True or {k}=False") for k, v in flags.items())
         if isinstance(static, str):
             raise ModelError(f"static must be a sequence of field names; got the string {static!r}. "
                              f"Fix: static=[{static!r}]")

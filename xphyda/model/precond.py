@@ -182,6 +182,7 @@ class BackgroundCentredDenoiser(EDMDenoiser):
         g = torch.as_tensor(gain, dtype=torch.float32).reshape(-1)
         if not bool(torch.isfinite(g).all()):
             raise ModelError(f"gain must be finite, got {gain}")
+        self.gain = [float(v) for v in gain] if isinstance(gain, (list, tuple)) else float(gain)  # as given (card)
         self.register_buffer("_gain", g.reshape(1, -1, 1, 1) if g.numel() > 1 else g.reshape(()), persistent=False)
         self.recon_pull = nn.Parameter(torch.zeros(net.config["out_channels"])) if recon_centre else None
 
