@@ -513,6 +513,7 @@ def train_prior(
     from .data.channels import ChannelSpec
 
     names = ChannelSpec(cfg["variables"], cfg["levels_hpa"], cfg.get("surface", ())).names
+    use_vre = require_bool("use_vre", use_vre, fix="pass use_vre=False (or --no-vre) for the no-VRE ablation, else True")
     channel_weights = _channel_weights(channel_weights, names)  # checked before any folder is made
     out = Path(out) if out is not None else user_cache() / preset
     before = saved_sizes(out / "work")

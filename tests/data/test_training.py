@@ -230,6 +230,7 @@ def test_a_fine_tune_of_a_model_of_another_preset_fails_before_any_folder(make_c
     ({"widths": 16}, "ModelError", "widths must be a non-empty sequence"),
     ({"features": 0}, "ModelError", "features must be a positive integer"),
     ({"widths": (8, 8, 8, 8, 8)}, "GridError", "8 latitudes x 16 longitudes but a U-Net with 5 levels"),
+    ({"use_vre": 0}, "ModelError", r"use_vre must be True or False; got 0. Fix"),
 ])
 def test_bad_network_sizes_fail_before_any_folder(make_corpus, tmp_path, tiny_preset, sizes, error, says):
     from xphyda import errors

@@ -102,6 +102,40 @@ def test_unknown_preconditioning_kind_is_an_error(tmp_path, denoiser):
         load_model(d, device="cpu")
 
 
+def _centred(recon_centre=True):
+    from xphyda.model.precond import BackgroundCentredDenoiser
+
+    return BackgroundCentredDenoiser(UNet(2, 2, cond_channels=6, widths=(8, 16), groups=4),
+                                     sigma_data=0.4, gain=np.array([0.9, 0.7]), recon_centre=recon_centre)
+
+
+def test_a_movable_centre_is_not_lost_or_mismatched_silently(tmp_path):
+    den = _centred()
+    assert den.gain == [0.9, 0.7]  # an array gain is recorded as the numbers given
+    only_unet = save_checkpoint(tmp_path / "u", den.net.state_dict(), architecture_card(den))
+    with pytest.raises(ModelError, match=r"weights of its own \(\['recon_pull'\]\).*Fix: save the denoiser's"):
+        load_model(only_unet, device="cpu")
+    # weights with a moved centre under a card without one (as cards written before kind 'background-centred')
+    stale = save_checkpoint(tmp_path / "s", den.state_dict(), architecture_card(_centred(recon_centre=False)))
+    with pytest.raises(ModelError, match=r"recon_pull.*Fix: rewrite the card"):
+        load_model(stale, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("pre", "match"),
+    [
+        ("edm", r"preconditioning is 'edm'; expected a mapping.*Fix"),
+        ({"kind": "background-centred", "sigma_data": 0.4, "recon_centre": "false"},
+         r"recon_centre must be True or False; got 'false'. Fix"),
+    ],
+)
+def test_malformed_preconditioning_is_explained(tmp_path, pre, match):
+    den = _centred(recon_centre=False)
+    d = save_checkpoint(tmp_path / "p", den.state_dict(), {**architecture_card(den), "preconditioning": pre})
+    with pytest.raises(ModelError, match=match):
+        load_model(d, device="cpu")
+
+
 def test_tampered_weights_are_rejected(tmp_path, denoiser):
     d = save_checkpoint(tmp_path, denoiser.state_dict(), _card(denoiser))
     raw = bytearray((d / "model.safetensors").read_bytes())

@@ -120,16 +120,23 @@ def architecture_card(model: torch.nn.Module) -> dict[str, Any]:
 
 def _wrap(net: UNet, card: Mapping[str, Any]) -> EDMDenoiser:
     """A bare UNet inside the preconditioning its card names (``edm`` when the card names none)."""
-    pre = dict(card.get("preconditioning") or {})
+    from ..errors import require_bool
+
+    pre = card.get("preconditioning") or {}
+    if not isinstance(pre, Mapping):
+        raise ModelError(f"the card's preconditioning is {pre!r}; expected a mapping such as "
+                         "{'kind': 'edm', 'sigma_data': 1.0}. Fix: write the card with architecture_card(model)")
     kind = pre.get("kind", "edm")
     sigma_data = pre.get("sigma_data", 1.0)
     if kind == "edm":
         return EDMDenoiser(net, sigma_data=sigma_data)
     if kind == "background-centred":
-        return BackgroundCentredDenoiser(net, sigma_data=sigma_data, gain=pre.get("gain", 1.0),
-                                         recon_centre=bool(pre.get("recon_centre", False)))
-    raise ModelError(f"the card's preconditioning kind is {kind!r}; expected 'edm' or 'background-centred'. "
-                     "Fix: write the card with architecture_card(model) from this version of xphyda")
+        moved = require_bool("the card's preconditioning recon_centre", pre.get("recon_centre", False),
+                             fix="set it to true or false in card.json (architecture_card(model) writes it)")
+        return BackgroundCentredDenoiser(net, sigma_data=sigma_data, gain=pre.get("gain", 1.0), recon_centre=moved)
+    raise ModelError(f"the card's preconditioning kind is {kind!r}; expected 'edm' or 'background-centred' "
+                     f"(card written by xphyda {card.get('xphyda_version', 'unknown')}). Fix: load it with the "
+                     "xphyda version that wrote it, or rewrite the card with architecture_card(model)")
 
 
 def save_checkpoint(
@@ -393,9 +400,20 @@ def model_from_state(
     if isinstance(net, UNet):
         model = _wrap(net, card)
     # the wrapper's state dict names the UNet's weights "net.*" (and may hold its own, e.g. recon_pull)
-    target = model if model is not net and any(k.startswith("net.") for k in state) else net
+    wrapped = model is not net and any(k.startswith("net.") for k in state)
+    own = sorted(k for k in model.state_dict() if not k.startswith("net.")) if model is not net else []
+    if model is not net and not wrapped and own:
+        raise ModelError(f"the card's preconditioning has weights of its own ({own}) but the checkpoint holds only "
+                         "the U-Net's, so they would stay at their initial values. Fix: save the denoiser's "
+                         "state_dict(), not its .net's")
+    target = model if wrapped else net
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ModelError(f"the weights do not fit the architecture in the card: {err}") from err
+        hint = ("the card and the weights disagree on the movable centre (recon_pull): a card written before "
+                "xphyda recorded a bare BackgroundCentredDenoiser says kind 'edm'. Fix: rewrite the card with "
+                "architecture_card(model) for the model the weights came from" if "recon_pull" in str(err) else
+                "Fix: save the card with architecture_card(model) and the weights with model.state_dict() of "
+                "the same model")
+        raise ModelError(f"the weights do not fit the architecture in the card: {err}. {hint}") from err
     return model.to(device=dev, dtype=dtype).eval()

@@ -182,7 +182,8 @@ class BackgroundCentredDenoiser(EDMDenoiser):
         g = torch.as_tensor(gain, dtype=torch.float32).reshape(-1)
         if not bool(torch.isfinite(g).all()):
             raise ModelError(f"gain must be finite, got {gain}")
-        self.gain = [float(v) for v in gain] if isinstance(gain, (list, tuple)) else float(gain)  # as given (card)
+        given = torch.as_tensor(gain, dtype=torch.float64).reshape(-1)
+        self.gain = float(given[0]) if given.numel() == 1 else given.tolist()  # as given, for the model card
         self.register_buffer("_gain", g.reshape(1, -1, 1, 1) if g.numel() > 1 else g.reshape(()), persistent=False)
         self.recon_pull = nn.Parameter(torch.zeros(net.config["out_channels"])) if recon_centre else None
 
