@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, require_bool
 from .device import resolve_device, resolve_dtype
 from .precond import BackgroundCentredDenoiser, EDMDenoiser
 from .unet import UNet
@@ -120,8 +120,6 @@ def architecture_card(model: torch.nn.Module) -> dict[str, Any]:
 
 def _wrap(net: UNet, card: Mapping[str, Any]) -> EDMDenoiser:
     """A bare UNet inside the preconditioning its card names (``edm`` when the card names none)."""
-    from ..errors import require_bool
-
     pre = card.get("preconditioning") or {}
     if not isinstance(pre, Mapping):
         raise ModelError(f"the card's preconditioning is {pre!r}; expected a mapping such as "
