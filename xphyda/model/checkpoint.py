@@ -394,17 +394,16 @@ def model_from_state(
             raise ModelError(f"the checkpoint holds state dicts {names}, not {weights!r}; pass one of them")
         state = state[weights]
     net = build_from_card(card)
-    model = net
+    model = target = net
     if isinstance(net, UNet):
         model = _wrap(net, card)
-    # the wrapper's state dict names the UNet's weights "net.*" (and may hold its own, e.g. recon_pull)
-    wrapped = model is not net and any(k.startswith("net.") for k in state)
-    own = sorted(k for k in model.state_dict() if not k.startswith("net.")) if model is not net else []
-    if model is not net and not wrapped and own:
-        raise ModelError(f"the card's preconditioning has weights of its own ({own}) but the checkpoint holds only "
-                         "the U-Net's, so they would stay at their initial values. Fix: save the denoiser's "
-                         "state_dict(), not its .net's")
-    target = model if wrapped else net
+        # the wrapper's state dict names the UNet's weights "net.*" (and may hold its own, e.g. recon_pull)
+        if any(k.startswith("net.") for k in state):
+            target = model
+        elif own := sorted(k for k in model.state_dict() if not k.startswith("net.")):
+            raise ModelError(f"the card's preconditioning has weights of its own ({own}) but the checkpoint holds "
+                             "only the U-Net's, so they would stay at their initial values. Fix: save the "
+                             "denoiser's state_dict(), not its .net's")
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as err:

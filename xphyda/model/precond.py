@@ -179,11 +179,11 @@ class BackgroundCentredDenoiser(EDMDenoiser):
 
     def __init__(self, net: nn.Module, *, sigma_data=1.0, gain=1.0, recon_centre: bool = False):
         super().__init__(net, sigma_data=sigma_data)
-        g = torch.as_tensor(gain, dtype=torch.float32).reshape(-1)
-        if not bool(torch.isfinite(g).all()):
-            raise ModelError(f"gain must be finite, got {gain}")
         given = torch.as_tensor(gain, dtype=torch.float64).reshape(-1)
+        if not bool(torch.isfinite(given).all()):
+            raise ModelError(f"gain must be finite, got {gain}")
         self.gain = float(given[0]) if given.numel() == 1 else given.tolist()  # as given, for the model card
+        g = given.float()
         self.register_buffer("_gain", g.reshape(1, -1, 1, 1) if g.numel() > 1 else g.reshape(()), persistent=False)
         self.recon_pull = nn.Parameter(torch.zeros(net.config["out_channels"])) if recon_centre else None
 
