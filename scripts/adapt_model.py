@@ -8,8 +8,9 @@ Then ``phyda train --init-from /work/runs/adapted ...`` fine-tunes it.  What it 
 
 * ``--static NAME ...`` appends time-invariant fields to the denoiser's
   conditioning, read from ``--static-from`` (any xarray-readable store on the
-  model's grid; ``latitude`` is the grid's latitude itself), standardised and
-  stored with the weights;
+  model's grid or regridded to it, :func:`xphyda.data.static.static_fields`;
+  ``latitude`` is the grid's latitude itself), standardised and stored with the
+  weights (``phyda train --static`` does the same for a run from scratch or a fine-tune);
 * ``--attention`` adds self-attention at the denoiser's coarsest level;
 * ``--recon-centre`` lets the fine-tune move the denoiser's centre from the
   scaled background towards the VRE reconstruction, with a learnable share per
@@ -32,42 +33,12 @@ import sys
 from pathlib import Path
 
 
-def _static_fields(path: str, names: list[str], card: dict) -> dict:
-    """The named 2-D fields of ``path`` on the card's grid (north-to-south and 0..360 as the card has them)."""
-    import numpy as np
-    import xarray as xr
-
-    lat = np.asarray(card["grid"]["latitude"])
-    lon = np.asarray(card["grid"]["longitude"])
-    out = {}
-    ds = xr.open_dataset(path, engine="zarr" if str(path).rstrip("/").endswith(".zarr") else None) if names != [
-        "latitude"] else None
-    for name in names:
-        if name == "latitude":
-            out[name] = np.repeat(lat[:, None], lon.size, axis=1)
-            continue
-        if name not in ds:
-            raise SystemExit(f"{path} has no variable {name!r}; its variables are {sorted(ds.data_vars)}. "
-                             "Fix: name one of them, or 'latitude' for the grid's latitude")
-        da = ds[name].squeeze(drop=True)
-        if da.ndim != 2 or "latitude" not in da.dims or "longitude" not in da.dims:
-            raise SystemExit(f"{name!r} in {path} has dims {da.dims}; expected (latitude, longitude). "
-                             "Fix: write the field alone on its grid (select one time) to a store and pass that")
-        da = da.transpose("latitude", "longitude")
-        if not (da.latitude.size == lat.size and np.allclose(da.latitude, lat)
-                and da.longitude.size == lon.size and np.allclose(da.longitude % 360, lon % 360)):
-            raise SystemExit(f"{name!r} in {path} is on a {da.latitude.size} x {da.longitude.size} grid, not the "
-                             f"model's {lat.size} x {lon.size} (north to south, 0..360). "
-                             "Fix: regrid it first (xphyda.data.regrid) and sort it like the model grid")
-        out[name] = da.values.astype("float64")
-    return out
-
-
 def main(argv: list[str]) -> Path:
     import torch
 
     from xphyda.model.checkpoint import (RESERVED, architecture_card, load_checkpoint, load_model, model_from_state,
                                          save_checkpoint)
+    from xphyda.data.static import static_fields
     from xphyda.model.phyda import adapt
     from xphyda.models import find
 
@@ -85,7 +56,8 @@ def main(argv: list[str]) -> Path:
     source = find(a.model)
     states, card = load_checkpoint(source)
     net = model_from_state(states, card, device="cpu")  # eval mode; the weights are read and hashed once
-    fields = _static_fields(a.static_from, a.static, card) if a.static else None
+    fields = static_fields(a.static_from, a.static, card["grid"]["latitude"], card["grid"]["longitude"]) \
+        if a.static else None
     new = adapt(net, static=fields, lat=card["grid"]["latitude"], attention=a.attention or None,
                 recon_centre=a.recon_centre or None,
                 denoiser_obs=False if a.drop_observation_inputs else None)

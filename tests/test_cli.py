@@ -423,7 +423,17 @@ def test_train(era5, tmp_path, monkeypatch, capsys):
     plain = tmp_path / "plain"
     assert main([*argv[:6], str(plain), *argv[7:14], "--init-from", str(tuned), "--no-denoiser-obs"]) == EXIT_OK
     assert json.loads((plain / "card.json").read_text())["architecture"]["denoiser_obs"] is False
+    # from scratch with a static field, attention and the first run's statistics
+    extra = tmp_path / "extra"
+    assert main([*argv[:6], str(extra), *argv[7:], "--static", "latitude", "--attention",
+                 "--stats-from", str(out)]) == EXIT_OK
+    card = json.loads((extra / "card.json").read_text())
+    assert card["architecture"]["static"] == ["latitude"] and card["architecture"]["attention"] is True
+    assert card["normalisation"] == json.loads((out / "card.json").read_text())["normalisation"]
     capsys.readouterr()
+    assert main([*argv[:6], str(tmp_path / "m4"), *argv[7:], "--static", "orography"]) == EXIT_ERROR
+    assert "no variable 'orography'" in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "m4").exists()
     # a network that does not fit the preset's 8 x 16 grid: a one-line error, exit code 1, no folder
     assert main([*argv[:6], str(tmp_path / "m3"), *argv[7:14], "--widths", "8", "16", "32", "64", "128"]) == EXIT_ERROR
     assert "needs latitudes divisible by 16" in _error_line(capsys.readouterr().err)

@@ -368,7 +368,8 @@ def _cmd_train(args) -> int:
         channel_weights=_pairs(args.channel_weight, "--channel-weight", "q200=4"),
         use_vre=not args.no_vre, seed=args.seed, num_workers=args.workers, progress=not args.quiet,
         init_from=args.init_from, widths=args.widths, vre_widths=args.vre_widths, features=args.features,
-        denoiser_obs=args.denoiser_obs,
+        denoiser_obs=args.denoiser_obs, static=args.static, static_from=args.static_from,
+        attention=args.attention or None, stats_from=args.stats_from,
     )
     print(f"model written to {out}")
     return EXIT_OK
@@ -626,6 +627,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "reconstruction; with --init-from the new inputs start at zero weight")
     obs_inputs.add_argument("--no-denoiser-obs", dest="denoiser_obs", action="store_const", const=False,
                    help="with --init-from a model trained with --denoiser-obs: remove those inputs")
+    p.add_argument("--static", nargs="+", default=[], metavar="NAME",
+                   help="time-invariant input fields, by name in --static-from (e.g. lsm z_surface; 'latitude' "
+                        "is the grid's own); regridded to the model grid if needed; with --init-from added at "
+                        "zero weight")
+    p.add_argument("--static-from", metavar="STORE", help="store holding the --static fields (default: --data)")
+    p.add_argument("--attention", action="store_true",
+                   help="self-attention at the denoiser's coarsest level (with --init-from: added to a model "
+                        "without it, as the identity)")
+    p.add_argument("--stats-from", metavar="MODEL",
+                   help="reuse the normalisation statistics and background regression of this model or training "
+                        "run folder instead of computing them (same preset; not with --init-from)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of batches, noise and simulated observations")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

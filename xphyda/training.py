@@ -368,6 +368,83 @@ def _channel_weights(weights, names) -> dict[str, float] | None:
     return {k: float(v) for k, v in weights.items()}
 
 
+def _statistics_from(ref, names) -> tuple[dict, dict]:
+    """``(normalisation, background regression)`` of a model (name or folder) or a training run folder.
+
+    A run folder (``out`` of an earlier ``train_prior``, with ``work/stats.json``)
+    gives the files its run computed; a model gives its card's normalisation and
+    the background gain and spread its network was built with.  The channels
+    must be ``names``, in that order.
+    """
+    p = Path(ref) if isinstance(ref, (str, os.PathLike)) else None
+    run = p / "work" if p is not None and (p / "work" / "stats.json").exists() else None
+    if run is not None:
+        if not (run / "background_regression.json").exists():
+            raise ModelError(f"stats_from={str(ref)!r} is a training run without work/background_regression.json "
+                             "(it stopped before computing it). Fix: pass a finished run or a model")
+        norm = json.loads((run / "stats.json").read_text())
+        reg = json.loads((run / "background_regression.json").read_text())
+    else:
+        from .models import read_card
+
+        card = read_card(ref)  # a ModelError naming the models available if it cannot be found
+        arch = card.get("architecture") or {}
+        if "normalisation" not in card or "background_gain" not in arch or "sigma_data" not in arch:
+            raise ModelError(f"stats_from={str(ref)!r}: its card has no normalisation or background regression "
+                             "(it is not a background-centred PhydaNet). Fix: pass a model trained by phyda train, "
+                             "or a training run folder")
+        norm, reg = card["normalisation"], {"gain": arch["background_gain"], "spread": arch["sigma_data"]}
+    theirs = list((norm.get("channels") or {}))
+    gain, spread = reg.get("gain"), reg.get("spread")
+    if theirs != list(names) or not all(isinstance(v, list) and len(v) == len(names) for v in (gain, spread)):
+        raise ModelError(f"stats_from={str(ref)!r} has statistics for channels {theirs[:4]}... ({len(theirs)}); this "
+                         f"run has {list(names)[:4]}... ({len(names)}). Fix: take them from a model or run of the "
+                         "same preset")
+    return norm, {"gain": gain, "spread": spread}
+
+
+def _put_statistics(work: Path, norm: dict, reg: dict, ref) -> None:
+    """Write the statistics into a run's ``work`` folder; a resumed run must have the same ones already."""
+    for fname, value in (("stats.json", norm), ("background_regression.json", reg)):
+        path = work / fname
+        if path.exists():
+            if json.loads(path.read_text()) != json.loads(json.dumps(value)):
+                raise ModelError(f"{path} holds other statistics than stats_from={str(ref)!r}, so this run cannot "
+                                 "use them. Fix: train into another folder, or resume without stats_from")
+        elif fname == "stats.json":
+            from .data.stats import NormStats
+
+            NormStats.from_dict(norm).save(path)
+        else:
+            path.write_text(json.dumps(value))
+
+
+def _static_inputs(net, names, source, lat, lon, *, init: bool, attention):
+    """The network with the static fields ``names`` (read from ``source``) and attention, for this run.
+
+    From scratch the network was built with them, so only the values are set;
+    a fine-tune adds them with :func:`xphyda.model.phyda.adapt`, keeping its
+    starting model's function.
+    """
+    import torch
+
+    from .data.static import static_fields
+    from .model.phyda import adapt, standardise_static
+
+    if lat is None and names:
+        raise ModelError("static fields need the training data's grid, which this store does not give. "
+                         "Fix: train on a store with latitude and longitude coordinates")
+    fields = static_fields(source, names, lat, lon) if names else {}
+    if init:
+        add_attention = True if attention and not net.config.get("attention") else None
+        return adapt(net, static=fields or None, lat=lat, attention=add_attention) if fields or add_attention else net
+    if fields:
+        with torch.no_grad():
+            values = [standardise_static(v, lat, name=f"static field {k!r}") for k, v in fields.items()]
+            net.static_fields.copy_(torch.stack(values).to(net.static_fields))
+    return net
+
+
 def train_prior(
     data,
     *,
@@ -386,6 +463,10 @@ def train_prior(
     vre_widths=None,
     features: int | None = None,
     denoiser_obs: bool | None = None,
+    static=(),
+    static_from=None,
+    attention: bool | None = None,
+    stats_from=None,
     seed: int = 0,
     num_workers: int = 0,
     cache: bool = True,
@@ -449,6 +530,29 @@ def train_prior(
         same function; ``False`` with a model that has them removes them (its
         function then changes by what they had learned).  Default: the
         starting model's (or the resumed run's) choice, else False.
+    static : sequence of str
+        Time-invariant fields appended to the denoiser's inputs, by variable
+        name in ``static_from`` (e.g. ``["lsm", "z_surface"]`` in the jcm
+        corpus, ``["land_sea_mask", "geopotential_at_surface"]`` in a
+        WeatherBench2 store), plus ``"latitude"`` for the grid's own latitude;
+        regridded to the model grid if needed and standardised
+        (:func:`xphyda.data.static.static_fields`).  The values are saved with the
+        weights, so a resumed run needs no ``static``.  With ``init_from`` they are
+        added to the starting model's inputs with zero weight
+        (:func:`xphyda.model.phyda.adapt`).
+    static_from : path or URL, optional
+        The store that holds the static fields (default: ``data``).
+    attention : bool, optional
+        Self-attention at the denoiser's coarsest level (default: the resumed
+        run's or the starting model's choice, else False).  With ``init_from``,
+        ``True`` adds it to a model without it, with a zero output projection.
+    stats_from : str or path-like, optional
+        Take the normalisation statistics and the background regression from
+        this model (name or folder) or training run folder instead of
+        computing them (which reads up to ``stats_max_times`` states: minutes
+        and gigabytes on a large store).  Runs that share them are compared on
+        equal terms (the ablations).  Not with ``init_from``, which brings its
+        model's.
     seed : int
         Seed of batches, noise and simulated observations.
     num_workers : int
@@ -521,6 +625,17 @@ def train_prior(
                           grid=cfg.get("grid") or {}, resumed=before)
     init = _initial_model(init_from, preset, names) if init_from is not None else None
     denoiser_obs = _denoiser_obs(denoiser_obs, init, use_vre=use_vre, resumed=before)
+    if static:  # every name is in the store before any folder is made
+        from .data.static import check_static
+
+        static = check_static(static_from if static_from is not None else data, static)
+    static = list(static or ())
+    if attention is not None:
+        attention = require_bool("attention", attention, fix="pass attention=True (or --attention), or leave it unset")
+    if stats_from is not None and init is not None:
+        raise ModelError(f"stats_from={str(stats_from)!r} given with init_from={str(init_from)!r}: a fine-tune keeps "
+                         "its model's statistics. Fix: drop stats_from")
+    statistics = _statistics_from(stats_from, names) if stats_from is not None else None
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
         # a missing, unknown or unreadable store fails here, before out/work/ is made (lazy: metadata only)
@@ -544,6 +659,8 @@ def train_prior(
         if not (work / "background_regression.json").exists():
             (work / "background_regression.json").write_text(
                 json.dumps({"gain": arch["background_gain"], "spread": arch["sigma_data"]}))
+    if statistics is not None:
+        _put_statistics(work, *statistics, stats_from)
     rank = int(os.environ.get("RANK", 0))
     source = _cache(data, cfg, work, progress and rank == 0) if cache and rank == 0 else data
     if cache and rank != 0:
@@ -568,9 +685,16 @@ def train_prior(
         use_vre = net.vre is not None
         if denoiser_obs != bool(net.config.get("denoiser_obs")):
             net = adapt(net, denoiser_obs=denoiser_obs)
+        net = _static_inputs(net, static, static_from if static_from is not None else data, lat, lon, init=True,
+                             attention=attention)
     else:
+        names_static = static or list(before.get("static") or [])  # a resumed run's values come with its state
         net = PhydaNet(spec.n_channels, use_vre=use_vre, **sizes, centred=True, sigma_data=reg["spread"],
-                       background_gain=reg["gain"], denoiser_obs=denoiser_obs)
+                       background_gain=reg["gain"], denoiser_obs=denoiser_obs, static=names_static,
+                       grid=(len(lat), len(lon)) if names_static and lat is not None else None,
+                       attention=bool(before.get("attention", False)) if attention is None else attention)
+        net = _static_inputs(net, static, static_from if static_from is not None else data, lat, lon, init=False,
+                             attention=None)
     physics = None
     if physics_lambda > 0:
         physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),
@@ -612,6 +736,9 @@ def train_prior(
             "last_metrics": result["metrics"],
             "physics_laws": list(laws) if physics is not None else [],
             "use_vre": use_vre,
+            **({"static": {"names": static, "from": str(static_from if static_from is not None else data)}}
+               if static else {}),
+            **({"stats_from": str(stats_from)} if stats_from is not None else {}),
             **({"init_from": {"model": str(init_from), "sha256": init[1].get("sha256"),
                               "steps_done": init[1].get("training", {}).get("steps_done"),
                               "total_steps": total_steps(init[1]),

@@ -336,3 +336,102 @@ def test_a_fine_tune_of_an_adapted_model_trains_its_new_parts_and_records_the_ad
     chain = json.loads((again / "card.json").read_text())["training"]["init_from"]
     assert chain["model"] == str(tuned) and chain["init_from"] == card["training"]["init_from"]
     assert chain["init_from"]["adapted_from"]["recon_centre"] is True
+
+
+def test_a_run_from_scratch_takes_static_fields_and_attention_and_keeps_them_when_resumed(make_corpus, tmp_path,
+                                                                                          tiny_preset):
+    import xarray as xr
+    from safetensors.torch import load_file
+
+    from xphyda.errors import DataError, ModelError
+    from xphyda.model.checkpoint import load_model
+    from xphyda.model.phyda import standardise_static
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    grid = xr.open_zarr(corpus / "traj0.zarr")
+    lat = np.sort(grid.latitude.values)  # the store of the fields: south to north, -180..180
+    lon = (np.sort(grid.longitude.values) + 180.0) % 360.0 - 180.0
+    lsm = np.random.default_rng(0).random((lat.size, lon.size)) < 0.3
+    store = tmp_path / "static.nc"
+    xr.Dataset({"lsm": (("lat", "lon"), lsm.astype("float32"), {"units": "1"})},
+               coords={"lat": ("lat", lat, {"units": "degrees_north"}),
+                       "lon": ("lon", lon, {"units": "degrees_east"})}).sortby("lon").to_netcdf(store)
+    kw = dict(preset=tiny_preset, batch_size=2, progress=False, stats_max_times=None, widths=(8, 16),
+              vre_widths=(8, 16), features=2)
+    out = train_prior(corpus, out=tmp_path / "m", steps=2, static=["lsm", "latitude"], static_from=store,
+                      attention=True, **kw)
+    net, card = load_model(out, device="cpu")
+    assert net.config["static"] == ["lsm", "latitude"] and net.config["attention"] is True
+    assert card["training"]["static"] == {"names": ["lsm", "latitude"], "from": str(store)}
+    expect = xr.open_dataset(store).lsm.sortby("lat", ascending=False).assign_coords(lon=lambda d: d.lon % 360)
+    lat = np.asarray(card["grid"]["latitude"])
+    assert torch.allclose(net.static_fields[0], standardise_static(expect.sortby("lon").values, lat))
+    assert torch.allclose(net.static_fields[1], standardise_static(np.repeat(lat[:, None], 16, axis=1), lat))
+    stem = load_file(out / "model.safetensors")["ema/denoiser.net.stem.weight"]
+    assert float(stem[:, -2:].abs().max()) > 0  # trained from the first step: the inputs carry weight
+    # resumed without the options: the run's own fields and attention, values from its saved state
+    again = train_prior(corpus, out=tmp_path / "m", steps=3, **kw)
+    net2, card2 = load_model(again, device="cpu")
+    assert card2["training"]["steps_done"] == 3 and net2.config["static"] == ["lsm", "latitude"]
+    assert net2.config["attention"] and torch.equal(net2.static_fields, net.static_fields)
+    with pytest.raises(ModelError, match=r"another network \(static.*Fix"):
+        train_prior(corpus, out=tmp_path / "m", steps=4, static=["latitude"], **kw)
+    # a name the store lacks fails before any folder is made, naming what it has
+    with pytest.raises(DataError, match=r"no variable 'orography'.*'lsm'.*Fix"):
+        train_prior(corpus, out=tmp_path / "none" / "x", steps=1, static=["orography"], **kw)
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_fine_tune_adds_static_fields_at_zero_weight(make_corpus, tmp_path, tiny_preset):
+    from safetensors.torch import load_file
+
+    from xphyda.errors import ModelError
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    kw = dict(preset=tiny_preset, batch_size=2, progress=False, stats_max_times=None)
+    base = train_prior(corpus, out=tmp_path / "base", steps=2, widths=(8, 16), vre_widths=(8, 16), features=2, **kw)
+    tuned = train_prior(corpus, out=tmp_path / "tuned", steps=1, init_from=base, static=["latitude"],
+                        attention=True, **kw)
+    card = json.loads((tuned / "card.json").read_text())
+    assert card["architecture"]["static"] == ["latitude"] and card["architecture"]["attention"] is True
+    assert card["training"]["static"]["names"] == ["latitude"]
+    after = load_file(tuned / "model.safetensors")["ema/denoiser.net.stem.weight"]
+    before = load_file(base / "model.safetensors")["ema/denoiser.net.stem.weight"]
+    assert after.shape[1] == before.shape[1] + 1 and float(after[:, -1].abs().max()) > 0
+    with pytest.raises(ModelError, match=r"has static fields \['latitude'\] already.*Fix"):
+        train_prior(corpus, out=tmp_path / "twice", steps=1, init_from=tuned, static=["latitude"], **kw)
+
+
+def test_stats_from_reuses_a_models_or_a_runs_statistics_without_computing_them(make_corpus, tmp_path,
+                                                                                  tiny_preset, monkeypatch):
+    import xphyda.data.pipeline as pipeline
+    from xphyda.errors import ModelError
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    kw = dict(preset=tiny_preset, batch_size=2, progress=False, stats_max_times=None, widths=(8, 16),
+              vre_widths=(8, 16), features=2)
+    base = train_prior(corpus, out=tmp_path / "base", steps=1, **kw)
+
+    def no_stats(*a, **k):
+        raise AssertionError("statistics computed although stats_from was given")
+
+    monkeypatch.setattr(pipeline, "compute_stats", no_stats)
+    for name, ref in (("from-run", base), ("from-model", base / "model.safetensors")):
+        out = train_prior(corpus, out=tmp_path / name, steps=1, stats_from=ref if name == "from-run" else base,
+                          **kw)
+        for f in ("stats.json", "background_regression.json"):
+            assert json.loads((out / "work" / f).read_text()) == json.loads((base / "work" / f).read_text())
+        card = json.loads((out / "card.json").read_text())
+        assert card["normalisation"] == json.loads((base / "card.json").read_text())["normalisation"]
+        assert card["training"]["stats_from"] == str(ref if name == "from-run" else base)
+    # a run folder whose own statistics differ cannot take others
+    reg = tmp_path / "from-run" / "work" / "background_regression.json"
+    reg.write_text(json.dumps({**json.loads(reg.read_text()), "gain": [0.5] * 11}))
+    with pytest.raises(ModelError, match=r"holds other statistics than stats_from.*Fix"):
+        train_prior(corpus, out=tmp_path / "from-run", steps=2, stats_from=base, **kw)
+    with pytest.raises(ModelError, match=r"a fine-tune keeps its model's statistics.*Fix"):
+        train_prior(corpus, out=tmp_path / "x", steps=1, stats_from=base, init_from=base, preset=tiny_preset,
+                    batch_size=2, progress=False)
+    with pytest.raises(ModelError, match=r"no model named"):
+        train_prior(corpus, out=tmp_path / "y", steps=1, stats_from="no-such-model", **kw)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
