@@ -39,6 +39,7 @@ def main(argv: list[str]) -> Path:
     from xphyda.model.checkpoint import (RESERVED, architecture_card, load_checkpoint, load_model, model_from_state,
                                          save_checkpoint)
     from xphyda.data.static import static_fields
+    from xphyda.errors import DataError
     from xphyda.model.phyda import adapt
     from xphyda.models import find
 
@@ -56,8 +57,11 @@ def main(argv: list[str]) -> Path:
     source = find(a.model)
     states, card = load_checkpoint(source)
     net = model_from_state(states, card, device="cpu")  # eval mode; the weights are read and hashed once
-    fields = static_fields(a.static_from, a.static, card["grid"]["latitude"], card["grid"]["longitude"]) \
-        if a.static else None
+    try:
+        fields = static_fields(a.static_from, a.static, card["grid"]["latitude"], card["grid"]["longitude"]) \
+            if a.static else None
+    except DataError as exc:  # a one-line message for a wrong name or store
+        raise SystemExit(str(exc)) from None
     new = adapt(net, static=fields, lat=card["grid"]["latitude"], attention=a.attention or None,
                 recon_centre=a.recon_centre or None,
                 denoiser_obs=False if a.drop_observation_inputs else None)

@@ -225,7 +225,7 @@ def background_regression(dataset, work: Path, *, n: int = 256) -> dict[str, lis
     spread = np.sqrt(np.maximum(tt - 2 * gain * tb + gain**2 * bb, 0.0) / idx.size)
     out = {"gain": [round(float(v), 6) for v in gain],
            "spread": [round(float(v), 6) for v in np.clip(spread, 0.02, 3.0)]}  # guards the weight 1 / spread^2
-    path.write_text(json.dumps(out))
+    _write_json(path, out)  # every process of a torchrun computes the same values; none reads half a file
     return out
 
 
@@ -368,6 +368,21 @@ def _channel_weights(weights, names) -> dict[str, float] | None:
     return {k: float(v) for k, v in weights.items()}
 
 
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} ({what}) cannot be read: {' '.join(str(exc).split())[:200]}. "
+                         "Fix: pass another model or run, or delete the file to have it made again") from None
+
+
+def _write_json(path: Path, value) -> None:
+    """Write JSON atomically (a process reading the file never sees half of it)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
 def _statistics_from(ref, names) -> tuple[dict, dict]:
     """``(normalisation, background regression)`` of a model (name or folder) or a training run folder.
 
@@ -376,14 +391,16 @@ def _statistics_from(ref, names) -> tuple[dict, dict]:
     the background gain and spread its network was built with.  The channels
     must be ``names``, in that order.
     """
+    from .data.stats import NormStats
+
     p = Path(ref) if isinstance(ref, (str, os.PathLike)) else None
     run = p / "work" if p is not None and (p / "work" / "stats.json").exists() else None
     if run is not None:
         if not (run / "background_regression.json").exists():
             raise ModelError(f"stats_from={str(ref)!r} is a training run without work/background_regression.json "
                              "(it stopped before computing it). Fix: pass a finished run or a model")
-        norm = json.loads((run / "stats.json").read_text())
-        reg = json.loads((run / "background_regression.json").read_text())
+        norm = _read_json(run / "stats.json", "normalisation statistics")
+        reg = _read_json(run / "background_regression.json", "background regression")
     else:
         from .models import read_card
 
@@ -394,12 +411,22 @@ def _statistics_from(ref, names) -> tuple[dict, dict]:
                              "(it is not a background-centred PhydaNet). Fix: pass a model trained by phyda train, "
                              "or a training run folder")
         norm, reg = card["normalisation"], {"gain": arch["background_gain"], "spread": arch["sigma_data"]}
-    theirs = list((norm.get("channels") or {}))
-    gain, spread = reg.get("gain"), reg.get("spread")
-    if theirs != list(names) or not all(isinstance(v, list) and len(v) == len(names) for v in (gain, spread)):
-        raise ModelError(f"stats_from={str(ref)!r} has statistics for channels {theirs[:4]}... ({len(theirs)}); this "
-                         f"run has {list(names)[:4]}... ({len(names)}). Fix: take them from a model or run of the "
-                         "same preset")
+    try:
+        norm = NormStats.from_dict(norm).to_dict()  # the form stats.json has
+    except Exception as exc:
+        raise ModelError(f"stats_from={str(ref)!r}: its normalisation statistics are incomplete "
+                         f"({' '.join(str(exc).split())[:200]}). Fix: pass another model or run") from None
+    theirs = list(norm.get("channels") or {})
+    if theirs != list(names):
+        order = " (the same channels in another order)" if sorted(theirs) == sorted(names) else ""
+        raise ModelError(f"stats_from={str(ref)!r} has statistics for channels {theirs[:4]}... ({len(theirs)}){order}; "
+                         f"this run has {list(names)[:4]}... ({len(names)}). Fix: take them from a model or run of "
+                         "the same preset")
+    gain, spread = (reg.get(k) if isinstance(reg, dict) else None for k in ("gain", "spread"))
+    if not all(isinstance(v, list) and len(v) == len(names) for v in (gain, spread)):
+        raise ModelError(f"stats_from={str(ref)!r} has no per-channel background regression (gain {gain!r:.60}, "
+                         f"spread {spread!r:.60}; expected {len(names)} values each). Fix: pass a model or run "
+                         "trained by phyda train (a background-centred network)")
     return norm, {"gain": gain, "spread": spread}
 
 
@@ -408,15 +435,11 @@ def _put_statistics(work: Path, norm: dict, reg: dict, ref) -> None:
     for fname, value in (("stats.json", norm), ("background_regression.json", reg)):
         path = work / fname
         if path.exists():
-            if json.loads(path.read_text()) != json.loads(json.dumps(value)):
+            if _read_json(path, "statistics") != json.loads(json.dumps(value)):
                 raise ModelError(f"{path} holds other statistics than stats_from={str(ref)!r}, so this run cannot "
                                  "use them. Fix: train into another folder, or resume without stats_from")
-        elif fname == "stats.json":
-            from .data.stats import NormStats
-
-            NormStats.from_dict(norm).save(path)
         else:
-            path.write_text(json.dumps(value))
+            _write_json(path, value)
 
 
 def _static_inputs(net, names, source, lat, lon, *, init: bool, attention):
@@ -443,6 +466,51 @@ def _static_inputs(net, names, source, lat, lon, *, init: bool, attention):
             values = [standardise_static(v, lat, name=f"static field {k!r}") for k, v in fields.items()]
             net.static_fields.copy_(torch.stack(values).to(net.static_fields))
     return net
+
+
+def _run_inputs(static, static_from, attention, stats_from, *, init, init_from, data, saved: dict) -> dict:
+    """The run's static fields, their store, attention and statistics source, checked before any folder is made.
+
+    Unset options of a resumed run are those it was started with (``saved``,
+    its ``work/run_options.json``).  A fine-tune adds fields and attention to
+    its starting model, so naming what the model has already is an error here
+    rather than after the data are cached.
+    """
+    if attention is not None:
+        attention = require_bool("attention", attention, fix="pass attention=True (or --attention), or leave it unset")
+    if static_from is not None and not static and not saved.get("static"):
+        raise ModelError(f"static_from={str(static_from)!r} given without static fields to read from it. "
+                         "Fix: name them with static=[...] (--static NAME ...), or drop static_from")
+    if stats_from is not None and init is not None:
+        raise ModelError(f"stats_from={str(stats_from)!r} given with init_from={str(init_from)!r}: a fine-tune keeps "
+                         "its model's statistics. Fix: drop stats_from")
+    given = static is not None and not (isinstance(static, (list, tuple)) and not static)
+    if isinstance(static, str):
+        from .data.static import check_static
+
+        check_static(None, static)  # the DataError for a string instead of a list
+    names = [str(n) for n in static] if given else [str(n) for n in saved.get("static") or []]
+    if static_from is None and not given:
+        static_from = saved.get("static_from")
+    if attention is None and init is not None:
+        attention = saved.get("attention")
+    if init is not None:
+        arch = init[1].get("architecture") or {}
+        twice = sorted(set(names) & set(arch.get("static") or []))
+        if twice:
+            raise ModelError(f"init_from={str(init_from)!r} has static fields {twice} already. "
+                             "Fix: give only new fields (or none)")
+        if attention is not None and bool(arch.get("attention")):
+            raise ModelError(f"attention={attention} given, but init_from={str(init_from)!r} has attention already "
+                             f"{'and a fine-tune cannot remove it' if not attention else ''}. Fix: leave attention unset")
+    source = static_from if static_from is not None else data
+    if names and (given or init is not None):  # a resumed run from scratch has the values in its state
+        from .data.static import check_static
+
+        check_static(source, names)  # each field present, one finite map, not constant
+    return {"static": names, "static_from": None if static_from is None else str(static_from),
+            "source": source, "attention": attention,
+            "stats_from": str(stats_from) if stats_from is not None else saved.get("stats_from")}
 
 
 def train_prior(
@@ -536,16 +604,20 @@ def train_prior(
         corpus, ``["land_sea_mask", "geopotential_at_surface"]`` in a
         WeatherBench2 store), plus ``"latitude"`` for the grid's own latitude;
         regridded to the model grid if needed and standardised
-        (:func:`xphyda.data.static.static_fields`).  The values are saved with the
-        weights, so a resumed run needs no ``static``.  With ``init_from`` they are
-        added to the starting model's inputs with zero weight
-        (:func:`xphyda.model.phyda.adapt`).
+        (:func:`xphyda.data.static.static_fields`); each must be one finite map
+        that is not constant (checked before any folder is made).  With
+        ``init_from`` they are added to the starting model's inputs with zero
+        weight (:func:`xphyda.model.phyda.adapt`).  A resumed run (from scratch
+        or a fine-tune) takes the fields and their store it was started with
+        (``work/run_options.json``) unless given; the values are saved with the
+        weights.  The card records them under ``training.static``.
     static_from : path or URL, optional
         The store that holds the static fields (default: ``data``).
     attention : bool, optional
         Self-attention at the denoiser's coarsest level (default: the resumed
-        run's or the starting model's choice, else False).  With ``init_from``,
-        ``True`` adds it to a model without it, with a zero output projection.
+        run's choice, else False; a fine-tune keeps its model's).  With
+        ``init_from``, ``True`` adds it to a model without it, with a zero
+        output projection.
     stats_from : str or path-like, optional
         Take the normalisation statistics and the background regression from
         this model (name or folder) or training run folder instead of
@@ -588,14 +660,18 @@ def train_prior(
         without the VRE, or an
         ``init_from`` model that cannot be found or was trained with another
         preset or grid; when resuming in ``out`` a run that was started with
-        other network sizes.
+        other network sizes or static fields; for ``static_from`` without
+        ``static``, static fields or attention the ``init_from`` model has
+        already, and a ``stats_from`` that cannot be read, is of other channels,
+        is given with ``init_from`` or differs from the statistics ``out`` has.
     GridError
         If the preset's grid does not fit a U-Net of ``len(widths)`` (or
         ``len(vre_widths)``) resolutions.
     DataError
         If ``data`` does not exist, has a format that cannot be told, or cannot be
         read (checked before any folder is made), or if its training split is
-        smaller than a batch.
+        smaller than a batch; for static fields the store lacks or that are not
+        one finite, non-constant map.
     """
     import numpy as np
 
@@ -625,16 +701,9 @@ def train_prior(
                           grid=cfg.get("grid") or {}, resumed=before)
     init = _initial_model(init_from, preset, names) if init_from is not None else None
     denoiser_obs = _denoiser_obs(denoiser_obs, init, use_vre=use_vre, resumed=before)
-    if static:  # every name is in the store before any folder is made
-        from .data.static import check_static
-
-        static = check_static(static_from if static_from is not None else data, static)
-    static = list(static or ())
-    if attention is not None:
-        attention = require_bool("attention", attention, fix="pass attention=True (or --attention), or leave it unset")
-    if stats_from is not None and init is not None:
-        raise ModelError(f"stats_from={str(stats_from)!r} given with init_from={str(init_from)!r}: a fine-tune keeps "
-                         "its model's statistics. Fix: drop stats_from")
+    options = _run_inputs(static, static_from, attention, stats_from, init=init, init_from=init_from, data=data,
+                          saved=_read_json(out / "work" / "run_options.json", "the run's options")
+                          if (out / "work" / "run_options.json").exists() else {})
     statistics = _statistics_from(stats_from, names) if stats_from is not None else None
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
@@ -650,28 +719,32 @@ def train_prior(
         print(f"physics laws {dropped} dropped: preset {preset!r} lacks their variables")
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    if init is not None:  # the starting model's statistics, unless a resumed fine-tune has its own already
-        from .data.stats import NormStats
-
-        if not (work / "stats.json").exists():
-            NormStats.from_dict(init[1]["normalisation"]).save(work / "stats.json")
-        arch = init[1]["architecture"]
-        if not (work / "background_regression.json").exists():
-            (work / "background_regression.json").write_text(
-                json.dumps({"gain": arch["background_gain"], "spread": arch["sigma_data"]}))
-    if statistics is not None:
-        _put_statistics(work, *statistics, stats_from)
     rank = int(os.environ.get("RANK", 0))
+    if rank == 0:  # one process writes the run's files; the others wait for cache.done and stats.done below
+        if init is not None:  # the starting model's statistics, unless a resumed fine-tune has its own already
+            arch = init[1]["architecture"]
+            if not (work / "stats.json").exists():
+                from .data.stats import NormStats
+
+                _write_json(work / "stats.json", NormStats.from_dict(init[1]["normalisation"]).to_dict())
+            if not (work / "background_regression.json").exists():
+                _write_json(work / "background_regression.json",
+                            {"gain": arch["background_gain"], "spread": arch["sigma_data"]})
+        if statistics is not None:
+            _put_statistics(work, *statistics, stats_from)
+        _write_json(work / "run_options.json", {k: v for k, v in options.items() if k != "source"})
     source = _cache(data, cfg, work, progress and rank == 0) if cache and rank == 0 else data
-    if cache and rank != 0:
+    if rank != 0:
         import time
 
-        while not (work / "cache.done").exists():
+        while not ((work / "stats.done").exists() and (not cache or (work / "cache.done").exists())):
             time.sleep(2)
-        source = work / "cache.zarr"
+        source = work / "cache.zarr" if cache else data
     variables = list(cfg["variables"]) + list(cfg.get("surface", []))
     td = prepare(source, variables=variables, levels=cfg["levels_hpa"], stats=work / "stats.json",
                  max_times=stats_max_times)
+    if rank == 0:
+        (work / "stats.done").write_text("ok")
     spec, stats = td.spec, td.stats
     dataset = td.dataset("train")
     if len(dataset) < batch_size:
@@ -685,16 +758,17 @@ def train_prior(
         use_vre = net.vre is not None
         if denoiser_obs != bool(net.config.get("denoiser_obs")):
             net = adapt(net, denoiser_obs=denoiser_obs)
-        net = _static_inputs(net, static, static_from if static_from is not None else data, lat, lon, init=True,
-                             attention=attention)
+        net = _static_inputs(net, options["static"], options["source"], lat, lon, init=True,
+                             attention=options["attention"])
     else:
-        names_static = static or list(before.get("static") or [])  # a resumed run's values come with its state
+        static = options["static"] or list(before.get("static") or [])  # a resumed run's values come with its state
         net = PhydaNet(spec.n_channels, use_vre=use_vre, **sizes, centred=True, sigma_data=reg["spread"],
-                       background_gain=reg["gain"], denoiser_obs=denoiser_obs, static=names_static,
-                       grid=(len(lat), len(lon)) if names_static and lat is not None else None,
-                       attention=bool(before.get("attention", False)) if attention is None else attention)
-        net = _static_inputs(net, static, static_from if static_from is not None else data, lat, lon, init=False,
-                             attention=None)
+                       background_gain=reg["gain"], denoiser_obs=denoiser_obs, static=static,
+                       grid=(len(lat), len(lon)) if static and lat is not None else None,
+                       attention=bool(before.get("attention", False)) if options["attention"] is None
+                       else options["attention"])
+        if static and options["static"] and not before:  # a resumed run loads the values from its state
+            net = _static_inputs(net, static, options["source"], lat, lon, init=False, attention=None)
     physics = None
     if physics_lambda > 0:
         physics = PhysicsLoss(lat=lat, lon=lon, levels_hpa=spec.levels, index=channel_index(spec),
@@ -736,9 +810,8 @@ def train_prior(
             "last_metrics": result["metrics"],
             "physics_laws": list(laws) if physics is not None else [],
             "use_vre": use_vre,
-            **({"static": {"names": static, "from": str(static_from if static_from is not None else data)}}
-               if static else {}),
-            **({"stats_from": str(stats_from)} if stats_from is not None else {}),
+            **({"static": {"names": options["static"], "from": str(options["source"])}} if options["static"] else {}),
+            **({"stats_from": options["stats_from"]} if options["stats_from"] else {}),
             **({"init_from": {"model": str(init_from), "sha256": init[1].get("sha256"),
                               "steps_done": init[1].get("training", {}).get("steps_done"),
                               "total_steps": total_steps(init[1]),

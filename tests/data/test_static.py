@@ -40,12 +40,13 @@ def test_a_finer_field_is_regridded_conservatively():
 
 
 @pytest.mark.parametrize(("names", "store", "says"), [
-    (["orography"], "ok", r"no variable 'orography'; its variables are \['lsm', 'step'\].*Fix"),
+    (["orography"], "ok", r"no variable 'orography'; its variables are \['flat', 'lsm', 'step'\].*Fix"),
     (["lsm"], None, r"need a store.*Fix: pass the store"),
     ("lsm", "ok", r"got the string 'lsm'.*Fix: \['lsm'\]"),
     (["lsm", "lsm"], "ok", r"unique.*Fix"),
     (["step"], "ok", r"dims \('time', 'latitude', 'longitude'\).*Fix: select one of \['time'\]"),
-    (["lsm"], "nan", r"1 missing values on the model grid.*Fix: fill them"),
+    (["lsm"], "nan", r"in the given Dataset has 1 missing values.*Fix: fill them"),
+    (["flat"], "ok", r"'flat' in the given Dataset is constant \(0 everywhere\).*Fix: leave it out"),
 ])
 def test_bad_requests_say_what_was_found_and_how_to_fix_it(names, store, says):
     values = np.ones((8, 16))
@@ -53,14 +54,41 @@ def test_bad_requests_say_what_was_found_and_how_to_fix_it(names, store, says):
     if store == "nan":
         values[3, 3] = np.nan
     ds = None if store is None else _store(LAT, LON, values, step=(("time", "latitude", "longitude"),
-                                                                 np.zeros((2, 8, 16))))
+                                                                 np.zeros((2, 8, 16))),
+                                           flat=(("latitude", "longitude"), np.zeros((8, 16))))
     with pytest.raises(DataError, match=says):
         static_fields(ds, names, LAT, LON)
 
 
-def test_check_static_reads_names_only():
-    ds = _store(LAT, LON, np.zeros((8, 16)))
+def test_check_static_checks_the_fields_on_the_stores_own_grid(tmp_path):
+    values = np.zeros((8, 16))
+    values[2, 3] = 1.0
+    ds = _store(LAT, LON, values, flat=(("latitude", "longitude"), np.ones((8, 16))))
     assert check_static(ds, ("lsm", "latitude")) == ["lsm", "latitude"]
     assert check_static(None, ["latitude"]) == ["latitude"]
     with pytest.raises(DataError, match="no variable 'z_surface'"):
         check_static(ds, ["z_surface"])
+    with pytest.raises(DataError, match="'flat' in the given Dataset is constant"):
+        check_static(ds, ["lsm", "flat"])
+    path = tmp_path / "s.nc"
+    ds.to_netcdf(path)
+    with pytest.raises(DataError, match=rf"^'{path}' has no variable 'orography'"):  # a path, not PosixPath(...)
+        check_static(path, ["orography"])
+
+
+@pytest.mark.parametrize("lat, lon", [(LAT[::-1], LON), (LAT, LON - 180.0), (LAT, LON[::-1])])
+def test_a_target_that_is_not_a_model_grid_is_refused(lat, lon):
+    with pytest.raises(DataError, match=r"north to south.*0..360 ascending.*Fix"):
+        static_fields(_store(LAT, LON, np.eye(8, 16)), ["lsm"], lat, lon)
+
+
+def test_a_weatherbench2_layout_is_regridded_onto_the_model_grid():
+    lat = np.linspace(-90.0, 90.0, 33)  # ascending with both poles, -180..180: the WeatherBench2 64 x 33 layout
+    lon = np.arange(64) * 5.625 - 180.0
+    def field(la, lo):
+        return np.sin(np.deg2rad(lo))[None, :] + 0.5 * la[:, None] / 90.0
+
+    out = static_fields(_store(lat, lon, field(lat, lon)), ["lsm"], LAT, LON)["lsm"]
+    # cell means, not point values (the polar cells' mean latitude is 2.4 degrees from their centre);
+    # a flipped latitude or a shifted longitude would be off by up to 0.9 and 2
+    assert np.abs(out - field(LAT, LON)).max() < 0.03

@@ -338,24 +338,30 @@ def test_a_fine_tune_of_an_adapted_model_trains_its_new_parts_and_records_the_ad
     assert chain["init_from"]["adapted_from"]["recon_centre"] is True
 
 
+def _static_store(corpus, path):
+    """A land-sea mask on the corpus grid, stored south to north and -180..180 (a layout to be reordered)."""
+    import xarray as xr
+
+    grid = xr.open_zarr(corpus / "traj0.zarr")
+    lat = np.sort(grid.latitude.values)
+    lon = np.sort((grid.longitude.values + 180.0) % 360.0 - 180.0)
+    lsm = (np.random.default_rng(0).random((lat.size, lon.size)) < 0.3).astype("float32")
+    xr.Dataset({"lsm": (("lat", "lon"), lsm, {"units": "1"})},
+               coords={"lat": ("lat", lat, {"units": "degrees_north"}),
+                       "lon": ("lon", lon, {"units": "degrees_east"})}).to_netcdf(path)
+    return path
+
+
 def test_a_run_from_scratch_takes_static_fields_and_attention_and_keeps_them_when_resumed(make_corpus, tmp_path,
                                                                                           tiny_preset):
     import xarray as xr
-    from safetensors.torch import load_file
 
     from xphyda.errors import DataError, ModelError
     from xphyda.model.checkpoint import load_model
-    from xphyda.model.phyda import standardise_static
+    from xphyda.model.phyda import PhydaNet, standardise_static
 
     corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
-    grid = xr.open_zarr(corpus / "traj0.zarr")
-    lat = np.sort(grid.latitude.values)  # the store of the fields: south to north, -180..180
-    lon = (np.sort(grid.longitude.values) + 180.0) % 360.0 - 180.0
-    lsm = np.random.default_rng(0).random((lat.size, lon.size)) < 0.3
-    store = tmp_path / "static.nc"
-    xr.Dataset({"lsm": (("lat", "lon"), lsm.astype("float32"), {"units": "1"})},
-               coords={"lat": ("lat", lat, {"units": "degrees_north"}),
-                       "lon": ("lon", lon, {"units": "degrees_east"})}).sortby("lon").to_netcdf(store)
+    store = _static_store(corpus, tmp_path / "static.nc")
     kw = dict(preset=tiny_preset, batch_size=2, progress=False, stats_max_times=None, widths=(8, 16),
               vre_widths=(8, 16), features=2)
     out = train_prior(corpus, out=tmp_path / "m", steps=2, static=["lsm", "latitude"], static_from=store,
@@ -367,43 +373,63 @@ def test_a_run_from_scratch_takes_static_fields_and_attention_and_keeps_them_whe
     lat = np.asarray(card["grid"]["latitude"])
     assert torch.allclose(net.static_fields[0], standardise_static(expect.sortby("lon").values, lat))
     assert torch.allclose(net.static_fields[1], standardise_static(np.repeat(lat[:, None], 16, axis=1), lat))
-    stem = load_file(out / "model.safetensors")["ema/denoiser.net.stem.weight"]
-    assert float(stem[:, -2:].abs().max()) > 0  # trained from the first step: the inputs carry weight
-    # resumed without the options: the run's own fields and attention, values from its saved state
+    plain = PhydaNet(11, features=2, widths=(8, 16), vre_widths=(8, 16))
+    assert net.denoiser.net.stem.weight.shape[1] == plain.denoiser.net.stem.weight.shape[1] + 2
+    # resumed without the options: the run's own fields, store and attention, values from its saved state
     again = train_prior(corpus, out=tmp_path / "m", steps=3, **kw)
     net2, card2 = load_model(again, device="cpu")
     assert card2["training"]["steps_done"] == 3 and net2.config["static"] == ["lsm", "latitude"]
     assert net2.config["attention"] and torch.equal(net2.static_fields, net.static_fields)
+    assert card2["training"]["static"] == card["training"]["static"]
     with pytest.raises(ModelError, match=r"another network \(static.*Fix"):
         train_prior(corpus, out=tmp_path / "m", steps=4, static=["latitude"], **kw)
-    # a name the store lacks fails before any folder is made, naming what it has
+    # names the store lacks, constant fields (the test corpus' own lsm is all zeros) and a store without
+    # fields to read fail before any folder is made
     with pytest.raises(DataError, match=r"no variable 'orography'.*'lsm'.*Fix"):
         train_prior(corpus, out=tmp_path / "none" / "x", steps=1, static=["orography"], **kw)
+    with pytest.raises(DataError, match=r"'lsm' in '.*corpus' is constant \(0 everywhere\).*Fix: leave it out"):
+        train_prior(corpus, out=tmp_path / "none" / "y", steps=1, static=["lsm"], **kw)
+    with pytest.raises(ModelError, match=r"static_from=.* without static fields.*Fix"):
+        train_prior(corpus, out=tmp_path / "none" / "z", steps=1, static_from=store, **kw)
     assert not (tmp_path / "none").exists()
 
 
-def test_a_fine_tune_adds_static_fields_at_zero_weight(make_corpus, tmp_path, tiny_preset):
+def test_a_fine_tune_adds_static_fields_and_attention_and_resumes_with_them(make_corpus, tmp_path, tiny_preset):
     from safetensors.torch import load_file
 
     from xphyda.errors import ModelError
 
     corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    store = _static_store(corpus, tmp_path / "static.nc")
     kw = dict(preset=tiny_preset, batch_size=2, progress=False, stats_max_times=None)
     base = train_prior(corpus, out=tmp_path / "base", steps=2, widths=(8, 16), vre_widths=(8, 16), features=2, **kw)
-    tuned = train_prior(corpus, out=tmp_path / "tuned", steps=1, init_from=base, static=["latitude"],
+    tuned = train_prior(corpus, out=tmp_path / "tuned", steps=1, init_from=base, static=["lsm"], static_from=store,
                         attention=True, **kw)
     card = json.loads((tuned / "card.json").read_text())
-    assert card["architecture"]["static"] == ["latitude"] and card["architecture"]["attention"] is True
-    assert card["training"]["static"]["names"] == ["latitude"]
+    assert card["architecture"]["static"] == ["lsm"] and card["architecture"]["attention"] is True
+    assert card["training"]["static"] == {"names": ["lsm"], "from": str(store)}
     after = load_file(tuned / "model.safetensors")["ema/denoiser.net.stem.weight"]
     before = load_file(base / "model.safetensors")["ema/denoiser.net.stem.weight"]
-    assert after.shape[1] == before.shape[1] + 1 and float(after[:, -1].abs().max()) > 0
-    with pytest.raises(ModelError, match=r"has static fields \['latitude'\] already.*Fix"):
-        train_prior(corpus, out=tmp_path / "twice", steps=1, init_from=tuned, static=["latitude"], **kw)
+    assert after.shape[1] == before.shape[1] + 1 and float(after[:, -1].abs().max()) > 0  # zero at the start
+    # the same command without the options resumes the fine-tune with its fields, store and attention
+    again = train_prior(corpus, out=tmp_path / "tuned", steps=2, init_from=base, **kw)
+    card2 = json.loads((again / "card.json").read_text())
+    assert card2["training"]["steps_done"] == 2 and card2["architecture"]["static"] == ["lsm"]
+    assert card2["architecture"]["attention"] is True and card2["training"]["static"]["from"] == str(store)
+    # what the starting model has already, or cannot lose, is refused before any folder is made
+    with pytest.raises(ModelError, match=r"has static fields \['lsm'\] already.*Fix"):
+        train_prior(corpus, out=tmp_path / "no" / "a", steps=1, init_from=tuned, static=["lsm"],
+                    static_from=store, **kw)
+    for flag in (True, False):
+        with pytest.raises(ModelError, match=r"has attention already.*Fix: leave attention unset"):
+            train_prior(corpus, out=tmp_path / "no" / "b", steps=1, init_from=tuned, attention=flag, **kw)
+    assert not (tmp_path / "no").exists()
 
 
 def test_stats_from_reuses_a_models_or_a_runs_statistics_without_computing_them(make_corpus, tmp_path,
                                                                                   tiny_preset, monkeypatch):
+    import shutil
+
     import xphyda.data.pipeline as pipeline
     from xphyda.errors import ModelError
 
@@ -411,27 +437,91 @@ def test_stats_from_reuses_a_models_or_a_runs_statistics_without_computing_them(
     kw = dict(preset=tiny_preset, batch_size=2, progress=False, stats_max_times=None, widths=(8, 16),
               vre_widths=(8, 16), features=2)
     base = train_prior(corpus, out=tmp_path / "base", steps=1, **kw)
+    model = tmp_path / "model-only"  # a model folder without the run's work/
+    model.mkdir()
+    for f in ("card.json", "model.safetensors"):
+        shutil.copy(base / f, model / f)
 
     def no_stats(*a, **k):
         raise AssertionError("statistics computed although stats_from was given")
 
     monkeypatch.setattr(pipeline, "compute_stats", no_stats)
-    for name, ref in (("from-run", base), ("from-model", base / "model.safetensors")):
-        out = train_prior(corpus, out=tmp_path / name, steps=1, stats_from=ref if name == "from-run" else base,
-                          **kw)
+    for name, ref in (("from-run", base), ("from-model", model)):
+        out = train_prior(corpus, out=tmp_path / name, steps=1, stats_from=ref, **kw)
         for f in ("stats.json", "background_regression.json"):
             assert json.loads((out / "work" / f).read_text()) == json.loads((base / "work" / f).read_text())
         card = json.loads((out / "card.json").read_text())
         assert card["normalisation"] == json.loads((base / "card.json").read_text())["normalisation"]
-        assert card["training"]["stats_from"] == str(ref if name == "from-run" else base)
+        assert card["architecture"]["sigma_data"] == json.loads((base / "card.json").read_text())[
+            "architecture"]["sigma_data"]
+        assert card["training"]["stats_from"] == str(ref)
+    # resumed without the option, the card still says where the statistics came from
+    again = train_prior(corpus, out=tmp_path / "from-model", steps=2, **kw)
+    assert json.loads((again / "card.json").read_text())["training"]["stats_from"] == str(model)
     # a run folder whose own statistics differ cannot take others
     reg = tmp_path / "from-run" / "work" / "background_regression.json"
     reg.write_text(json.dumps({**json.loads(reg.read_text()), "gain": [0.5] * 11}))
     with pytest.raises(ModelError, match=r"holds other statistics than stats_from.*Fix"):
         train_prior(corpus, out=tmp_path / "from-run", steps=2, stats_from=base, **kw)
+    # statistics of other channels, or of the same ones in another order; unreadable files
+    card = json.loads((model / "card.json").read_text())
+    ch = card["normalisation"]["channels"]
+    card["normalisation"]["channels"] = dict(reversed(list(ch.items())))
+    (model / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"\(the same channels in another order\).*Fix"):
+        train_prior(corpus, out=tmp_path / "x" / "a", steps=1, stats_from=model, **kw)
+    (base / "work" / "stats.json").write_text("{not json")
+    with pytest.raises(ModelError, match=r"stats.json \(normalisation statistics\) cannot be read.*Fix"):
+        train_prior(corpus, out=tmp_path / "x" / "b", steps=1, stats_from=base, **kw)
     with pytest.raises(ModelError, match=r"a fine-tune keeps its model's statistics.*Fix"):
-        train_prior(corpus, out=tmp_path / "x", steps=1, stats_from=base, init_from=base, preset=tiny_preset,
-                    batch_size=2, progress=False)
+        train_prior(corpus, out=tmp_path / "x" / "c", steps=1, stats_from=model, init_from=tmp_path / "from-run",
+                    preset=tiny_preset, batch_size=2, progress=False)
     with pytest.raises(ModelError, match=r"no model named"):
-        train_prior(corpus, out=tmp_path / "y", steps=1, stats_from="no-such-model", **kw)
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+        train_prior(corpus, out=tmp_path / "x" / "d", steps=1, stats_from="no-such-model", **kw)
+    assert not (tmp_path / "x").exists()
+
+
+DDP_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from xphyda.models import PRESETS
+from xphyda.training import train_prior
+PRESETS["tiny"] = {preset!r}
+out = train_prior(Path({corpus!r}), out=Path({out!r}), steps=2, static=["latitude"], attention=True,
+                  stats_from={stats_from!r}, preset="tiny", batch_size=4, progress=False, stats_max_times=None,
+                  widths=(8, 16), vre_widths=(8, 16), features=2)
+print("OK", os.environ["RANK"], out)
+"""
+
+
+def test_train_prior_under_torchrun_writes_the_runs_files_once(make_corpus, tmp_path, tiny_preset):
+    """Two gloo processes: rank 0 writes the statistics, options and cache; rank 1 waits for them."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from xphyda.models import PRESETS
+
+    corpus = make_corpus(n_traj=2, n_times=24, levels=(100.0, 500.0, 850.0))
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    base = train_prior(corpus, out=tmp_path / "base", steps=1, preset=tiny_preset, batch_size=2, progress=False,
+                       stats_max_times=None, widths=(8, 16), vre_widths=(8, 16), features=2)
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), preset=PRESETS[tiny_preset],
+                                        corpus=str(corpus), out=str(tmp_path / "ddp"), stats_from=str(base)))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--master_addr=127.0.0.1", f"--master_port={port}", str(script)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("OK") == 2
+    card = json.loads((tmp_path / "ddp" / "card.json").read_text())
+    assert card["architecture"]["static"] == ["latitude"] and card["training"]["stats_from"] == str(base)
+    assert json.loads((tmp_path / "ddp" / "work" / "stats.json").read_text()) == json.loads(
+        (base / "work" / "stats.json").read_text())
+    assert not list((tmp_path / "ddp" / "work").glob(".*.tmp"))  # every atomic write completed

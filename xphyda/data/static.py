@@ -23,6 +23,10 @@ from .regrid import regrid
 __all__ = ["check_static", "static_fields"]
 
 
+def _where(source) -> str:
+    return "the given Dataset" if isinstance(source, xr.Dataset) else repr(str(source))
+
+
 def _open(source) -> xr.Dataset:
     from .sources import open_source
 
@@ -31,8 +35,11 @@ def _open(source) -> xr.Dataset:
     except DataError:
         raise
     except Exception as exc:  # a backend's own error for an unreadable file
-        raise DataError(f"the static fields' store {source!r} cannot be opened ({' '.join(str(exc).split())[:200]}). "
+        raise DataError(f"the static fields' store {_where(source)} cannot be opened "
+                        f"({' '.join(str(exc).split())[:200]}). "
                         "Fix: pass a Zarr store, a netCDF file or a folder of trajectory stores") from exc
+    for other in parts[1:]:
+        other.close()
     return parts[0]  # static fields are the same in every trajectory of a corpus
 
 
@@ -50,41 +57,78 @@ def _checked(source, names) -> tuple[list[str], xr.Dataset | None]:
     ds = _open(source) if need else None
     missing = [n for n in need if n not in ds.data_vars]
     if missing:
-        raise DataError(f"{source!r} has no variable {missing[0]!r}; its variables are "
-                        f"{sorted(map(str, ds.data_vars))}. Fix: name one of them, or 'latitude' for the model "
-                        "grid's latitude")
+        known = sorted(map(str, ds.data_vars))
+        if not isinstance(source, xr.Dataset):
+            ds.close()
+        raise DataError(f"{_where(source)} has no variable {missing[0]!r}; its variables are {known}. "
+                        "Fix: name one of them, or 'latitude' for the model grid's latitude")
     return names, ds
 
 
-def check_static(source, names) -> list[str]:
-    """Check, without reading any values, that ``source`` has the static fields ``names``; return them as a list.
-
-    Raises
-    ------
-    DataError
-        As :func:`static_fields` does for a missing name or an unreadable store.
-    """
-    return _checked(source, names)[0]
-
-
-def _one_field(ds: xr.Dataset, name: str, source, lat: np.ndarray, lon: np.ndarray, method: str) -> np.ndarray:
+def _map(ds: xr.Dataset, name: str, source) -> xr.DataArray:
+    """The field ``name`` as one loaded ``(lat, lon)`` map with finite, not constant values."""
     from ..grid import discover_grid
 
     da = ds[name]
     g = discover_grid(da)
     extra = [d for d in da.dims if d not in (g.lat, g.lon)]
     if any(da.sizes[d] > 1 for d in extra):
-        raise DataError(f"{name!r} in {source!r} has dims {tuple(da.dims)} with sizes "
+        raise DataError(f"{name!r} in {_where(source)} has dims {tuple(da.dims)} with sizes "
                         f"{[da.sizes[d] for d in da.dims]}; a static field is one (latitude, longitude) map. "
                         f"Fix: select one of {[d for d in extra if da.sizes[d] > 1]} and write the map to a store")
-    da = da.squeeze([d for d in extra], drop=True).transpose(g.lat, g.lon).load()
+    da = da.squeeze(extra, drop=True).transpose(g.lat, g.lon).load()
+    values = np.asarray(da.values, float)
+    if not np.isfinite(values).all():
+        raise DataError(f"{name!r} in {_where(source)} has {int((~np.isfinite(values)).sum())} missing values; "
+                        "a static field must be defined everywhere. Fix: fill them first (e.g. field.fillna(0)) and "
+                        "write the field to a store")
+    if np.ptp(values) == 0:
+        raise DataError(f"{name!r} in {_where(source)} is constant ({values.flat[0]:g} everywhere), so it cannot "
+                        "tell one place from another. Fix: leave it out")
+    return da
+
+
+def check_static(source, names) -> list[str]:
+    """Check that ``source`` has the static fields ``names``, each one finite, not constant map; return the names.
+
+    Reads the fields on the store's own grid (small 2-D maps), so a run can
+    refuse them before any training work.
+
+    Raises
+    ------
+    DataError
+        As :func:`static_fields` does.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"lsm": (("lat", "lon"), [[0.0, 1.0], [1.0, 1.0]])},
+    ...                 coords={"lat": [45.0, -45.0], "lon": [0.0, 180.0]})
+    >>> check_static(ds, ("lsm", "latitude"))
+    ['lsm', 'latitude']
+    """
+    names, ds = _checked(source, names)
+    try:
+        for name in names:
+            if name != "latitude":
+                _map(ds, name, source)
+    finally:
+        if ds is not None and not isinstance(source, xr.Dataset):
+            ds.close()
+    return names
+
+
+def _one_field(ds: xr.Dataset, name: str, source, lat: np.ndarray, lon: np.ndarray, method: str) -> np.ndarray:
+    from ..grid import discover_grid
+
+    da = _map(ds, name, source)
+    g = discover_grid(da)
     same = da.sizes[g.lat] == lat.size and da.sizes[g.lon] == lon.size
     if same:
         src_lat, src_lon = np.asarray(da[g.lat], float), np.asarray(da[g.lon], float)
         i = np.argsort(-src_lat)  # model grids run north to south
         j = np.argsort(np.mod(src_lon, 360.0))
-        same = np.allclose(src_lat[i], lat, atol=1e-6) and np.allclose(np.mod(src_lon[j], 360.0), np.mod(lon, 360.0),
-                                                                         atol=1e-6)
+        same = np.allclose(src_lat[i], lat, atol=1e-6) and np.allclose(np.mod(src_lon[j], 360.0), lon, atol=1e-6)
     if same:
         values = np.asarray(da.values, float)[i][:, j]
     else:
@@ -94,9 +138,8 @@ def _one_field(ds: xr.Dataset, name: str, source, lat: np.ndarray, lon: np.ndarr
         jj = np.argsort(np.mod(np.asarray(out[og.lon], float), 360.0))
         values = np.asarray(out.values, float)[:, jj]
     if not np.isfinite(values).all():
-        raise DataError(f"{name!r} from {source!r} has {int((~np.isfinite(values)).sum())} missing values on the "
-                        "model grid; a static field must be defined everywhere. Fix: fill them first "
-                        "(e.g. field.fillna(0)) and write the field to a store")
+        raise DataError(f"{name!r} from {_where(source)} has {int((~np.isfinite(values)).sum())} missing values on "
+                        "the model grid (cells the store does not cover). Fix: give a global field")
     return values
 
 
@@ -106,7 +149,7 @@ def static_fields(source, names: Sequence[str], lat, lon, *, method: str = "auto
     Parameters
     ----------
     source : path, URL or xarray.Dataset, optional
-        Where the fields are: anything :func:`xphyda.data.open_store` accepts
+        Where the fields are: anything :func:`xphyda.data.pipeline.open_store` accepts
         (for a corpus folder, its first trajectory).  Not needed if ``names``
         is only ``["latitude"]``.
     names : sequence of str
@@ -126,8 +169,9 @@ def static_fields(source, names: Sequence[str], lat, lon, *, method: str = "auto
     Raises
     ------
     DataError
-        If a name is missing from the store, a field is not a single map or
-        has missing values on the model grid, or the store cannot be opened.
+        If a name is missing from the store, a field is not a single map, is
+        constant or has missing values, the store cannot be opened, or ``lat``
+        and ``lon`` are not a model grid (north to south, 0..360 ascending).
 
     Examples
     --------
@@ -140,9 +184,18 @@ def static_fields(source, names: Sequence[str], lat, lon, *, method: str = "auto
            [1., 0., 0., 1.]])
     """
     lat, lon = np.asarray(lat, float).ravel(), np.asarray(lon, float).ravel()
+    if not (lat.size > 1 and lon.size > 1 and np.all(np.diff(lat) < 0) and np.all(np.diff(lon) > 0)
+            and lon[0] >= 0 and lon[-1] < 360 and np.all(np.abs(lat) <= 90)):
+        raise DataError(f"the model grid must run north to south in latitude and 0..360 ascending in longitude "
+                        f"(as a model card stores it); got latitudes {lat[:3]}... and longitudes {lon[:3]}... . "
+                        "Fix: pass card['grid']['latitude'] and card['grid']['longitude']")
     names, ds = _checked(source, names)
-    out = {}
-    for name in names:
-        out[name] = (np.repeat(lat[:, None], lon.size, axis=1) if name == "latitude"
-                     else _one_field(ds, name, source, lat, lon, method))
+    try:
+        out = {}
+        for name in names:
+            out[name] = (np.repeat(lat[:, None], lon.size, axis=1) if name == "latitude"
+                         else _one_field(ds, name, source, lat, lon, method))
+    finally:
+        if ds is not None and not isinstance(source, xr.Dataset):
+            ds.close()
     return out
