@@ -1,8 +1,9 @@
 """The accuracy table of a PhyDA model against the background and OI (issue: model accuracy).
 
-For each observed fraction, one OSSE on the test split of the corpus (background = the
-state 24 h earlier, observations of every variable at the fraction's random columns
-with the default realistic errors), with methods:
+For each observed fraction, one OSSE on the test split of the corpus (``--split valid``: the
+validation split, to choose settings without the test cases; background = the state 24 h
+earlier, observations of every variable at the fraction's random columns with the default
+realistic errors), with methods:
 
 * ``background``;
 * ``oi``: OI with the default length scales and background errors from the
@@ -77,6 +78,9 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--variant", nargs="*", default=[], metavar="NAME=JSON", help="the model with other options")
     p.add_argument("--balance", default=None, help="PhyDA balance laws, comma-separated, or 'none' (default: assimilate's)")
     p.add_argument("--tuning", default=str(HERE / "results" / "oi_tuning.json"))
+    p.add_argument("--split", default="test", choices=["test", "valid"],
+                   help="cases from the test year (the reported scores) or the validation year (to choose settings, "
+                        "such as a channel weight, without looking at the test cases)")
     p.add_argument("--out", default="phyda-accuracy")
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -100,7 +104,7 @@ def main(argv: list[str]) -> dict:
         for item in a.variant:
             name, options = item.split("=", 1)
             methods[name] = {**phyda, **json.loads(options)}
-        res = run_osse(a.data, cases=a.cases, split="test", observations=[{"fraction": f}], methods=methods,
+        res = run_osse(a.data, cases=a.cases, split=a.split, observations=[{"fraction": f}], methods=methods,
                        levels=LEVELS, out_dir=out / f"f{f:g}", overwrite=True, progress=False)
         s = res.summary()
         rmse = _pivot(s, "rmse")
