@@ -484,11 +484,11 @@ def _run_inputs(static, static_from, attention, stats_from, *, init, init_from, 
     if stats_from is not None and init is not None:
         raise ModelError(f"stats_from={str(stats_from)!r} given with init_from={str(init_from)!r}: a fine-tune keeps "
                          "its model's statistics. Fix: drop stats_from")
-    given = static is not None and not (isinstance(static, (list, tuple)) and not static)
-    if isinstance(static, str):
-        from .data.static import check_static
+    from .data.static import check_static
 
+    if isinstance(static, str):
         check_static(None, static)  # the DataError for a string instead of a list
+    given = bool(static)
     names = [str(n) for n in static] if given else [str(n) for n in saved.get("static") or []]
     if static_from is None and not given:
         static_from = saved.get("static_from")
@@ -505,8 +505,6 @@ def _run_inputs(static, static_from, attention, stats_from, *, init, init_from, 
                              f"{'and a fine-tune cannot remove it' if not attention else ''}. Fix: leave attention unset")
     source = static_from if static_from is not None else data
     if names and (given or init is not None):  # a resumed run from scratch has the values in its state
-        from .data.static import check_static
-
         check_static(source, names)  # each field present, one finite map, not constant
     return {"static": names, "static_from": None if static_from is None else str(static_from),
             "source": source, "attention": attention,
