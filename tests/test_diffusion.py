@@ -1,5 +1,7 @@
 """The diffusion front: assimilate(method="phyda") and encode on a real ERA5 background."""
 
+import warnings
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -388,3 +390,98 @@ def test_a_model_with_static_fields_and_attention_assimilates_and_encodes(case, 
     assert float(abs(run["used"]["t"] - plain["t"]).max()) > 1e-3  # the sampler feeds the static field
     rec = background.phyda.encode(obs, model=tmp_path / "used")
     assert np.isfinite(rec["t850"]).all()
+
+
+# --------------------------------------------------------------------------- awkward inputs (exploratory review)
+def test_a_background_with_nan_or_inf_is_refused_saying_where(case, tiny_model):
+    """A NaN row spoilt every member of the analysis before; now it is a DataError naming the variable and place."""
+    from xphyda.errors import DataError
+
+    _, background, obs = case
+    gap = background.copy(deep=True)
+    gap["t"] = gap.t.where(gap.latitude != 0)  # one missing row, both levels
+    with pytest.raises(DataError, match=r"'t' has 360 non-finite values \(360 NaN.*latitude 0,.*level 500.*Fix: fill"):
+        gap.phyda.assimilate(obs, model=tiny_model, members=2, steps=2)
+    spike = background.copy(deep=True)
+    spike["z"][0, 1, 50, 60] = np.inf  # a channel of the model that is not observed
+    with pytest.raises(DataError, match=r"'z' has 1 non-finite value \(0 NaN, 1 infinite\).*level 850"):
+        spike.phyda.assimilate(obs[["t"]], model=tiny_model, members=2, steps=2)
+    with pytest.raises(DataError, match="non-finite"):
+        gap.phyda.encode(model=tiny_model)
+
+
+def test_a_scalar_pressure_level_is_that_level(case, tiny_model):
+    """``background.sel(level=500)`` keeps level as a scalar coordinate: observations at 500 hPa are used, those
+    at 850 hPa are outside the grid (before, their pressure was ignored and they were compared with t500)."""
+    _, background, obs = case
+    b500 = background.sel(level=500)
+    out = b500.phyda.assimilate(obs, model=tiny_model, members=1, steps=2, qc=None)
+    flags = out.t_flag  # the observations' level is renamed obs_level beside the background's scalar level
+    assert set(np.unique(flags.sel(obs_level=500).values)) == {0}
+    assert set(np.unique(flags.sel(obs_level=850).values)) == {xphyda.obs.FLAGS["outside_grid"]}
+    assert out.t.dims == b500.t.dims and float(out.level) == 500.0
+    assert float(abs(out.t - b500.t).max()) > 0  # the t500 channel was analysed
+    oi = b500.phyda.assimilate(obs, method="oi", qc=None)
+    np.testing.assert_array_equal(oi.t_flag.values, out.t_flag.values)
+
+
+def test_variable_names_by_keyword_and_unknown_options(case, tiny_model):
+    """The fix that an ambiguous variable's error gives (``t='t'``) is accepted; a misspelt option is named."""
+    from xphyda.errors import VariableError
+
+    _, background, obs = case
+    twin = background.assign(foo=background.t * 0 + 1)  # keeps t's attributes: two air_temperature variables
+    with pytest.raises(VariableError, match="pass the one to use by keyword, e.g. t="):
+        twin.phyda.assimilate(obs, model=tiny_model, members=1, steps=2)
+    out = twin.phyda.assimilate(obs, model=tiny_model, members=1, steps=2, t="t")
+    assert float(abs(out.t - twin.t).max()) > 0 and float(abs(out.foo - twin.foo).max()) == 0
+    with pytest.raises(xphyda.PhydaError, match="did you mean 'membres' -> 'members'"):
+        background.phyda.assimilate(obs, membres=2)
+    with pytest.raises(xphyda.PhydaError, match="used by method 'phyda' only"):
+        background.phyda.assimilate(obs, method="oi", t="t")
+
+
+@pytest.mark.parametrize("bad", [dict(members="4"), dict(members=True), dict(members=2.0), dict(steps=0),
+                                 dict(seed=-1), dict(seed=1.5)])
+def test_members_steps_and_seed_must_be_whole_numbers(case, tiny_model, bad):
+    _, background, obs = case
+    (name, value), = bad.items()
+    with pytest.raises(ModelError, match=rf"{name} must be a whole number of at least \d; got {value!r}\. Fix"):
+        background.phyda.assimilate(obs, model=tiny_model, **{"members": 1, "steps": 2, **bad})
+
+
+def test_encode_gives_one_reconstruction_per_time(case, tiny_model):
+    _, background, obs = case
+    later = background.assign_coords(time=background.time + np.timedelta64(6, "h"))
+    later["t"] = later.t + 3.0
+    both = xr.concat([background, later], "time")
+    rec = both.phyda.encode(model=tiny_model)
+    assert rec["t500"].dims == ("time", "latitude", "longitude") and rec.sizes["time"] == 2
+    assert rec["features"].dims == ("feature", "time", "latitude", "longitude")
+    for i in range(2):
+        one = both.isel(time=[i]).phyda.encode(model=tiny_model)
+        assert one["t500"].dims == ("latitude", "longitude") and one["time"].values == both.time.values[i]
+        np.testing.assert_allclose(rec["t500"].isel(time=i), one["t500"], rtol=1e-6)
+    assert not np.allclose(rec["t500"].isel(time=0), rec["t500"].isel(time=1))
+
+
+def test_a_poor_fit_to_the_observations_is_a_warning(case, tiny_model):
+    """The untrained model's analysis fits the observations worse than the background: the user is told."""
+    from types import SimpleNamespace
+
+    from xphyda.diffusion import _warn_poor_fit
+    from xphyda.errors import PoorFitWarning
+    from xphyda.obs.problem import build_problem
+
+    truth, background, obs = case
+    with pytest.warns(PoorFitWarning, match=r"fits the observations worse than the background did.*'t': O - A"):
+        background.phyda.assimilate(obs, model=tiny_model, members=1, steps=2, qc=None)
+    # the rule itself: the truth fits better than the background (no warning), a state 5 K off fits worse
+    problem = build_problem(background, obs[["t"]])
+    model = SimpleNamespace(path=SimpleNamespace(name="m"), card={})
+    good = {"t": build_problem(truth, obs[["t"]]).targets["t"].background}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PoorFitWarning)
+        _warn_poor_fit(problem, good, model)
+    with pytest.warns(PoorFitWarning, match=r"'t': O - A [5-7]\.\d+, O - B 1\.\d+ K \(120 observations\)"):
+        _warn_poor_fit(problem, {"t": problem.targets["t"].background + 5.0}, model)

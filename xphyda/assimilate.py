@@ -347,6 +347,7 @@ def assimilate(
     antithetic: bool | None = None,
     progress: bool | None = None,
     scheduler=None,
+    **names,
 ) -> xr.Dataset:
     """Analyse ``background`` with observations ``obs``; return the analysis and per-observation diagnostics.
 
@@ -413,7 +414,12 @@ def assimilate(
     steps : int, optional
         PhyDA: sampling steps (default 16; network evaluations per member).
     seed : int, optional
-        PhyDA and an OI ensemble (default 0): member ``k`` depends only on ``(seed, k)``.
+        PhyDA and an OI ensemble (default 0): the draw of member ``k`` depends
+        only on ``(seed, k)``, whatever the ensemble size.  PhyDA's steps over
+        the whole ensemble (``balance`` weighted by the ensemble's spread,
+        ``calibrate``) then use every member, so with them (the default) a
+        member also depends on the ensemble size; ``balance=(), calibrate=False``
+        make it depend on ``(seed, k)`` alone.
     device : str, optional
         PhyDA: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     guidance : {"mmps", "diag", "diag-fwd", "dps"}, optional
@@ -446,13 +452,19 @@ def assimilate(
         ``docs/benchmarks.md``).  ``False`` gives independent members.  With an
         odd number of members the last one is unpaired.
     progress : bool, optional
-        PhyDA: progress bar over the sampling steps; with several times: a
-        progress bar over the analysis times (default: on).
+        One analysis time, PhyDA: a progress bar over the sampling steps
+        (default off: the bundled model takes seconds).  Several times: a
+        progress bar over the analysis times (default on).
     scheduler : optional
         With several times (see :mod:`xphyda.parallel`): how the times run.
         ``None``: dask's current scheduler when the data are dask-backed, a plain
         loop otherwise.  Time ``i`` is seeded with ``time_seed(seed, i)``, so
         every scheduler gives the serial answer.
+    **names
+        PhyDA: which background variable serves a model variable, by key of
+        :data:`xphyda.grid.VARIABLES`, e.g. ``t="air"`` when the names and CF
+        attributes do not tell (two variables with the same ``standard_name``).
+        OI matches observations to background variables by name and takes none.
 
     Returns
     -------
@@ -490,6 +502,29 @@ def assimilate(
         "solver": solver,
     }
     options = {k: v for k, v in options.items() if v is not None}
+    if names:
+        from .grid import VARIABLES
+
+        unknown = sorted(set(names) - set(VARIABLES))
+        if unknown:
+            import difflib
+            import inspect
+
+            known = [p for p in inspect.signature(assimilate).parameters if p not in ("background", "obs", "names")]
+            close = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+            hint = ", ".join(f"{u!r} -> {c[0]!r}" for u, c in close.items() if c)
+            raise PhydaError(
+                f"assimilate() got unknown options {unknown}; it takes {known} and, for method 'phyda', "
+                f"variable names by key {sorted(VARIABLES)} (e.g. t='air'). Fix: "
+                + (f"did you mean {hint}?" if hint else "check the spelling (help(xphyda.assimilate.assimilate))")
+            )
+        if method != "phyda":
+            raise PhydaError(
+                f"variable names by key {sorted(names)} are used by method 'phyda' only; method {method!r} "
+                "matches each observation variable to the background variable of the same name. Fix: drop "
+                "them, or name the observations like the background's variables"
+            )
+        options.update(names)
     from .parallel import assimilate_times, needs_time_split
 
     if needs_time_split(background):  # many analysis times: one at a time, in parallel through dask if asked
@@ -499,7 +534,7 @@ def assimilate(
             variables=variables, obs_error=obs_error, qc=qc, time_window=time_window, regrid=regrid,
             min_coverage=min_coverage, **per_time,
         )
-    unused = sorted(set(options) - set(METHODS[method].options))
+    unused = sorted(set(options) - set(METHODS[method].options) - set(names))
     if unused:
         other = [m for m in METHODS if m != method and set(unused) <= set(METHODS[m].options)]
         hint = f". Fix: pass method={other[0]!r}" if other else ""

@@ -30,7 +30,7 @@ import xarray as xr
 
 from .assimilate import NON_NEGATIVE, _floor_note
 from .errors import GridError, ModelError, NotAnalysedWarning, UnitsError, VariableError, require_bool
-from .grid import VARIABLES, Grid, discover_grid, find_variable
+from .grid import VARIABLES, Grid, discover_grid, find_variable, require_finite
 
 __all__ = ["assimilate_phyda", "encode", "load"]
 
@@ -189,14 +189,26 @@ def _map_background(background: xr.Dataset, model: LoadedModel, overrides: dict)
         if level is None:
             source.append((name, None) if grid.level is None or grid.level not in da.dims else None)
             continue
-        k = _level_index(grid, level) if grid.level in da.dims else None
-        source.append((name, k) if k is not None else None)
+        if grid.level is not None and grid.level in da.dims:
+            k = _level_index(grid, level)
+            source.append((name, k) if k is not None else None)
+        elif grid.level is not None and grid.level in da.coords and grid.level_pa.size == 1:
+            # one level as a scalar coordinate (background.sel(level=500)): the field is that level's
+            source.append((name, None) if _level_index(grid, level) == 0 else None)
+        else:
+            source.append(None)
     if not any(s is not None for s in source):
+        have = [
+            f"{n} {background[n].dims}" + (f" at {grid.level_pa[0] / 100:g} hPa" if grid.level is not None
+                                            and grid.level not in background[n].dims and grid.level_pa.size == 1
+                                            and grid.level in background[n].coords else "")
+            for n in map(str, background.data_vars)
+        ]
         raise ModelError(
-            f"the background has none of the model's channels {list(model.names)}: it has variables "
-            f"{sorted(map(str, background.data_vars))} on levels "
-            f"{None if grid.level_pa is None else (grid.level_pa / 100).tolist()} hPa. "
-            "Fix: pass a background with some of them, or rename variables by keyword (e.g. t='air')"
+            f"the background has none of the model's channels {list(model.names)} (a name is a variable and "
+            f"its pressure level in hPa; surface fields have no level): it has {have}"
+            + ("" if grid.level_pa is None else f" with levels {(grid.level_pa / 100).tolist()} hPa")
+            + ". Fix: pass a background with some of them, or rename variables by keyword (e.g. t='air')"
         )
     mapping = _Mapping(grid, source, kinds)
     _reduce(background, model, mapping, overrides)
@@ -245,8 +257,8 @@ def _reduction_ratio(background, grid: Grid, msl: str, sp_name: str, time) -> np
     ``msl`` is ``msl_b + k (sp_a - sp_b)`` (a 1 K change of the column temperature changes ``k`` by 0.09 % at
     2 km).
     """
-    top = _field_si(background, msl, None, grid, "pressure", time)
-    bottom = _field_si(background, sp_name, None, grid, "pressure", time)
+    top = _field_si(background, msl, None, grid, "pressure", time, finite=False)
+    bottom = _field_si(background, sp_name, None, grid, "pressure", time, finite=False)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = top / bottom
     if not np.isfinite(ratio).all() or (ratio <= 0).any():
@@ -257,7 +269,8 @@ def _reduction_ratio(background, grid: Grid, msl: str, sp_name: str, time) -> np
     return ratio.ravel()
 
 
-def _field_si(background: xr.Dataset, name: str, k: int | None, grid: Grid, kind: str, time) -> np.ndarray:
+def _field_si(background: xr.Dataset, name: str, k: int | None, grid: Grid, kind: str, time,
+              finite: bool = True) -> np.ndarray:
     from .units import to_si
 
     da = background[name]
@@ -265,6 +278,13 @@ def _field_si(background: xr.Dataset, name: str, k: int | None, grid: Grid, kind
         da = da.isel({grid.time: time})
     if k is not None:
         da = da.isel({grid.level: k})
+    da = da.compute()  # a new object: a dask-backed background is read once, not loaded in place
+    if finite:  # a channel of the model (the msl reduction checks its own fields)
+        require_finite(
+            da, name,
+            fix=f"fill them (for example background[{name!r}].interpolate_na({grid.lon!r})), or drop the variable "
+            "or those levels: the model's prior fills the channels a background lacks",
+        )
     return np.asarray(to_si(da, kind, name=name).transpose(grid.lat, grid.lon).values, dtype=np.float64)
 
 
@@ -517,8 +537,9 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     from .obs.diagnostics import diagnostics
     from .obs.problem import build_problem
 
-    if members < 1 or steps < 1:
-        raise ModelError(f"members and steps must be at least 1, got members={members}, steps={steps}")
+    for label, v, low, eg in (("members", members, 1, 8), ("steps", steps, 1, 16), ("seed", seed, 0, 0)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ModelError(f"{label} must be a whole number of at least {low}; got {v!r}. Fix: pass e.g. {label}={eg}")
     require_bool("antithetic", antithetic, fix="pass antithetic=True for mirrored member pairs, else False")
     lm = load(model, device=device)
     balance = _balance_laws(balance, lm, members)
@@ -535,7 +556,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     calibrate = bool(calibrate) and lm.factor(antithetic) is not None
     mapping = _map_background(background, lm, overrides)
     grid = mapping.grid
-    problem = build_problem(background, obs, **(problem_kwargs or {}))
+    problem = build_problem(background, obs, **(problem_kwargs or {}), finite=False)
     _background_check(problem, qc)
     w_in = _to_model_grid(grid.lat_values, grid.lon_values, lm.lat, lm.lon)
     p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
@@ -568,6 +589,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
                 if key[0] in analyses_si:
                     analyses_si[key[0]][ti, 0 if key[1] is None else key[1]] += v.mean(0).reshape(grid.shape)
     _warn_not_analysed(problem, lm, mapping)
+    _warn_poor_fit(problem, analyses_si, lm)
     out = _assemble(background, mapping, increments, members, times)
     diag = diagnostics(problem, analyses_si, background)
     out = xr.merge([out, diag], join="exact", compat="no_conflicts", combine_attrs="override")
@@ -582,6 +604,38 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
             f"{sorted(set(map(str, background.data_vars)) - {s[0] for s in increments})}" + _floor_note(floored))
     out.attrs["history"] = _history(background, problem, "phyda", note)
     return out
+
+
+def _warn_poor_fit(problem, analyses_si: dict, model: LoadedModel, least: int = 10) -> None:
+    """Warn (:class:`~xphyda.errors.PoorFitWarning`) for each target whose ensemble mean fits its used observations
+    worse than the background did: RMS of ``O - A`` above that of ``O - B`` over at least ``least`` observations."""
+    import warnings
+
+    from .assimilate import _outside_frame
+    from .errors import PoorFitWarning
+    from .obs.diagnostics import model_equivalent
+    from .obs.qc import FLAGS
+
+    worse = []
+    for name, target in problem.targets.items():
+        used = target.flags == FLAGS["used"]
+        if used.sum() < least or name not in analyses_si:
+            continue
+        ob = target.y[used] - model_equivalent(target, target.background)[used]
+        oa = target.y[used] - model_equivalent(target, analyses_si[name])[used]
+        rb, ra = (float(np.sqrt(np.mean(d**2))) for d in (ob, oa))
+        if ra > rb:
+            rb_u, ra_u = (float(target.from_si(np.asarray(r), difference=True)) for r in (rb, ra))
+            worse.append(f"{name!r}: O - A {ra_u:.3g}, O - B {rb_u:.3g} {target.units or ''} ({int(used.sum())} observations)")
+    if worse:
+        warnings.warn(
+            f"the PhyDA analysis fits the observations worse than the background did (RMS, ensemble mean): "
+            f"{'; '.join(worse)}. The background is probably far from the states model {model.path.name!r} was "
+            f"trained on ({model.card.get('description', 'see its card')}). Fix: compare with method='oi', and "
+            "for such data use a model trained on data like them (phyda train, docs/models.md)",
+            PoorFitWarning,
+            stacklevel=_outside_frame(),
+        )
 
 
 def _balance_laws(balance, model: LoadedModel, members: int) -> tuple[str, ...]:
@@ -671,6 +725,10 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     or levels that are not channels of the model are left out with a
     :class:`~xphyda.errors.NotAnalysedWarning`, as in an analysis.  Humidity
     below 0 is set to 0, as in an analysis, with its share in ``history``.
+    A background with several times is encoded time by time (each with its
+    own observations, matched as in an analysis) and the result has the same
+    time dimension; with one time, the maps are 2-D and the time is a scalar
+    coordinate.
     """
     import torch
 
@@ -678,39 +736,54 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
 
     lm = load(model, device=device)
     if lm.net.vre is None:
-        raise ModelError(f"model {lm.path.name!r} was trained without a VRE; encode needs one")
+        raise ModelError(
+            f"model {lm.path.name!r} was trained without a VRE; encode needs one. Fix: use a model trained with "
+            "the VRE (the bundled one is), or train one (phyda train; the VRE is on unless --no-vre)"
+        )
     mapping = _map_background(background, lm, overrides)
     grid = mapping.grid
     w_in = _to_model_grid(grid.lat_values, grid.lon_values, lm.lat, lm.lon)
-    xb, avail, _ = _model_inputs(background, lm, mapping, 0 if grid.time in background.dims else None, w_in)
+    p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
+    times = range(background.sizes[grid.time]) if grid.time in background.dims else [None]
     c, nlat, nlon = lm.channels, lm.lat.size, lm.lon.size
     nh = nlat * nlon
-    yg = np.zeros((c, nh))
-    mg = np.zeros((c, nh), np.float32)
+    problem = None
     if obs is not None:
-        problem = build_problem(background, obs)
-        p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
-        ratio = None if mapping.reduced is None else mapping.ratios[0]
-        H, y, sig, used = _obs_operator(problem, lm, mapping, p_out, 0, ratio)
-        _flag_not_analysed(problem, used, 0)
-        _warn_not_analysed(problem, lm, mapping)
-        yg, mg = _gridded_obs(H, y, lm, sigma_o=sig)
+        problem = build_problem(background, obs, finite=False)
     dev = next(lm.net.parameters()).device
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(1, c, nlat, nlon), device=dev)
-    xb_n = ((xb - lm.mean[:, None]) / lm.std[:, None]) * avail[:, None]
-    with torch.no_grad():
-        rec, feats = lm.net.vre(t(xb_n), torch.as_tensor(avail.astype(np.float32).reshape(1, c, 1, 1), device=dev),
-                                t(yg), t(mg))
-    rec = rec[0].cpu().double().numpy().reshape(c, nh) * lm.std[:, None] + lm.mean[:, None]
-    p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
+    recs, featss = [], []
+    for ti, time in enumerate(times):
+        xb, avail, _ = _model_inputs(background, lm, mapping, time, w_in)
+        yg = np.zeros((c, nh))
+        mg = np.zeros((c, nh), np.float32)
+        if problem is not None:
+            ratio = None if mapping.reduced is None else mapping.ratios[ti]
+            H, y, sig, used = _obs_operator(problem, lm, mapping, p_out, ti, ratio)
+            _flag_not_analysed(problem, used, ti)
+            yg, mg = _gridded_obs(H, y, lm, sigma_o=sig)
+        xb_n = ((xb - lm.mean[:, None]) / lm.std[:, None]) * avail[:, None]
+        with torch.no_grad():
+            rec, feats = lm.net.vre(t(xb_n), torch.as_tensor(avail.astype(np.float32).reshape(1, c, 1, 1), device=dev),
+                                    t(yg), t(mg))
+        recs.append(rec[0].cpu().double().numpy().reshape(c, nh) * lm.std[:, None] + lm.mean[:, None])
+        featss.append(feats[0].cpu().double().numpy().reshape(feats.shape[1], nh))
+    if problem is not None:
+        _warn_not_analysed(problem, lm, mapping)
     shape = grid.shape
-    rec = (p_out @ rec.T).T.reshape((c,) + shape)
+    rec = np.stack([(p_out @ r.T).T.reshape((c,) + shape) for r in recs], axis=1)  # (channel, time, lat, lon)
     keep = [i for i, k in enumerate(mapping.kinds) if k in NON_NEGATIVE]  # humidity is never negative
     floored = {lm.names[i]: [int((rec[i] < 0).sum()), rec[i].size] for i in keep}
     rec[keep] = np.maximum(rec[keep], 0.0)
-    feats = (p_out @ feats[0].cpu().double().numpy().reshape(feats.shape[1], nh).T).T.reshape((-1,) + shape)
+    feats = np.stack([(p_out @ f.T).T.reshape((-1,) + shape) for f in featss], axis=1)  # (feature, time, ...)
+    several = len(times) > 1
+    if not several:
+        rec, feats = rec[:, 0], feats[:, 0]
     coords = {grid.lat: background[grid.lat], grid.lon: background[grid.lon]}
     dims = (grid.lat, grid.lon)
+    if grid.time is not None and grid.time in background.coords:
+        coords[grid.time] = background[grid.time] if several else background[grid.time].squeeze(drop=True)
+        dims = ((grid.time,) if several else ()) + dims
     from .data.channels import ChannelSpec
 
     spec = ChannelSpec.from_dict(lm.card["channels"])
@@ -721,6 +794,6 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return xr.Dataset(data, coords=coords, attrs={
         "title": "xphyda virtual reconstruction", "model": lm.path.name,
-        "history": f"{stamp}: xphyda encode with model {lm.path.name}; background channels available: "
-                   f"{int(avail.sum())} of {c}; observations: {'yes' if obs is not None else 'none'}" + _floor_note(floored),
+        "history": f"{stamp}: xphyda encode with model {lm.path.name}; {len(times)} time{'s' if several else ''}; "
+                   f"background channels available: {int(avail.sum())} of {c}; observations: {'yes' if obs is not None else 'none'}" + _floor_note(floored),
     })

@@ -13,6 +13,7 @@ __all__ = [
     "GridError",
     "ModelError",
     "NotAnalysedWarning",
+    "PoorFitWarning",
     "ObservationError",
     "PhydaError",
     "ResidualNameError",
@@ -57,11 +58,20 @@ class ResidualNameError(PhydaError, KeyError):
 
 
 class DataError(PhydaError, ValueError):
-    """A training or evaluation data store is malformed."""
+    """Data values cannot be used: a malformed training or evaluation store, or a background with NaN."""
 
 
 class NotAnalysedWarning(UserWarning):
     """Observations passed quality control but the method could not use them (flag ``not_analysed``)."""
+
+
+class PoorFitWarning(UserWarning):
+    """An analysis fits the observations it used worse than the background did (RMS of O - A above O - B).
+
+    A sign that the background lies far from the states the model was trained
+    on (real data given to a model trained on a simulation, other units or
+    levels); compare with ``method="oi"``.
+    """
 
 
 def require_bool(name: str, value, *, fix: str) -> bool:

@@ -335,6 +335,12 @@ def _level_pa(obj, name: str) -> np.ndarray:
             f"Fix: ds[{name!r}].attrs['units'] = 'hPa' if these are pressure levels, or interpolate to pressure levels"
         )
     values = ureg.Quantity(np.atleast_1d(np.asarray(var.values, dtype=np.float64)), unit).m_as("Pa")
+    if np.any(values > 110000.0):
+        said = "no units" if var.attrs.get("units") is None else f"units {units!r}"
+        raise UnitsError(
+            f"vertical coordinate {name!r} has {said} and values up to {np.nanmax(values) / 100:g} hPa; expected "
+            f"pressures of at most 1100 hPa. Fix: ds[{name!r}].attrs['units'] = 'Pa' if the levels are in pascals"
+        )
     if values.size > 1:
         d = np.diff(values)
         if not (np.all(d > 0) or np.all(d < 0)):
@@ -493,3 +499,52 @@ def find_variable(ds: xr.Dataset, key: str, override: str | None = None, *, requ
             f"Fix: pass it by keyword, e.g. {key}='my_name'"
         )
     return None
+
+
+def require_finite(da: xr.DataArray, name: str, *, fix: str) -> None:
+    """Raise :class:`~xphyda.errors.DataError` if ``da`` holds NaN or infinite values, saying where they are.
+
+    An analysis spreads the background over its neighbours, so a single missing
+    background value would spoil a region (optimal interpolation) or the whole
+    state (the diffusion model); xphyda refuses it instead.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> da = xr.DataArray([[1.0, np.nan], [2.0, 3.0]], dims=("lat", "lon"),
+    ...                   coords={"lat": [10.0, 20.0], "lon": [0.0, 5.0]})
+    >>> require_finite(da, "t", fix="fill them")
+    Traceback (most recent call last):
+        ...
+    xphyda.errors.DataError: background variable 't' has 1 non-finite value (1 NaN, 0 infinite) of 4, at lat 10, lon 5; expected finite values everywhere: an analysis spreads a missing background value over its neighbours. Fix: fill them
+    """
+    from .errors import DataError
+
+    values = np.asarray(da.values)
+    if not np.issubdtype(values.dtype, np.floating) and not np.issubdtype(values.dtype, np.complexfloating):
+        return
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    where = []
+    for axis, dim in enumerate(da.dims):
+        hit = np.flatnonzero(bad.any(axis=tuple(a for a in range(bad.ndim) if a != axis)))
+        if dim in da.coords and da[dim].ndim == 1:
+            c = np.asarray(da[dim].values)[hit]
+            if np.issubdtype(c.dtype, np.datetime64):
+                lo, hi = (str(v.astype("datetime64[s]")) for v in (c.min(), c.max()))
+            else:
+                lo, hi = (f"{v:g}" if np.issubdtype(c.dtype, np.number) else str(v) for v in (c.min(), c.max()))
+        else:
+            dim, lo, hi = f"{dim} index", str(hit.min()), str(hit.max())
+        where.append(f"{dim} {lo}" if lo == hi else f"{dim} {lo} to {hi}")
+    for name_, c in da.coords.items():  # a selected level or time (a scalar coordinate) is part of the place
+        v = np.asarray(c.values)
+        if v.ndim == 0 and (np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.datetime64)):
+            where.append(f"{name_} {v.astype('datetime64[s]') if np.issubdtype(v.dtype, np.datetime64) else f'{v:g}'}")
+    n, nan = int(bad.sum()), int(np.isnan(values).sum())
+    raise DataError(
+        f"background variable {name!r} has {n} non-finite value{'s' if n > 1 else ''} ({nan} NaN, {n - nan} "
+        f"infinite) of {values.size}, at {', '.join(where)}; expected finite values everywhere: an analysis "
+        f"spreads a missing background value over its neighbours. Fix: {fix}"
+    )

@@ -257,3 +257,49 @@ def test_inputs_are_not_modified(era5):
     build_problem(era5, obs, obs_error={"t": 0.5})
     xr.testing.assert_identical(era5, before_bg)
     xr.testing.assert_identical(obs, before_obs)
+
+
+def test_a_background_with_nan_is_refused_saying_where(era5):
+    """A NaN in an observed background variable made OI spread NaN over the observations' radius before."""
+    from xphyda.errors import DataError
+
+    gap = era5.copy(deep=True)
+    gap["t"] = gap.t.where(~((gap.level == 850) & (gap.latitude > 25) & (gap.latitude < 40)))
+    with pytest.raises(DataError, match=r"'t' has \d+ non-finite .*level 850, latitude 26 to 39.*Fix: fill"):
+        build_problem(gap, stations([250.0, 260.0, 270.0]))
+    assert build_problem(gap, stations([250.0, 260.0, 270.0]), finite=False).count("used") == 3
+
+
+def test_a_scalar_level_compares_observations_at_it(era5):
+    """``era5.sel(level=500)``: stations at 500 hPa are used, those at 850 hPa are outside the grid; before, the
+    pressure was ignored and 850 hPa temperatures were compared with t500."""
+    from xphyda.obs import FLAGS
+
+    problem = build_problem(era5.sel(level=500), stations([250.0, 260.0, 270.0], pressure=(500.0, 850.0, 500.0)))
+    np.testing.assert_array_equal(problem.targets["t"].flags, [0, FLAGS["outside_grid"], 0])
+    # without pressures the observations are taken at the one level, as for a background without levels
+    assert build_problem(era5.sel(level=500), stations([250.0, 260.0, 270.0], pressure=None)).count("used") == 3
+
+
+def test_platforms_on_different_dimensions_and_two_latitudes_are_explained(era5):
+    a = stations([252.0, 270.0], lat=(48.2, 10.0), lon=(16.4, 20.0), pressure=(500.0, 850.0))
+    b = xr.Dataset({"ta": ("flight", [253.0, 262.0], {"units": "K"})},
+                   coords={"flat": ("flight", [50.0, 52.0]), "flon": ("flight", [10.0, 11.0]),
+                           "fp": ("flight", [500.0, 700.0], {"units": "hPa"})})
+    with pytest.raises(ObservationError, match=r"'ta' \(dimensions \('flight',\)\) has no coordinates.*Fix: put"):
+        build_problem(era5, xr.merge([a, b]))
+    named = b.rename(flat="latitude", flon="longitude")
+    with pytest.raises(ObservationError, match=r"latitude is ambiguous.*\['lat', 'latitude'\].*Fix: drop"):
+        build_problem(era5, xr.merge([a, named]))
+
+
+def test_levels_in_pascals_without_units_are_explained(era5):
+    pa = era5.assign_coords(level=era5.level * 100)  # keeps the attribute 'hPa'
+    with pytest.raises(UnitsError, match=r"'level' has units 'hPa' and values up to 85000 hPa.*Fix: .*'Pa'"):
+        build_problem(pa, stations([250.0, 260.0, 270.0]))
+    bare = pa.assign_coords(level=("level", pa.level.values))
+    with pytest.raises(UnitsError, match=r"'level' has no units and values up to 85000 hPa"):
+        build_problem(bare, stations([250.0, 260.0, 270.0]))
+    obs = stations([250.0, 260.0, 270.0], pressure=(50000.0, 85000.0, 70000.0))
+    with pytest.raises(UnitsError, match=r"observation pressure 'pressure' has units 'hPa' and values up to 85000"):
+        build_problem(era5, obs)

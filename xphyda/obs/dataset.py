@@ -97,6 +97,13 @@ def _coord(obs, key: str) -> str:
     try:
         return find_coord(obs, key)
     except CoordinateError as exc:
+        if "candidate" in str(exc):  # ambiguous; find_coord's own fix (a keyword) does not apply to observations
+            found = str(exc).split(", expected")[0]
+            raise ObservationError(
+                f"the observations' {key} is ambiguous: {found}; expected one per observation. Fix: drop the "
+                "others (obs.drop_vars([...])), or for platforms on different dimensions put them on one "
+                "dimension (xr.concat([a, b.rename(...)], 'station'))"
+            ) from None
         hint = ""
         if isinstance(obs, xr.Dataset):
             like = [
@@ -258,9 +265,17 @@ def _pressure_pa(coord: xr.DataArray, name: str) -> np.ndarray:
     ureg = registry()
     if ureg.Quantity(1, unit).dimensionality != ureg.Quantity(1, "Pa").dimensionality:
         raise UnitsError(
-            f"observation pressure {name!r} has units {units!r}; expected a pressure such as 'hPa'"
+            f"observation pressure {name!r} has units {units!r}; expected a pressure such as 'hPa'. Fix: "
+            f"obs[{name!r}].attrs['units'] = 'hPa' if these are pressures; observations at heights need pressures"
         )
-    return ureg.Quantity(np.asarray(coord.values, dtype=np.float64), unit).m_as("Pa")
+    pa = ureg.Quantity(np.asarray(coord.values, dtype=np.float64), unit).m_as("Pa")
+    if np.any(pa > 110000.0):
+        said = "no units" if coord.attrs.get("units") is None else f"units {units!r}"
+        raise UnitsError(
+            f"observation pressure {name!r} has {said} and values up to {np.nanmax(pa) / 100:g} hPa; expected "
+            f"pressures of at most 1100 hPa. Fix: obs[{name!r}].attrs['units'] = 'Pa' if they are in pascals"
+        )
+    return pa
 
 
 def _broadcast(da: xr.DataArray, coord: str) -> np.ndarray:
@@ -389,6 +404,16 @@ def observation_variables(
                 f"NaN{' after regridding' if kind == 'gridded' else ''}: nothing "
                 f"is observed. Fix: drop it (obs.drop_vars({n!r}) or variables=[...])"
                 + ("; check that the observation grid overlaps the background's" if kind == "gridded" else "")
+            )
+        lost = [c for c in (lat, lon) if c not in da.coords]
+        if lost:
+            raise ObservationError(
+                f"observation variable {n!r} (dimensions {da.dims}) has no coordinates {lost}: the observations' "
+                f"latitude {lat!r} and longitude {lon!r} lie along {obs[lat].dims}. Expected every observation "
+                "variable along the dimension of one latitude and one longitude. Fix: put the platforms on one "
+                "dimension, e.g. xr.concat([a, b.rename(flight='station', flat='lat', flon='lon')], 'station') "
+                "(the values of a variable a platform lacks are NaN, flagged missing_value), or assimilate them "
+                "one after the other"
             )
         out.append(_flatten(n, da, obs, background, lat=lat, lon=lon, obs_error=obs_error))
     return kind, out

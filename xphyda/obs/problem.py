@@ -34,7 +34,7 @@ import scipy.sparse as sp
 import xarray as xr
 
 from ..errors import GridError, ObservationError
-from ..grid import Grid, discover_grid
+from ..grid import Grid, discover_grid, require_finite
 from .dataset import ObsVariable, observation_variables, variable_kind
 from .operator import build_operator
 from .qc import FLAGS, duplicates, match_times
@@ -97,12 +97,15 @@ class ObsProblem:
         )
 
 
-def _state(background: xr.Dataset, name: str, grid: Grid):
+def _state(background: xr.Dataset, name: str, grid: Grid, finite: bool = True):
     da = background[name]
     allowed = {grid.lat, grid.lon, grid.level, grid.time} - {None}
     extra = [d for d in da.dims if d not in allowed]
     if grid.lat not in da.dims or grid.lon not in da.dims:
-        raise GridError(f"background variable {name!r} is not on the horizontal grid; its dims are {da.dims}")
+        raise GridError(
+            f"background variable {name!r} is not on the horizontal grid ({grid.lat}, {grid.lon}); its dims are "
+            f"{da.dims}. Fix: observe only variables on the grid (variables=[...]) or drop it"
+        )
     if extra:
         hint = (
             f"select a member (background.isel({grid.member}=0)) or the ensemble mean"
@@ -111,13 +114,20 @@ def _state(background: xr.Dataset, name: str, grid: Grid):
         )
         raise GridError(
             f"background variable {name!r} has dimensions {extra} that an analysis does not know "
-            f"how to treat; {hint}"
+            f"how to treat. Fix: {hint}"
         )
     order = [d for d in (grid.time, grid.level, grid.lat, grid.lon) if d is not None and d in da.dims]
+    da = da.transpose(*order).compute()  # a new object: a dask-backed background is read once, not loaded in place
+    if finite:
+        require_finite(
+            da, name,
+            fix=f"fill them (for example background[{name!r}].interpolate_na({grid.lon!r}), or with values from "
+            "another source), or select the region, levels or times without them",
+        )
     kind = variable_kind(name, da)
     units = da.attrs.get("units")
     scale, offset = scale_to_si(units, kind, name=name)
-    values = np.asarray(da.transpose(*order).values, dtype=np.float64) * scale + offset
+    values = np.asarray(da.values, dtype=np.float64) * scale + offset
     shape = (
         da.sizes[grid.time] if grid.time in da.dims else 1,
         da.sizes[grid.level] if grid.level in da.dims else 1,
@@ -144,9 +154,14 @@ def _time_window(times: np.ndarray, window) -> np.timedelta64 | None:
     )
 
 
-def _target(background, grid, name, pieces: list[ObsVariable], times, window) -> Target:
-    kind, units, scale, offset, dims, xb = _state(background, name, grid)
+def _target(background, grid, name, pieces: list[ObsVariable], times, window, finite=True) -> Target:
+    kind, units, scale, offset, dims, xb = _state(background, name, grid, finite)
     levels = grid.level_pa if grid.level in dims else None
+    if levels is None and grid.level_pa is not None and grid.level_pa.size == 1 and grid.level not in background.dims:
+        # one pressure level as a scalar coordinate (background.sel(level=500)): observations that carry a
+        # pressure are compared at it, those at other pressures are outside the grid
+        if all(p.pressure is not None for p in pieces):
+            levels = grid.level_pa
     y = np.concatenate([p.values for p in pieces])
     n = y.size
     flags = np.zeros(n, dtype=np.int8)
@@ -237,6 +252,7 @@ def build_problem(
     regrid="auto",
     min_coverage: float = 0.5,
     regrid_backend: str = "auto",
+    finite: bool = True,
 ) -> ObsProblem:
     """Turn ``obs`` into per-variable arrays against ``background`` (see the module notes).
 
@@ -262,6 +278,11 @@ def build_problem(
     min_coverage : float
         See :func:`xphyda.obs.regridding.regrid`.
     regrid_backend : {"auto", "xesmf", "xphyda"}
+    finite : bool
+        Refuse (:class:`~xphyda.errors.DataError`) an observed background
+        variable with NaN or infinite values.  The diffusion analysis passes
+        ``False`` and checks the channels its model uses instead (a variable it
+        does not analyse may have gaps).
 
     Returns
     -------
@@ -295,7 +316,7 @@ def build_problem(
     for v in obsvars:
         by_target.setdefault(v.target, []).append(v)
     targets = {
-        name: _target(background, grid, name, pieces, times, window) for name, pieces in by_target.items()
+        name: _target(background, grid, name, pieces, times, window, finite) for name, pieces in by_target.items()
     }
     problem = ObsProblem(grid=grid, kind=kind, times=times, targets=targets, variables=obsvars)
     if problem.count("used") == 0:
@@ -308,6 +329,6 @@ def build_problem(
                 if grid.level_pa is not None
                 else ""
             )
-            + "; check the observations' coordinates, units of pressure, and times"
+            + ". Fix: check the observations' coordinates, units of pressure (without units they are read as hPa) and times"
         )
     return problem
