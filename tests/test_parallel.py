@@ -202,3 +202,10 @@ def test_assimilate_hands_many_times_to_assimilate_times(case):
     assert_same(lazy, direct)
     with pytest.raises(PhydaError, match="not used by method 'oi'"):
         assimilate(background, obs, method="oi", seed=1, progress=False)
+
+
+def test_a_time_without_observations_is_named_with_a_readable_window(case):
+    _, background, obs = case
+    first = obs.isel(time=[0])
+    with pytest.raises(ObservationError, match=r"3 of 4 background times .*time window 0 days 03:00:00 .*Fix"):
+        assimilate_times(background, first, method="oi", progress=False)

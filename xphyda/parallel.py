@@ -49,6 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from .errors import NotAnalysedWarning, ObservationError, PhydaError
@@ -419,7 +420,7 @@ def assimilate_times(
     if empty:
         raise ObservationError(
             f"{len(empty)} of {times.size} background times have no observation within the time window "
-            f"{window} (nearest-time matching): {empty[:5]}{' ...' if len(empty) > 5 else ''}. Fix: leave them "
+            f"{'(any)' if window is None else pd.Timedelta(window)} (nearest-time matching): {empty[:5]}{' ...' if len(empty) > 5 else ''}. Fix: leave them "
             f"out (background.sel({tdim}=...)), or widen time_window"
         )
     if split.dim is not None:
