@@ -218,6 +218,10 @@ def test_assimilate_phyda_with_a_model_folder(files, tiny_model, tmp_path, capsy
     ana = _open(out)
     assert ana["t"].sizes["member"] == 2
     assert "tiny" in ana.attrs["history"] and "--seed 3" in ana.attrs["history"]
+    # the untrained model fits the observations worse than the background: one line, without a path
+    err = capsys.readouterr().err
+    assert "phyda: warning (PoorFitWarning): the PhyDA analysis fits the observations worse" in err
+    assert ".py:" not in err and "bin/phyda" not in err
 
 
 def test_assimilate_phyda_balance_and_calibration_options(files, tmp_path, capsys):

@@ -44,6 +44,7 @@ import os
 import shlex
 import sys
 import traceback
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -711,8 +712,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"phyda: error: {message}", file=sys.stderr)
         return code
 
+    def show(message, category, filename, lineno, file=None, line=None):  # no path into the installed script
+        print(f"phyda: warning ({category.__name__}): {message}", file=sys.stderr if file is None else file)
+
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = show
+            return args.func(args)
     except SystemExit as exc:  # a forwarded command's own parser: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
     except KeyboardInterrupt:
