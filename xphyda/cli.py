@@ -602,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
              "--data ERA5_STORE")
     p.add_argument("--data", required=True, metavar="STORE", help="training store: corpus folder, Zarr, netCDF or GRIB")
     p.add_argument("--preset", default="jcm-t31-v1", metavar="NAME", help="channel layout and grid (see `phyda models`)")
-    p.add_argument("--out", metavar="DIR", help="model folder (default: ~/.cache/xphyda/models/PRESET)")
+    p.add_argument("--out", metavar="DIR", help="model folder (default: ~/.cache/xphyda/models/PRESET, or PRESET-user when a bundled model has that name)")
     p.add_argument("--steps", type=int, default=2000, metavar="N", help="total optimiser steps")
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="global batch size")
     p.add_argument("--lr", type=float, default=2e-4, help="learning rate")

@@ -176,8 +176,33 @@ def _grid(cfg: dict, source_grid):
     return model_grid(g["nlat"], g["nlon"], kind="equiangular")
 
 
-def _cache(data, cfg: dict, work: Path, progress: bool) -> Path:
-    """Write the model's channels once with one state per chunk (fast random access); reuse it after."""
+def _check_global(ds, data) -> None:
+    """The presets' models are global: a regional store is a GridError (it trained as if global before)."""
+    import numpy as np
+
+    from .errors import GridError
+
+    lat = np.sort(np.asarray(ds["latitude"].values, dtype=float))
+    lon = np.sort(np.mod(np.asarray(ds["longitude"].values, dtype=float), 360.0))
+    dlat = float(np.median(np.diff(lat))) if lat.size > 1 else 180.0
+    gaps = np.diff(np.concatenate([lon, lon[:1] + 360.0])) if lon.size else np.array([360.0])
+    polar = max(90.0 - lat[-1], lat[0] + 90.0) if lat.size else 180.0  # the wider of the two polar caps left out
+    if lat.size < 3 or polar > 1.5 * dlat or float(gaps.max()) > 3.0 * float(np.median(gaps)):
+        raise GridError(
+            f"the training data {data} cover latitudes {lat[0]:g} to {lat[-1]:g} and longitudes {lon[0]:g} to "
+            f"{lon[-1]:g} (largest gap {float(gaps.max()):g} degrees); a preset's model is global, with periodic "
+            "longitudes and both poles. Fix: train on a global store (a regional model is not supported)"
+        )
+
+
+def _cache(data, cfg: dict, work: Path, progress: bool, target=None) -> Path:
+    """Write the model's channels once with one state per chunk (fast random access); reuse it after.
+
+    ``target``: the grid (a Dataset of ``latitude`` and ``longitude``) to regrid to whatever the store's, the
+    starting model's for a fine-tune; else the preset's grid when the store's size differs from it.
+    """
+    import numpy as np
+
     from .data.pipeline import open_store, write_store
 
     cache = work / "cache.zarr"
@@ -186,7 +211,12 @@ def _cache(data, cfg: dict, work: Path, progress: bool) -> Path:
         return cache
     variables = list(cfg["variables"]) + list(cfg.get("surface", []))
     ds = open_store(data, variables=variables, levels=cfg["levels_hpa"])
+    _check_global(ds, data)
     grid = _grid(cfg, (ds.sizes["latitude"], ds.sizes["longitude"]))
+    if target is not None:
+        same = all(ds.sizes[c] == target.sizes[c] and np.allclose(ds[c].values, target[c].values)
+                   for c in ("latitude", "longitude"))
+        grid = None if same else target
     if grid is not None:
         ds = open_store(data, variables=variables, levels=cfg["levels_hpa"], grid=grid)
     if progress:
@@ -319,6 +349,88 @@ def _denoiser_obs(value, init, *, use_vre: bool, resumed: dict) -> bool:
         raise ModelError("denoiser_obs=True needs the VRE: without it the denoiser is conditioned on [y, mask] "
                          "already. Fix: drop denoiser_obs (or --denoiser-obs) for the no-VRE ablation")
     return value
+
+
+def _data_id(data) -> str | None:
+    """A store as an absolute path (or URL) for the run's record; None for an in-memory Dataset."""
+    if isinstance(data, (list, tuple)):
+        return " ".join(filter(None, (_data_id(d) for d in data))) or None
+    if isinstance(data, (str, os.PathLike)):
+        text = str(data)
+        return text if "://" in text else str(Path(text).expanduser().resolve())
+    return None
+
+
+def _same_data(data, saved: dict, out: Path) -> None:
+    """A resumed run reads its cached copy of the store it was started with: another store is an error."""
+    was, now = saved.get("data"), _data_id(data)
+    if was and now and was != now:
+        raise ModelError(
+            f"{out} is a run started on {was}; this call gives {now}. Resuming would go on training on the first "
+            f"store's cached copy. Fix: pass --data {was} to resume it, or --out NEW_FOLDER to train on {now}"
+        )
+
+
+def _check_training_stats(stats, data) -> None:
+    """Refuse training data with NaN or infinite values, or temperatures and humidities in other units."""
+    bad = (stats.info or {}).get("nonfinite") or {}
+    if bad:
+        listed = ", ".join(f"{n} {100 * f:.3g} %" for n, f in list(bad.items())[:8])
+        raise DataError(
+            f"the training data {data} have NaN or infinite values in {len(bad)} channels (share of the sampled "
+            f"states' values: {listed}{' ...' if len(bad) > 8 else ''}); expected finite values everywhere: one "
+            "makes the loss NaN. Fix: fill them (ds.interpolate_na(...)) or leave out the times that have them "
+            "(ds.dropna('time', how='any')), write a new store and train into a new --out (this run's work/ holds a "
+            "copy of these values)"
+        )
+    for name, mean in zip(stats.channels, stats.mean):
+        kind = name.rstrip("0123456789")
+        if kind in ("t", "t2m") and not 150.0 < mean < 350.0:
+            raise DataError(
+                f"the training data's {name} averages {mean:.4g} K: not a temperature in kelvin. Fix: check its units "
+                "attribute (Celsius values labelled 'K'?) and correct it, e.g. ds['t'].attrs['units'] = 'degC', then "
+                "train into a new --out (this run's work/ holds a copy of these values)"
+            )
+        if kind == "q" and not -1e-4 < mean < 0.05:
+            raise DataError(
+                f"the training data's {name} averages {mean:.4g} kg kg-1: not a specific humidity in kg kg-1. Fix: "
+                "check its units attribute (g kg-1 values labelled 'kg kg-1'?) and correct it, then train into a new "
+                "--out (this run's work/ holds a copy of these values)"
+            )
+
+
+def _check_numbers(*, steps, batch_size, lr, physics_lambda, laws, num_workers, seed) -> None:
+    """The run's numbers and laws, checked before any folder is made (they reached torch as raw errors before)."""
+    import math
+    import numbers
+
+    from .model.physics_loss import _NEEDS
+
+    def whole(value, low):
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+    def real(value):
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+    bad = [
+        (name, value, want, eg) for name, value, ok, want, eg in (
+            ("steps", steps, whole(steps, 1), "an integer of at least 1", "steps=2000"),
+            ("batch_size", batch_size, whole(batch_size, 1), "an integer of at least 1", "batch_size=8"),
+            ("lr", lr, real(lr) and lr > 0, "a finite number above 0", "lr=2e-4"),
+            ("physics_lambda", physics_lambda, real(physics_lambda) and physics_lambda >= 0,
+             "a finite number of at least 0 (0 trains without the physics term)", "physics_lambda=0.02"),
+            ("num_workers", num_workers, whole(num_workers, 0), "an integer of at least 0", "num_workers=0"),
+            ("seed", seed, whole(seed, 0), "an integer of at least 0", "seed=0"),
+        ) if not ok
+    ]
+    if bad:
+        name, value, want, eg = bad[0]
+        raise ModelError(f"{name} must be {want}; got {value!r}. Fix: e.g. {eg} (phyda train --{name.replace('_', '-')})")
+    laws = (laws,) if isinstance(laws, str) else tuple(laws)
+    unknown = [law for law in laws if law not in _NEEDS]
+    if unknown:
+        raise ModelError(f"unknown physics laws {unknown}; expected some of {sorted(_NEEDS)}. Fix: check the spelling, "
+                         "or pass physics_lambda=0 to train without the physics term")
 
 
 def _positive_int(value) -> bool:
@@ -682,6 +794,11 @@ def train_prior(
     from .models import user_cache
 
     cfg = preset_config(preset)
+    _check_numbers(steps=steps, batch_size=batch_size, lr=lr, physics_lambda=physics_lambda, laws=laws,
+                   num_workers=num_workers, seed=seed)
+    from .model.train import _resolve_device
+
+    _resolve_device(device)  # an unknown device, or CUDA on a machine without, fails before any folder is made
     if (isinstance(lr_decay_steps, bool) or not isinstance(lr_decay_steps, (int, float, np.integer))
             or int(lr_decay_steps) != lr_decay_steps or not 0 <= lr_decay_steps <= steps):
         raise ModelError(
@@ -693,15 +810,25 @@ def train_prior(
     names = ChannelSpec(cfg["variables"], cfg["levels_hpa"], cfg.get("surface", ())).names
     use_vre = require_bool("use_vre", use_vre, fix="pass use_vre=False (or --no-vre) for the no-VRE ablation, else True")
     channel_weights = _channel_weights(channel_weights, names)  # checked before any folder is made
-    out = Path(out) if out is not None else user_cache() / preset
-    before = saved_sizes(out / "work")
+    if out is None:
+        from .models import _bundled
+
+        # the user cache is searched before the package: a run named like a bundled model would hide it
+        out = user_cache() / (f"{preset}-user" if (_bundled() / preset).is_dir() else preset)
+        if progress:
+            print(f"training into {out} (pass --out to choose)")
+    out = Path(out)
+    saved = (_read_json(out / "work" / "run_options.json", "the run's options")
+             if (out / "work" / "run_options.json").exists() else {})
+    _same_data(data, saved, out)
+    # a run stopped before its first checkpoint has no training state: its sizes are in run_options.json
+    before = saved_sizes(out / "work") or dict(saved.get("architecture") or {})
     sizes = _architecture(widths, vre_widths, features, init_from=init_from, use_vre=use_vre,
                           grid=cfg.get("grid") or {}, resumed=before)
     init = _initial_model(init_from, preset, names) if init_from is not None else None
     denoiser_obs = _denoiser_obs(denoiser_obs, init, use_vre=use_vre, resumed=before)
     options = _run_inputs(static, static_from, attention, stats_from, init=init, init_from=init_from, data=data,
-                          saved=_read_json(out / "work" / "run_options.json", "the run's options")
-                          if (out / "work" / "run_options.json").exists() else {})
+                          saved=saved)
     statistics = _statistics_from(stats_from, names) if stats_from is not None else None
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
@@ -730,8 +857,15 @@ def train_prior(
                             {"gain": arch["background_gain"], "spread": arch["sigma_data"]})
         if statistics is not None:
             _put_statistics(work, *statistics, stats_from)
-        _write_json(work / "run_options.json", {k: v for k, v in options.items() if k != "source"})
-    source = _cache(data, cfg, work, progress and rank == 0) if cache and rank == 0 else data
+        _write_json(work / "run_options.json", {**{k: v for k, v in options.items() if k != "source"},
+                                                "data": _data_id(data), "architecture": sizes})
+    target = None
+    if init is not None and (init[1].get("grid") or {}).get("latitude") is not None:
+        import xarray as xr
+
+        target = xr.Dataset(coords={"latitude": ("latitude", np.asarray(init[1]["grid"]["latitude"], float)),
+                                    "longitude": ("longitude", np.asarray(init[1]["grid"]["longitude"], float))})
+    source = _cache(data, cfg, work, progress and rank == 0, target) if cache and rank == 0 else data
     if rank != 0:
         import time
 
@@ -741,6 +875,16 @@ def train_prior(
     variables = list(cfg["variables"]) + list(cfg.get("surface", []))
     td = prepare(source, variables=variables, levels=cfg["levels_hpa"], stats=work / "stats.json",
                  max_times=stats_max_times)
+    _check_training_stats(td.stats, data)
+    if td.split is None and rank == 0:
+        import warnings
+
+        warnings.warn(
+            f"the training data {data} are too short for a time split (a training range, then a validation and a "
+            "test year): every time is used for training, and an evaluation on these data (phyda evaluate) would "
+            "score the model on its own training times. Fix: train on a longer store to hold years out",
+            UserWarning, stacklevel=2,
+        )
     if rank == 0:
         (work / "stats.done").write_text("ok")
     spec, stats = td.spec, td.stats
@@ -789,7 +933,7 @@ def train_prior(
         provenance = {}
     card = {
         "name": out.name,
-        "description": cfg["description"],
+        "description": f"trained by phyda train with preset {preset!r} on {_data_id(data) or 'an in-memory Dataset'}",
         "preset": preset,
         "channels": spec.to_dict(),
         "variables": list(spec.level_variables),
@@ -799,7 +943,7 @@ def train_prior(
         "grid": {"latitude": lat.tolist(), "longitude": lon.tolist()},
         "normalisation": stats.to_dict(),
         "training": {
-            "data": str(data),
+            "data": _data_id(data) or str(type(data).__name__),
             "data_attrs": provenance,
             "split": td.split.to_dict() if td.split is not None else None,
             "lead_hours": 24,

@@ -525,3 +525,103 @@ def test_train_prior_under_torchrun_writes_the_runs_files_once(make_corpus, tmp_
     assert json.loads((tmp_path / "ddp" / "work" / "stats.json").read_text()) == json.loads(
         (base / "work" / "stats.json").read_text())
     assert not list((tmp_path / "ddp" / "work").glob(".*.tmp"))  # every atomic write completed
+
+
+# --------------------------------------------------------------------------- awkward runs (exploratory review)
+@pytest.mark.parametrize(("bad", "says"), [
+    ({"batch_size": 0}, "batch_size must be an integer of at least 1; got 0"),
+    ({"lr": -1.0}, "lr must be a finite number above 0; got -1.0"),
+    ({"lr": float("nan")}, "lr must be a finite number above 0; got nan"),
+    ({"num_workers": -1}, "num_workers must be an integer of at least 0"),
+    ({"steps": "5"}, "steps must be an integer of at least 1; got '5'"),
+    ({"physics_lambda": -1.0}, "physics_lambda must be a finite number of at least 0"),
+    ({"laws": ("hydrostatik",)}, "unknown physics laws ['hydrostatik']"),
+    ({"device": "tpu"}, "unknown device 'tpu'"),
+])
+def test_bad_numbers_laws_and_devices_fail_before_any_folder(make_corpus, tmp_path, tiny_preset, bad, says):
+    """They reached torch or the data loader as raw errors (exit 4, 'internal error') before."""
+    from xphyda.errors import ModelError
+
+    corpus = make_corpus(n_traj=1, n_times=8)
+    kw = dict(preset=tiny_preset, out=tmp_path / "out" / "m", steps=2, batch_size=2, progress=False)
+    with pytest.raises(ModelError, match=re.escape(says) + ".*Fix"):
+        train_prior(corpus, **{**kw, **bad})
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_resumes_only_on_its_own_store_and_with_its_sizes(make_corpus, tmp_path, tiny_preset):
+    """Resuming with another --data trained on the first store's cache and recorded the second; a run stopped
+    before its first checkpoint forgot its sizes and restarted with the default network."""
+    from xphyda.errors import ModelError
+
+    corpus = make_corpus(n_traj=2, n_times=24)
+    other = make_corpus(n_traj=2, n_times=24, name="other")
+    kw = dict(preset=tiny_preset, out=tmp_path / "m", batch_size=2, progress=False, stats_max_times=None)
+    train_prior(corpus, steps=1, widths=(8, 16), vre_widths=(8, 16), features=2, **kw)
+    with pytest.raises(ModelError, match=rf"started on {re.escape(str(corpus))}.*Fix: pass --data"):
+        train_prior(other, steps=2, **kw)
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["training"]["data"] == str(corpus.resolve()) and card["description"].startswith("trained by phyda")
+    for f in ("train_state.json", "train_state.safetensors"):  # as if killed before the first checkpoint
+        (tmp_path / "m" / "work" / f).unlink()
+    out = train_prior(corpus, steps=2, **kw)
+    card = json.loads((out / "card.json").read_text())
+    assert (card["architecture"]["widths"], card["architecture"]["features"]) == ([8, 16], 2)
+
+
+def _store(corpus_dataset, path, change):
+    import xarray as xr  # noqa: F401
+
+    from tests.data.conftest import write_zarr
+
+    ds = corpus_dataset(n_times=24)
+    write_zarr(change(ds), path)
+    return path
+
+
+@pytest.mark.parametrize(("change", "error", "says"), [
+    (lambda ds: ds.assign(t=ds.t.where(ds.time != ds.time[5])), "DataError",
+     r"NaN or infinite values in 2 channels \(.*t500 4.17 %, t850 4.17 %.*Fix: fill them"),
+    (lambda ds: ds.assign(t=(ds.t - 273.15).assign_attrs(ds.t.attrs)), "DataError",
+     r"t500 averages -\d.* K: not a temperature in kelvin.*Fix: check its units"),
+    (lambda ds: ds.isel(latitude=slice(0, 3)), "GridError", r"cover latitudes .* a preset's model is global.*Fix"),
+])
+def test_data_with_nan_wrong_units_or_a_region_are_refused(tmp_path, tiny_preset, change, error, says):
+    import xphyda.errors
+    from tests.data.conftest import corpus_dataset
+
+    path = _store(corpus_dataset, tmp_path / "store.zarr", change)
+    with pytest.raises(getattr(xphyda.errors, error), match=says):
+        train_prior(path, preset=tiny_preset, out=tmp_path / "m", steps=1, batch_size=2, progress=False,
+                    widths=(8, 16), vre_widths=(8, 16), features=2, stats_max_times=None)
+
+
+def test_the_default_folder_does_not_hide_a_bundled_model_of_the_preset_name(make_corpus, tmp_path, tiny_preset,
+                                                                              monkeypatch):
+    import xphyda.models
+
+    bundled = tmp_path / "pkg"
+    (bundled / tiny_preset).mkdir(parents=True)
+    monkeypatch.setattr(xphyda.models, "_bundled", lambda: bundled)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = train_prior(make_corpus(n_traj=2, n_times=24), preset=tiny_preset, steps=1, batch_size=2, progress=False,
+                      widths=(8, 16), vre_widths=(8, 16), features=2, stats_max_times=None)
+    assert out == tmp_path / "cache" / "xphyda" / "models" / f"{tiny_preset}-user" and (out / "card.json").exists()
+
+
+def test_a_fine_tune_regrids_the_data_to_its_models_grid(make_corpus, tmp_path, tiny_preset):
+    """``--init-from`` on a store on another grid: regridded to the starting model's own (Gaussian) latitudes.
+    Before, the store was regridded to an equiangular grid of the preset's size and the run failed on the grid
+    check after caching, saying the two grids (of the same size) differed."""
+    from tests.data.conftest import corpus_dataset, write_zarr
+
+    base = train_prior(make_corpus(n_traj=2, n_times=24), preset=tiny_preset, out=tmp_path / "base", steps=1,
+                       batch_size=2, progress=False, widths=(8, 16), vre_widths=(8, 16), features=2,
+                       stats_max_times=None)
+    finer = tmp_path / "finer.zarr"
+    write_zarr(corpus_dataset(n_times=24, nlat=16, nlon=32), finer)
+    out = train_prior(finer, preset=tiny_preset, out=tmp_path / "tuned", steps=1, batch_size=2, progress=False,
+                      init_from=base, stats_max_times=None)
+    a, b = (json.loads((m / "card.json").read_text())["grid"] for m in (base, out))
+    np.testing.assert_allclose(a["latitude"], b["latitude"])
+    np.testing.assert_allclose(a["longitude"], b["longitude"])

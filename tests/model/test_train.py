@@ -253,3 +253,52 @@ def test_channel_weights_reweight_the_loss_and_are_checked(tmp_path):
         with pytest.raises(ModelError, match="channel_weights must be 10 positive finite numbers"):
             train(tiny_net(), Toy(), config=config(steps=1, channel_weights=bad), out_dir=tmp_path / "bad",
                   physics=None, lat=LAT, progress=False)
+
+
+class Interrupting(Toy):
+    """Sends this process SIGINT (Ctrl-C) while item ``at`` is read, as a user would in the middle of a step."""
+
+    def __init__(self, at, **kw):
+        super().__init__(**kw)
+        self.at, self.sent = at, False
+
+    def __getitem__(self, i):
+        if not self.sent and i == self.at:
+            import signal
+
+            self.sent = True
+            signal.raise_signal(signal.SIGINT)
+        return super().__getitem__(i)
+
+
+def test_ctrl_c_finishes_the_step_saves_the_state_and_resumes_exactly(tmp_path):
+    """Ctrl-C used to lose every step since the last checkpoint (up to 199); now the step in progress ends, the
+    state is saved, and the resumed run gives the straight run's weights."""
+    torch.manual_seed(0)
+    train(tiny_net(), Toy(), config=config(checkpoint_every=100), out_dir=tmp_path / "a", physics=physics(), lat=LAT,
+          progress=False)
+    torch.manual_seed(0)
+    data = Interrupting(at=-1)
+    data.at = int(next(iter(train.__globals__["StepBatchSampler"](len(data), 4, seed=0, start_step=2, steps=6)))[0])
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), data, config=config(checkpoint_every=100), out_dir=tmp_path / "b", physics=physics(),
+              lat=LAT, progress=False)
+    net = tiny_net()
+    assert load_train_state(tmp_path / "b", net, tiny_net(), torch.optim.AdamW(net.parameters())) == 3
+    train(tiny_net(), Toy(), config=config(checkpoint_every=100), out_dir=tmp_path / "b", physics=physics(), lat=LAT,
+          progress=False)
+    net_a, net_b = tiny_net(), tiny_net()
+    load_train_state(tmp_path / "a", net_a, tiny_net(), torch.optim.AdamW(net_a.parameters()))
+    assert load_train_state(tmp_path / "b", net_b, tiny_net(), torch.optim.AdamW(net_b.parameters())) == 6
+    for (k, va), vb in zip(net_a.state_dict().items(), net_b.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-5), k
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_state(tmp_path):
+    from xphyda.errors import ModelError
+
+    data = Toy()
+    data.x[5, 0, 3, 3] = float("nan")
+    with pytest.raises(ModelError, match=r"loss is not finite at step \d+ .*state saved at step \d+ .*Fix: look for NaN"):
+        train(tiny_net(), data, config=config(steps=12), out_dir=tmp_path / "n", physics=physics(), lat=LAT,
+              progress=False)

@@ -370,6 +370,8 @@ def compute_stats(
     state_sums, diff_sums = dask.compute(lazy_state, lazy_diff)
     s = [np.sum([t[i] for t in state_sums], axis=0) for i in range(3)]
     mean, std = _finish(*s, ref)
+    full = float(sum(i.size for i in state_idx)) * float(w[0].sum())  # the weight of every sampled value
+    missing = 1.0 - np.asarray(s[0], dtype=np.float64) / full
     if diff_sums:
         d = [np.sum([t[i] for t in diff_sums], axis=0) for i in range(3)]
         dmean, dstd = _finish(*d, zero)
@@ -383,6 +385,8 @@ def compute_stats(
         "grid": [int(x.shape[-2]), int(x.shape[-1])],
         "spec": spec.to_dict(),
     }
+    if np.any(missing > 1e-12):  # NaN or infinite values (area-weighted share of the sampled states'), per channel
+        info["nonfinite"] = {n: float(f) for n, f in zip(spec.names, missing) if f > 1e-12}
     if split is not None:
         info["split"] = split.to_dict()
     if not n_pairs:

@@ -29,6 +29,8 @@ import copy
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -305,11 +307,18 @@ def _resolve_device(device: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", local if world > 1 else 0)
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'. Fix: pass "
+                         "device='auto' (CUDA when present, else the CPU)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelError(f"device {device!r} is not supported; expected 'auto', 'cpu', 'cuda' or 'cuda:N'. "
+                         "Fix: pass device='auto'")
     if dev.type == "cuda" and dev.index is None and world > 1:
         dev = torch.device("cuda", local)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' was requested but torch sees no GPU; use device='auto' or 'cpu'")
+        raise ModelError("device 'cuda' was requested but torch sees no GPU. Fix: use device='auto' or 'cpu'")
     return dev
 
 
@@ -411,50 +420,78 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
     sd = net.denoiser.data_std()  # one value, or one per channel (training backgrounds are complete)
     sd_rms = float(sd.pow(2).mean().sqrt())
     t0 = time.perf_counter()
-    for batch in loader:
-        gen = _step_generator(config.seed, rank, step)
-        x = batch["truth"].to(device)
-        bg = batch["background"].to(device)
-        y, mask = simulate_observations(x, fraction=config.obs_fraction, noise=config.obs_noise, generator=gen, groups=groups)
-        sigma = torch.exp(config.p_mean + config.p_std * torch.randn(x.shape[0], generator=gen)).to(device)
-        noise = torch.randn(x.shape, generator=gen).to(device)
-        denoised, recon = model(x + sigma[:, None, None, None] * noise, sigma, bg, y, mask)
-        lam = loss_weight(sigma[:, None, None, None], sigma_data=sd.to(x.dtype))
-        den = (lam * (denoised - x) ** 2 * weights).mean((1, 2, 3)).mean()
-        loss = den
-        parts = {"denoise": float(den.detach())}
-        if recon is not None and config.rec_lambda > 0:
-            rec = ((recon - x) ** 2 * weights).mean()
-            loss = loss + config.rec_lambda * rec
-            parts["reconstruction"] = float(rec.detach())
-        if physics is not None and config.physics_lambda > 0:
-            phys, per_law = physics(denoised, x)
-            ramp = min(1.0, (step + 1) / max(1, config.physics_warmup))
-            loss = loss + ramp * config.physics_lambda * (physics_weight(sigma, sigma_data=sd_rms) * phys).mean()
-            parts.update({f"physics_{k}": float(v.detach().mean()) for k, v in per_law.items()})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(config, step)
-        opt.step()
-        with torch.no_grad():
-            decay = min(config.ema_decay, (1.0 + step) / (10.0 + step))  # warm-up: early EMA follows the net
-            for pe, pn in zip(ema.parameters(), net.parameters()):
-                pe.lerp_(pn, 1.0 - decay)
-            for be, bn in zip(ema.buffers(), net.buffers()):
-                be.copy_(bn)
-        step += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        if rank == 0 and (step % config.log_every == 0 or step == config.steps):
-            last = {"step": step, "loss": float(loss.detach()), "grad_norm": float(gnorm), **parts,
-                    "seconds": round(time.perf_counter() - t0, 2)}
-            with metrics_path.open("a") as fh:
-                fh.write(json.dumps(last) + "\n")
-        if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
-            save_train_state(out_dir, net, ema, opt, step, config, [])
+    saved_at = step
+    # Ctrl-C (single process): finish the step in progress, save the state, then stop; a second one stops at once
+    interrupted: list = []
+    catch = world == 1 and threading.current_thread() is threading.main_thread()
+
+    def _on_sigint(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+
+    previous = signal.signal(signal.SIGINT, _on_sigint) if catch else None
+    try:
+        for batch in loader:
+            gen = _step_generator(config.seed, rank, step)
+            x = batch["truth"].to(device)
+            bg = batch["background"].to(device)
+            y, mask = simulate_observations(x, fraction=config.obs_fraction, noise=config.obs_noise, generator=gen, groups=groups)
+            sigma = torch.exp(config.p_mean + config.p_std * torch.randn(x.shape[0], generator=gen)).to(device)
+            noise = torch.randn(x.shape, generator=gen).to(device)
+            denoised, recon = model(x + sigma[:, None, None, None] * noise, sigma, bg, y, mask)
+            lam = loss_weight(sigma[:, None, None, None], sigma_data=sd.to(x.dtype))
+            den = (lam * (denoised - x) ** 2 * weights).mean((1, 2, 3)).mean()
+            loss = den
+            parts = {"denoise": float(den.detach())}
+            if recon is not None and config.rec_lambda > 0:
+                rec = ((recon - x) ** 2 * weights).mean()
+                loss = loss + config.rec_lambda * rec
+                parts["reconstruction"] = float(rec.detach())
+            if physics is not None and config.physics_lambda > 0:
+                phys, per_law = physics(denoised, x)
+                ramp = min(1.0, (step + 1) / max(1, config.physics_warmup))
+                loss = loss + ramp * config.physics_lambda * (physics_weight(sigma, sigma_data=sd_rms) * phys).mean()
+                parts.update({f"physics_{k}": float(v.detach().mean()) for k, v in per_law.items()})
+            if not torch.isfinite(loss):
+                raise ModelError(
+                    f"the training loss is not finite at step {step + 1} ({', '.join(f'{k} {v:.4g}' for k, v in parts.items())}); "
+                    f"the state saved at step {saved_at} in {out_dir} is kept. Fix: look for NaN or infinite values in the "
+                    "training data (their statistics are in work/stats.json), or lower the learning rate"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+            for g in opt.param_groups:
+                g["lr"] = learning_rate(config, step)
+            opt.step()
+            with torch.no_grad():
+                decay = min(config.ema_decay, (1.0 + step) / (10.0 + step))  # warm-up: early EMA follows the net
+                for pe, pn in zip(ema.parameters(), net.parameters()):
+                    pe.lerp_(pn, 1.0 - decay)
+                for be, bn in zip(ema.buffers(), net.buffers()):
+                    be.copy_(bn)
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            if rank == 0 and (step % config.log_every == 0 or step == config.steps):
+                last = {"step": step, "loss": float(loss.detach()), "grad_norm": float(gnorm), **parts,
+                        "seconds": round(time.perf_counter() - t0, 2)}
+                with metrics_path.open("a") as fh:
+                    fh.write(json.dumps(last) + "\n")
+            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
+                save_train_state(out_dir, net, ema, opt, step, config, [])
+                saved_at = step
+            if interrupted:
+                if step > saved_at:  # keep what was done since the last checkpoint
+                    save_train_state(out_dir, net, ema, opt, step, config, [])
+                log(f"interrupted at step {step}: the training state is saved in {out_dir}; run the same command "
+                    "to resume")
+                raise KeyboardInterrupt
+    finally:
+        if catch:
+            signal.signal(signal.SIGINT, previous)
     if bar is not None:
         bar.close()
     if distributed:
