@@ -361,8 +361,13 @@ def _data_id(data) -> str | None:
     return None
 
 
-def _same_data(data, saved: dict, out: Path) -> None:
-    """A resumed run reads its cached copy of the store it was started with: another store is an error."""
+def _same_data(data, saved: dict, out: Path, preset: str | None = None) -> None:
+    """A resumed run reads its cached copy of the store it was started with: another store (or preset) is an error."""
+    if preset is not None and saved.get("preset") and saved["preset"] != preset:
+        raise ModelError(
+            f"{out} is a run of preset {saved['preset']!r}; this call gives preset {preset!r}. Fix: pass --preset "
+            f"{saved['preset']} to resume it, or --out NEW_FOLDER for a run of {preset!r}"
+        )
     was, now = saved.get("data"), _data_id(data)
     if was and now and was != now:
         raise ModelError(
@@ -820,7 +825,7 @@ def train_prior(
     out = Path(out)
     saved = (_read_json(out / "work" / "run_options.json", "the run's options")
              if (out / "work" / "run_options.json").exists() else {})
-    _same_data(data, saved, out)
+    _same_data(data, saved, out, preset)
     # a run stopped before its first checkpoint has no training state: its sizes are in run_options.json
     before = saved_sizes(out / "work") or dict(saved.get("architecture") or {})
     sizes = _architecture(widths, vre_widths, features, init_from=init_from, use_vre=use_vre,
@@ -858,7 +863,7 @@ def train_prior(
         if statistics is not None:
             _put_statistics(work, *statistics, stats_from)
         _write_json(work / "run_options.json", {**{k: v for k, v in options.items() if k != "source"},
-                                                "data": _data_id(data), "architecture": sizes})
+                                                "data": _data_id(data), "preset": preset, "architecture": sizes})
     target = None
     if init is not None and (init[1].get("grid") or {}).get("latitude") is not None:
         import xarray as xr

@@ -560,6 +560,12 @@ def test_a_run_resumes_only_on_its_own_store_and_with_its_sizes(make_corpus, tmp
     train_prior(corpus, steps=1, widths=(8, 16), vre_widths=(8, 16), features=2, **kw)
     with pytest.raises(ModelError, match=rf"started on {re.escape(str(corpus))}.*Fix: pass --data"):
         train_prior(other, steps=2, **kw)
+    PRESETS["tiny2"] = dict(PRESETS[tiny_preset])
+    try:
+        with pytest.raises(ModelError, match=r"a run of preset 'tiny'; this call gives preset 'tiny2'.*Fix"):
+            train_prior(corpus, **{**kw, "preset": "tiny2"}, steps=2)
+    finally:
+        del PRESETS["tiny2"]
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert card["training"]["data"] == str(corpus.resolve()) and card["description"].startswith("trained by phyda")
     for f in ("train_state.json", "train_state.safetensors"):  # as if killed before the first checkpoint
