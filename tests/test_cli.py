@@ -616,3 +616,13 @@ def test_simulate_summary_rejects_a_store_that_is_not_a_corpus(tmp_path, capsys)
     assert main(["simulate", str(corpus), "--summary"]) == EXIT_ERROR
     err = _error_line(capsys.readouterr().err)
     assert "not a corpus store" in err and "'w'" in err
+
+
+def test_the_summary_of_a_variable_with_no_observation_used_gives_no_nan():
+    from xphyda.cli import _obs_summary
+    from xphyda.obs import FLAGS
+
+    ana = xr.Dataset({"t_flag": ("station", [FLAGS["outside_grid"]] * 2 + [FLAGS["missing_value"]]),
+                      "t_innovation": ("station", [np.nan] * 3, {"units": "K"}),
+                      "t_residual": ("station", [np.nan] * 3, {"units": "K"})})
+    assert _obs_summary(ana) == ["  t: 0 of 2 observations used (see t_flag)"]

@@ -241,6 +241,9 @@ def _obs_summary(analysis) -> list[str]:
         omb = np.asarray(analysis[f"{var}_innovation"].values, dtype=float)
         oma = np.asarray(analysis[f"{var}_residual"].values, dtype=float)
         units = str(analysis[f"{var}_innovation"].attrs.get("units", "")).replace("**", "")
+        if not used.any():  # every one rejected or left out: no RMS to give (it printed 'nan')
+            lines.append(f"  {var}: 0 of {int(given.sum())} observations used (see {var}_flag)")
+            continue
         lines.append(f"  {var}: {int(used.sum())} of {int(given.sum())} observations used; "
                      f"RMS O-B {_rms(omb, used):.4g} -> O-A {_rms(oma, used):.4g} {units}".rstrip())
     return lines

@@ -895,7 +895,8 @@ def train_prior(
     spec, stats = td.spec, td.stats
     dataset = td.dataset("train")
     if len(dataset) < batch_size:
-        raise DataError(f"the training split of {data} has {len(dataset)} samples, fewer than a batch of {batch_size}")
+        raise DataError(f"the training split of {data} has {len(dataset)} samples, fewer than a batch of {batch_size}. "
+                        "Fix: pass a smaller --batch-size, or train on a longer store")
     coords = dataset._reader.coords() if hasattr(dataset, "_reader") else None
     lat = np.asarray(coords["latitude"]) if coords else None
     lon = np.asarray(coords["longitude"]) if coords else None
