@@ -626,3 +626,23 @@ def test_the_summary_of_a_variable_with_no_observation_used_gives_no_nan():
                       "t_innovation": ("station", [np.nan] * 3, {"units": "K"}),
                       "t_residual": ("station", [np.nan] * 3, {"units": "K"})})
     assert _obs_summary(ana) == ["  t: 0 of 2 observations used (see t_flag)"]
+
+
+def test_models_lists_unreadable_and_hiding_models(tmp_path, monkeypatch, capsys):
+    """A model whose card is broken was listed like any other; one in the user cache hid the bundled one silently."""
+    import shutil
+
+    from xphyda.models import DEFAULT_MODEL, find
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    user = tmp_path / "xphyda" / "models"
+    user.mkdir(parents=True)
+    bundled = find(DEFAULT_MODEL)
+    shutil.copytree(bundled, user / DEFAULT_MODEL)
+    (user / "broken").mkdir()
+    (user / "broken" / "card.json").write_text("{not json")
+    shutil.copy(bundled / "model.safetensors", user / "broken")
+    assert main(["models"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert re.search(r"broken .*UNREADABLE: model card .* is not valid JSON", out)
+    assert f"{DEFAULT_MODEL}  ({user / DEFAULT_MODEL})  (hides {bundled})" in out

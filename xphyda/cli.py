@@ -390,10 +390,19 @@ def _cmd_models(args) -> int:
         slim["path"] = str(find(args.name))
         print(json.dumps(slim, indent=2, default=str))
         return EXIT_OK
+    from .errors import PhydaError
+    from .models import search_path
+
     names = available()
     print("available models:" if names else "no models available")
     for n in names:
-        print(f"  {n}  ({find(n)})")
+        try:
+            read_card(n)
+            state = ""
+        except PhydaError as exc:  # listed because its files exist; say now that it cannot be loaded
+            state = f"  UNREADABLE: {_one_line(exc)}"
+        hidden = [str(d / n) for d in search_path() if (d / n).is_dir() and d / n != find(n)]
+        print(f"  {n}  ({find(n)}){state}" + (f"  (hides {', '.join(hidden)})" if hidden else ""))
     print("presets (train with `phyda train --preset NAME --data STORE`):")
     for n, p in PRESETS.items():
         print(f"  {n}: {p['description']}")
