@@ -402,9 +402,9 @@ def test_a_background_with_nan_or_inf_is_refused_saying_where(case, tiny_model):
     gap["t"] = gap.t.where(gap.latitude != 0)  # one missing row, both levels
     with pytest.raises(DataError, match=r"'t' has 360 non-finite values \(360 NaN.*latitude 0,.*level 500.*Fix: fill"):
         gap.phyda.assimilate(obs, model=tiny_model, members=2, steps=2)
-    spike = background.copy(deep=True)
+    spike = background.copy(deep=True).assign_coords(step=np.timedelta64(6, "h"))  # cfgrib's scalar step
     spike["z"][0, 1, 50, 60] = np.inf  # a channel of the model that is not observed
-    with pytest.raises(DataError, match=r"'z' has 1 non-finite value \(0 NaN, 1 infinite\).*level 850"):
+    with pytest.raises(DataError, match=r"'z' has 1 non-finite value \(0 NaN, 1 infinite\).*level 850, .*step 0 days 06:00:00"):
         spike.phyda.assimilate(obs[["t"]], model=tiny_model, members=2, steps=2)
     with pytest.raises(DataError, match="non-finite"):
         gap.phyda.encode(model=tiny_model)

@@ -556,7 +556,7 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     calibrate = bool(calibrate) and lm.factor(antithetic) is not None
     mapping = _map_background(background, lm, overrides)
     grid = mapping.grid
-    problem = build_problem(background, obs, **(problem_kwargs or {}), finite=False)
+    problem = build_problem(background, obs, **(problem_kwargs or {}))
     _background_check(problem, qc)
     w_in = _to_model_grid(grid.lat_values, grid.lon_values, lm.lat, lm.lon)
     p_out = _bilinear(lm.lat, lm.lon, grid.lat_values, grid.lon_values)
@@ -749,7 +749,7 @@ def encode(background: xr.Dataset, obs=None, *, model=None, device: str = "auto"
     nh = nlat * nlon
     problem = None
     if obs is not None:
-        problem = build_problem(background, obs, finite=False)
+        problem = build_problem(background, obs)
     dev = next(lm.net.parameters()).device
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(1, c, nlat, nlon), device=dev)
     recs, featss = [], []

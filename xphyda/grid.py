@@ -339,7 +339,8 @@ def _level_pa(obj, name: str) -> np.ndarray:
         said = "no units" if var.attrs.get("units") is None else f"units {units!r}"
         raise UnitsError(
             f"vertical coordinate {name!r} has {said} and values up to {np.nanmax(values) / 100:g} hPa; expected "
-            f"pressures of at most 1100 hPa. Fix: ds[{name!r}].attrs['units'] = 'Pa' if the levels are in pascals"
+            f"pressures of at most 1100 hPa. Fix: ds[{name!r}].attrs['units'] = 'Pa' if the levels are in pascals "
+            "(or decode a fill value such as 99999 to NaN: xr.decode_cf)"
         )
     if values.size > 1:
         d = np.diff(values)
@@ -501,6 +502,20 @@ def find_variable(ds: xr.Dataset, key: str, override: str | None = None, *, requ
     return None
 
 
+def _show(v) -> str:
+    """A coordinate value for a message: times to the second, durations as such, numbers with %g."""
+    v = np.asarray(v)
+    if v.dtype.kind == "M":
+        return str(v.astype("datetime64[s]"))
+    if v.dtype.kind == "m":
+        import pandas as pd
+
+        return str(pd.Timedelta(int(v.astype("timedelta64[ns]").astype(np.int64)), unit="ns"))
+    if v.dtype.kind in "iuf":
+        return f"{float(v):g}"
+    return str(v)
+
+
 def require_finite(da: xr.DataArray, name: str, *, fix: str) -> None:
     """Raise :class:`~xphyda.errors.DataError` if ``da`` holds NaN or infinite values, saying where they are.
 
@@ -531,17 +546,14 @@ def require_finite(da: xr.DataArray, name: str, *, fix: str) -> None:
         hit = np.flatnonzero(bad.any(axis=tuple(a for a in range(bad.ndim) if a != axis)))
         if dim in da.coords and da[dim].ndim == 1:
             c = np.asarray(da[dim].values)[hit]
-            if np.issubdtype(c.dtype, np.datetime64):
-                lo, hi = (str(v.astype("datetime64[s]")) for v in (c.min(), c.max()))
-            else:
-                lo, hi = (f"{v:g}" if np.issubdtype(c.dtype, np.number) else str(v) for v in (c.min(), c.max()))
+            lo, hi = _show(c.min()), _show(c.max())
         else:
             dim, lo, hi = f"{dim} index", str(hit.min()), str(hit.max())
         where.append(f"{dim} {lo}" if lo == hi else f"{dim} {lo} to {hi}")
-    for name_, c in da.coords.items():  # a selected level or time (a scalar coordinate) is part of the place
+    for name_, c in da.coords.items():  # a selected level, time or step (a scalar coordinate) is part of the place
         v = np.asarray(c.values)
-        if v.ndim == 0 and (np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.datetime64)):
-            where.append(f"{name_} {v.astype('datetime64[s]') if np.issubdtype(v.dtype, np.datetime64) else f'{v:g}'}")
+        if v.ndim == 0 and v.dtype.kind in "iufmM":
+            where.append(f"{name_} {_show(v)}")
     n, nan = int(bad.sum()), int(np.isnan(values).sum())
     raise DataError(
         f"background variable {name!r} has {n} non-finite value{'s' if n > 1 else ''} ({nan} NaN, {n - nan} "

@@ -362,18 +362,46 @@ def _data_id(data) -> str | None:
 
 
 def _same_data(data, saved: dict, out: Path, preset: str | None = None) -> None:
-    """A resumed run reads its cached copy of the store it was started with: another store (or preset) is an error."""
+    """A resumed run reads its cached copy of the store it was started with: another store (or preset) is an error.
+
+    A run that has neither a cache nor a training state yet (refused before either was written) may start afresh.
+    """
+    if not ((out / "work" / "cache.done").exists() or (out / "work" / "train_state.safetensors").exists()):
+        return
     if preset is not None and saved.get("preset") and saved["preset"] != preset:
         raise ModelError(
             f"{out} is a run of preset {saved['preset']!r}; this call gives preset {preset!r}. Fix: pass --preset "
             f"{saved['preset']} to resume it, or --out NEW_FOLDER for a run of {preset!r}"
         )
     was, now = saved.get("data"), _data_id(data)
-    if was and now and was != now:
+    if was and now and was.rstrip("/") != now.rstrip("/"):
         raise ModelError(
             f"{out} is a run started on {was}; this call gives {now}. Resuming would go on training on the first "
             f"store's cached copy. Fix: pass --data {was} to resume it, or --out NEW_FOLDER to train on {now}"
         )
+
+
+def _check_training_data(dataset, names, data, samples: int = 16) -> None:
+    """The checks of :func:`_check_training_stats` on ``samples`` states read from the data themselves.
+
+    A fine-tune or a ``stats_from`` run brings its statistics from elsewhere, so they say nothing about these data.
+    """
+    import numpy as np
+
+    from .data.stats import NormStats
+
+    n = len(dataset)
+    if not hasattr(dataset, "read") or n == 0:
+        return
+    pick = np.unique(np.linspace(0, n - 1, min(n, samples)).round().astype(int))
+    states = np.stack([np.asarray(dataset.read(int(i))[0], dtype=np.float64) for i in pick])  # (k, C, H, W)
+    bad = ~np.isfinite(states)
+    share = bad.mean(axis=(0, 2, 3))
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(np.where(bad, np.nan, states), axis=(0, 2, 3))
+    ones = np.ones(len(names))
+    info = {"nonfinite": {nm: float(f) for nm, f in zip(names, share) if f > 0}}
+    _check_training_stats(NormStats(tuple(names), np.nan_to_num(mean), ones, 0 * ones, ones, info=info), data)
 
 
 def _check_training_stats(stats, data) -> None:
@@ -668,7 +696,9 @@ def train_prior(
     preset : str
         Channel layout and grid (``"jcm-t31-v1"`` or ``"era5-v1"``).
     out : path, optional
-        Model folder (default: the user cache ``~/.cache/xphyda/models/<preset>``);
+        Model folder (default: the user cache ``~/.cache/xphyda/models/<preset>``,
+        or ``<preset>-user`` when a bundled model has the preset's name, which
+        the user cache would otherwise hide);
         its ``work/`` subfolder holds the resumable state, the metrics log and
         the statistics.
     steps : int
@@ -757,7 +787,8 @@ def train_prior(
         ``widths``, ``vre_widths``, ``features`` and ``use_vre`` are the
         model's); the optimiser starts afresh with the usual learning-rate
         warm-up and the step count from 0, the physics term at full weight.
-        The model must have been trained with ``preset`` on the data's grid.
+        The model must have been trained with ``preset``; the data are
+        regridded to its grid when cached (with ``cache=False`` they must be on it).
         A resumed fine-tune continues from its own state.
 
     Returns
@@ -819,7 +850,15 @@ def train_prior(
         from .models import _bundled
 
         # the user cache is searched before the package: a run named like a bundled model would hide it
-        out = user_cache() / (f"{preset}-user" if (_bundled() / preset).is_dir() else preset)
+        shadow = (_bundled() / preset).is_dir()
+        if shadow and (user_cache() / preset / "work").is_dir():
+            raise ModelError(
+                f"{user_cache() / preset} holds a run started in the default folder of an earlier xphyda; the default "
+                f"is now {user_cache() / (preset + '-user')}, which does not hide the bundled model {preset!r}. Fix: "
+                f"pass --out {user_cache() / preset} to resume that run (and move the model out of the user cache "
+                "afterwards), or --out NEW_FOLDER"
+            )
+        out = user_cache() / (f"{preset}-user" if shadow else preset)
         if progress:
             print(f"training into {out} (pass --out to choose)")
     out = Path(out)
@@ -834,6 +873,14 @@ def train_prior(
     denoiser_obs = _denoiser_obs(denoiser_obs, init, use_vre=use_vre, resumed=before)
     options = _run_inputs(static, static_from, attention, stats_from, init=init, init_from=init_from, data=data,
                           saved=saved)
+    if init is None and "use_vre" in before and bool(before["use_vre"]) != use_vre:
+        raise ModelError(f"{out} is a run {'with' if before['use_vre'] else 'without'} the VRE; this call asks "
+                         f"use_vre={use_vre}. Fix: {'drop --no-vre' if before['use_vre'] else 'pass --no-vre'} to "
+                         "resume it, or --out NEW_FOLDER")
+    # what fixes the network's shapes, for a run resumed before its first checkpoint (no training state yet)
+    record = {**sizes, "use_vre": use_vre, "denoiser_obs": denoiser_obs,
+              "attention": (bool(before.get("attention", False)) if options["attention"] is None
+                            else bool(options["attention"])) if init is None else options["attention"]}
     statistics = _statistics_from(stats_from, names) if stats_from is not None else None
     resumed = cache and (out / "work" / "cache.done").exists()  # a resumed run reads its cached copy
     if isinstance(data, (str, os.PathLike, list, tuple)) and not resumed:
@@ -863,7 +910,7 @@ def train_prior(
         if statistics is not None:
             _put_statistics(work, *statistics, stats_from)
         _write_json(work / "run_options.json", {**{k: v for k, v in options.items() if k != "source"},
-                                                "data": _data_id(data), "preset": preset, "architecture": sizes})
+                                                "data": _data_id(data), "preset": preset, "architecture": record})
     target = None
     if init is not None and (init[1].get("grid") or {}).get("latitude") is not None:
         import xarray as xr
@@ -880,7 +927,7 @@ def train_prior(
     variables = list(cfg["variables"]) + list(cfg.get("surface", []))
     td = prepare(source, variables=variables, levels=cfg["levels_hpa"], stats=work / "stats.json",
                  max_times=stats_max_times)
-    _check_training_stats(td.stats, data)
+    _check_training_stats(td.stats, data)  # the statistics of these data (all sampled states), when computed here
     if td.split is None and rank == 0:
         import warnings
 
@@ -894,6 +941,7 @@ def train_prior(
         (work / "stats.done").write_text("ok")
     spec, stats = td.spec, td.stats
     dataset = td.dataset("train")
+    _check_training_data(dataset, list(spec.names), data)  # statistics brought from a model say nothing of these data
     if len(dataset) < batch_size:
         raise DataError(f"the training split of {data} has {len(dataset)} samples, fewer than a batch of {batch_size}. "
                         "Fix: pass a smaller --batch-size, or train on a longer store")
@@ -915,7 +963,7 @@ def train_prior(
                        grid=(len(lat), len(lon)) if static and lat is not None else None,
                        attention=bool(before.get("attention", False)) if options["attention"] is None
                        else options["attention"])
-        if static and options["static"] and not before:  # a resumed run loads the values from its state
+        if static and options["static"] and not (work / "train_state.safetensors").exists():  # else from the state
             net = _static_inputs(net, static, options["source"], lat, lon, init=False, attention=None)
     physics = None
     if physics_lambda > 0:

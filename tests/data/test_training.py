@@ -631,3 +631,57 @@ def test_a_fine_tune_regrids_the_data_to_its_models_grid(make_corpus, tmp_path, 
     a, b = (json.loads((m / "card.json").read_text())["grid"] for m in (base, out))
     np.testing.assert_allclose(a["latitude"], b["latitude"])
     np.testing.assert_allclose(a["longitude"], b["longitude"])
+
+
+def test_a_run_resumed_before_its_first_checkpoint_keeps_static_fields_attention_and_obs_inputs(
+        make_corpus, tmp_path, tiny_preset):
+    """With no training state, the resumed network was rebuilt from run_options.json: its static fields stayed 0
+    and attention and the denoiser's observation inputs were dropped (review of the fix above)."""
+    from xphyda.model.checkpoint import load_model
+
+    corpus = make_corpus(n_traj=2, n_times=24)
+    kw = dict(preset=tiny_preset, out=tmp_path / "m", batch_size=2, progress=False, stats_max_times=None)
+    first = train_prior(corpus, steps=1, widths=(8, 16), vre_widths=(8, 16), features=2, static=["latitude"],
+                        attention=True, denoiser_obs=True, **kw)
+    want, _ = load_model(first, device="cpu")
+    for f in ("train_state.json", "train_state.safetensors"):
+        (first / "work" / f).unlink()
+    net, card = load_model(train_prior(corpus, steps=1, **kw), device="cpu")
+    assert (card["architecture"]["attention"], card["architecture"]["denoiser_obs"]) == (True, True)
+    assert float(net.static_fields.abs().max()) > 1.0
+    torch.testing.assert_close(net.static_fields, want.static_fields)
+
+
+def test_a_fine_tune_checks_its_own_data_and_a_refused_store_does_not_lock_the_folder(make_corpus, tmp_path,
+                                                                                        tiny_preset):
+    """A fine-tune's statistics are its model's, so the data checks looked at the model; and a store refused
+    before caching left run_options.json naming it, so the corrected retry was refused as 'another store'."""
+    from tests.data.conftest import corpus_dataset, write_zarr
+    from xphyda.errors import DataError, GridError
+
+    corpus = make_corpus(n_traj=2, n_times=24)
+    kw = dict(preset=tiny_preset, batch_size=2, progress=False, stats_max_times=None)
+    base = train_prior(corpus, out=tmp_path / "base", steps=1, widths=(8, 16), vre_widths=(8, 16), features=2, **kw)
+    ds = corpus_dataset(n_times=24)
+    write_zarr(ds.assign(t=(ds.t - 273.15).assign_attrs(ds.t.attrs)), tmp_path / "celsius.zarr")
+    with pytest.raises(DataError, match="not a temperature in kelvin"):
+        train_prior(tmp_path / "celsius.zarr", out=tmp_path / "tuned", steps=1, init_from=base, **kw)
+    write_zarr(ds.isel(latitude=slice(0, 3)), tmp_path / "region.zarr")
+    with pytest.raises(GridError, match="global"):
+        train_prior(tmp_path / "region.zarr", out=tmp_path / "m", steps=1, widths=(8, 16), vre_widths=(8, 16),
+                    features=2, **kw)
+    out = train_prior(corpus, out=tmp_path / "m", steps=1, widths=(8, 16), vre_widths=(8, 16), features=2, **kw)
+    assert json.loads((out / "card.json").read_text())["training"]["data"] == str(corpus.resolve())
+
+
+def test_a_run_in_the_old_default_folder_is_pointed_at(make_corpus, tmp_path, tiny_preset, monkeypatch):
+    import xphyda.models
+    from xphyda.errors import ModelError
+
+    (tmp_path / "pkg" / tiny_preset).mkdir(parents=True)
+    monkeypatch.setattr(xphyda.models, "_bundled", lambda: tmp_path / "pkg")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    old = tmp_path / "cache" / "xphyda" / "models" / tiny_preset
+    (old / "work").mkdir(parents=True)
+    with pytest.raises(ModelError, match=rf"default folder of an earlier xphyda.*Fix: pass --out {re.escape(str(old))}"):
+        train_prior(make_corpus(n_traj=2, n_times=24), preset=tiny_preset, steps=1, progress=False)

@@ -299,6 +299,14 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_state(tmp_path):
 
     data = Toy()
     data.x[5, 0, 3, 3] = float("nan")
-    with pytest.raises(ModelError, match=r"loss is not finite at step \d+ .*state saved at step \d+ .*Fix: look for NaN"):
+    with pytest.raises(ModelError, match=r"loss is not finite at step 2 .*no state was saved\. Fix: look for NaN"):
         train(tiny_net(), data, config=config(steps=12), out_dir=tmp_path / "n", physics=physics(), lat=LAT,
               progress=False)
+    clean = Toy()  # a state saved before the NaN is reached is named and kept
+    train(tiny_net(), clean, config=config(steps=3), out_dir=tmp_path / "m", physics=physics(), lat=LAT, progress=False)
+    clean.x[:] = float("nan")
+    with pytest.raises(ModelError, match=r"loss is not finite at step 4 .*state saved at step 3 in .* is kept"):
+        train(tiny_net(), clean, config=config(steps=12), out_dir=tmp_path / "m", physics=physics(), lat=LAT,
+              progress=False)
+    net = tiny_net()
+    assert load_train_state(tmp_path / "m", net, tiny_net(), torch.optim.AdamW(net.parameters())) == 3

@@ -259,15 +259,24 @@ def test_inputs_are_not_modified(era5):
     xr.testing.assert_identical(obs, before_obs)
 
 
-def test_a_background_with_nan_is_refused_saying_where(era5):
-    """A NaN in an observed background variable made OI spread NaN over the observations' radius before."""
-    from xphyda.errors import DataError
+def test_observations_next_to_a_missing_background_are_flagged_and_the_gap_stays_local(era5):
+    """A land-masked background (NaN in places): observations interpolated from a NaN point are flagged
+    background_missing; before, their NaN innovations spread NaN over the OI analysis (180 NaN became 3600)."""
+    from xphyda.assimilate import assimilate
+    from xphyda.obs import FLAGS, simulate
 
     gap = era5.copy(deep=True)
-    gap["t"] = gap.t.where(~((gap.level == 850) & (gap.latitude > 25) & (gap.latitude < 40)))
-    with pytest.raises(DataError, match=r"'t' has \d+ non-finite .*level 850, latitude 26 to 39.*Fix: fill"):
-        build_problem(gap, stations([250.0, 260.0, 270.0]))
-    assert build_problem(gap, stations([250.0, 260.0, 270.0]), finite=False).count("used") == 3
+    box = (gap.level == 850) & (gap.latitude > 25) & (gap.latitude < 40) & (gap.longitude > 75) & (gap.longitude < 105)
+    gap["t"] = gap.t.where(~box)
+    obs = simulate(era5, n_stations=400, seed=1)
+    inside = ((obs.lat > 24) & (obs.lat < 41) & (obs.lon > 74) & (obs.lon < 106)).values
+    problem = build_problem(gap, obs[["t"]])
+    flags = problem.targets["t"].flags.reshape(2, -1)  # (level, station)
+    assert set(np.flatnonzero(flags[1] == FLAGS["background_missing"])) <= set(np.flatnonzero(inside))
+    assert (flags[1] == FLAGS["background_missing"]).sum() >= 1 and not (flags[0] == FLAGS["background_missing"]).any()
+    out = assimilate(gap, obs[["t"]], method="oi")
+    np.testing.assert_array_equal(out.t.isnull().values, gap.t.isnull().values)  # NaN exactly where they were
+    assert float(abs(out.t - gap.t).max()) > 0
 
 
 def test_a_scalar_level_compares_observations_at_it(era5):
@@ -279,6 +288,11 @@ def test_a_scalar_level_compares_observations_at_it(era5):
     np.testing.assert_array_equal(problem.targets["t"].flags, [0, FLAGS["outside_grid"], 0])
     # without pressures the observations are taken at the one level, as for a background without levels
     assert build_problem(era5.sel(level=500), stations([250.0, 260.0, 270.0], pressure=None)).count("used") == 3
+    # a surface field has no level: its observations are used whatever pressure they carry (station pressure)
+    b = era5.sel(level=500)
+    b["sp"] = (b.t.dims, np.full(b.t.shape, 1.0e5, np.float32), {"units": "Pa", "standard_name": "surface_air_pressure"})
+    sp = stations([99000.0, 98000.0, 97000.0], name="sp", units="Pa", pressure=(990.0, 980.0, 970.0))
+    assert build_problem(b, sp).count("used") == 3
 
 
 def test_platforms_on_different_dimensions_and_two_latitudes_are_explained(era5):

@@ -13,7 +13,7 @@ from xphyda.obs.qc import background_check, duplicates, flag_attributes, match_t
 
 def test_flags_are_cf():
     attrs = flag_attributes("t", "air_temperature")
-    assert attrs["flag_values"].tolist() == list(range(7))
+    assert attrs["flag_values"].tolist() == list(range(8))
     assert attrs["flag_meanings"].split() == list(FLAGS)
     assert attrs["standard_name"] == "air_temperature status_flag"
 

@@ -456,8 +456,8 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
             if not torch.isfinite(loss):
                 raise ModelError(
                     f"the training loss is not finite at step {step + 1} ({', '.join(f'{k} {v:.4g}' for k, v in parts.items())}); "
-                    f"the state saved at step {saved_at} in {out_dir} is kept. Fix: look for NaN or infinite values in the "
-                    "training data (their statistics are in work/stats.json), or lower the learning rate"
+                    + (f"the state saved at step {saved_at} in {out_dir} is kept" if saved_at else "no state was saved")
+                    + ". Fix: look for NaN or infinite values in the training data, or lower the learning rate"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -484,13 +484,14 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
                 save_train_state(out_dir, net, ema, opt, step, config, [])
                 saved_at = step
             if interrupted:
-                if step > saved_at:  # keep what was done since the last checkpoint
+                if step > saved_at:  # keep what was done since the last checkpoint; a further Ctrl-C waits for it
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
                     save_train_state(out_dir, net, ema, opt, step, config, [])
                 log(f"interrupted at step {step}: the training state is saved in {out_dir}; run the same command "
                     "to resume")
                 raise KeyboardInterrupt
     finally:
-        if catch:
+        if catch and previous is not None:  # None: a handler installed outside Python, which cannot be restored
             signal.signal(signal.SIGINT, previous)
     if bar is not None:
         bar.close()

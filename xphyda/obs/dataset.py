@@ -273,7 +273,8 @@ def _pressure_pa(coord: xr.DataArray, name: str) -> np.ndarray:
         said = "no units" if coord.attrs.get("units") is None else f"units {units!r}"
         raise UnitsError(
             f"observation pressure {name!r} has {said} and values up to {np.nanmax(pa) / 100:g} hPa; expected "
-            f"pressures of at most 1100 hPa. Fix: obs[{name!r}].attrs['units'] = 'Pa' if they are in pascals"
+            f"pressures of at most 1100 hPa. Fix: obs[{name!r}].attrs['units'] = 'Pa' if they are in pascals, or "
+            "set fill values (such as 99999) to NaN: those observations are then flagged, the others used"
         )
     return pa
 

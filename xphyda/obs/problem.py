@@ -34,7 +34,7 @@ import scipy.sparse as sp
 import xarray as xr
 
 from ..errors import GridError, ObservationError
-from ..grid import Grid, discover_grid, require_finite
+from ..grid import Grid, discover_grid
 from .dataset import ObsVariable, observation_variables, variable_kind
 from .operator import build_operator
 from .qc import FLAGS, duplicates, match_times
@@ -97,7 +97,7 @@ class ObsProblem:
         )
 
 
-def _state(background: xr.Dataset, name: str, grid: Grid, finite: bool = True):
+def _state(background: xr.Dataset, name: str, grid: Grid):
     da = background[name]
     allowed = {grid.lat, grid.lon, grid.level, grid.time} - {None}
     extra = [d for d in da.dims if d not in allowed]
@@ -118,12 +118,6 @@ def _state(background: xr.Dataset, name: str, grid: Grid, finite: bool = True):
         )
     order = [d for d in (grid.time, grid.level, grid.lat, grid.lon) if d is not None and d in da.dims]
     da = da.transpose(*order).compute()  # a new object: a dask-backed background is read once, not loaded in place
-    if finite:
-        require_finite(
-            da, name,
-            fix=f"fill them (for example background[{name!r}].interpolate_na({grid.lon!r}), or with values from "
-            "another source), or select the region, levels or times without them",
-        )
     kind = variable_kind(name, da)
     units = da.attrs.get("units")
     scale, offset = scale_to_si(units, kind, name=name)
@@ -154,13 +148,27 @@ def _time_window(times: np.ndarray, window) -> np.timedelta64 | None:
     )
 
 
-def _target(background, grid, name, pieces: list[ObsVariable], times, window, finite=True) -> Target:
-    kind, units, scale, offset, dims, xb = _state(background, name, grid, finite)
+def _surface(background, name: str) -> bool:
+    """Whether background variable ``name`` is a surface field (sp, msl, t2m, u10, v10), which has no level."""
+    from ..errors import VariableError
+    from ..grid import find_variable
+
+    for key in ("sp", "msl", "t2m", "u10", "v10"):
+        try:
+            if find_variable(background, key, required=False) == name:
+                return True
+        except VariableError:
+            continue
+    return False
+
+
+def _target(background, grid, name, pieces: list[ObsVariable], times, window) -> Target:
+    kind, units, scale, offset, dims, xb = _state(background, name, grid)
     levels = grid.level_pa if grid.level in dims else None
     if levels is None and grid.level_pa is not None and grid.level_pa.size == 1 and grid.level not in background.dims:
         # one pressure level as a scalar coordinate (background.sel(level=500)): observations that carry a
         # pressure are compared at it, those at other pressures are outside the grid
-        if all(p.pressure is not None for p in pieces):
+        if all(p.pressure is not None for p in pieces) and not _surface(background, name):
             levels = grid.level_pa
     y = np.concatenate([p.values for p in pieces])
     n = y.size
@@ -213,6 +221,12 @@ def _target(background, grid, name, pieces: list[ObsVariable], times, window, fi
         obs_t = np.concatenate([np.asarray(p.time).astype("datetime64[ns]") for p in pieces])
         _, ok = match_times(obs_t, times, window=window)
         flags[(flags == 0) & ~ok] = FLAGS["outside_time_window"]
+    missing_b = ~np.isfinite(xb)  # (time, level, lat, lon): a land-masked field, or gaps
+    if missing_b.any():  # an observation interpolated from such a point would spread NaN over the analysis
+        for t in np.unique(time_index[flags == 0]):
+            rows = np.flatnonzero((flags == 0) & (time_index == t))
+            touch = (abs(H[rows]) @ missing_b[t].reshape(-1).astype(np.float64)) > 0
+            flags[rows[touch]] = FLAGS["background_missing"]
     dup = duplicates(lat, lon, pressure, time_index, flags == 0)
     flags[dup] = FLAGS["duplicate"]
     offsets = np.cumsum([0] + [p.size for p in pieces])
@@ -252,7 +266,6 @@ def build_problem(
     regrid="auto",
     min_coverage: float = 0.5,
     regrid_backend: str = "auto",
-    finite: bool = True,
 ) -> ObsProblem:
     """Turn ``obs`` into per-variable arrays against ``background`` (see the module notes).
 
@@ -278,11 +291,6 @@ def build_problem(
     min_coverage : float
         See :func:`xphyda.obs.regridding.regrid`.
     regrid_backend : {"auto", "xesmf", "xphyda"}
-    finite : bool
-        Refuse (:class:`~xphyda.errors.DataError`) an observed background
-        variable with NaN or infinite values.  The diffusion analysis passes
-        ``False`` and checks the channels its model uses instead (a variable it
-        does not analyse may have gaps).
 
     Returns
     -------
@@ -316,7 +324,7 @@ def build_problem(
     for v in obsvars:
         by_target.setdefault(v.target, []).append(v)
     targets = {
-        name: _target(background, grid, name, pieces, times, window, finite) for name, pieces in by_target.items()
+        name: _target(background, grid, name, pieces, times, window) for name, pieces in by_target.items()
     }
     problem = ObsProblem(grid=grid, kind=kind, times=times, targets=targets, variables=obsvars)
     if problem.count("used") == 0:

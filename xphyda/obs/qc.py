@@ -9,7 +9,10 @@ Checks, in order (an observation gets the first flag that applies):
 * 4 ``duplicate``: same variable, place, pressure and time as an earlier observation;
 * 5 ``rejected_by_background_check``: ``|O - B| > k sqrt(sigma_o^2 + sigma_b^2)``;
 * 6 ``not_analysed``: passed the checks, but the method cannot use it (PhyDA: a variable or level that is
-  not a channel of the model).
+  not a channel of the model);
+* 7 ``background_missing``: the background is NaN or infinite at a grid point the observation is interpolated
+  from (a land-masked field); it is checked right after ``outside_grid``, and numbered last so that the
+  older values keep their meaning.
 
 The flag variables follow CF (``flag_values`` and ``flag_meanings``).
 
@@ -34,6 +37,7 @@ FLAGS: dict[str, int] = {
     "duplicate": 4,
     "rejected_by_background_check": 5,
     "not_analysed": 6,
+    "background_missing": 7,
 }
 """Flag meanings and values."""
 
