@@ -453,9 +453,15 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
                 ramp = min(1.0, (step + 1) / max(1, config.physics_warmup))
                 loss = loss + ramp * config.physics_lambda * (physics_weight(sigma, sigma_data=sd_rms) * phys).mean()
                 parts.update({f"physics_{k}": float(v.detach().mean()) for k, v in per_law.items()})
-            if not torch.isfinite(loss):
+            bad = torch.tensor(0.0 if bool(torch.isfinite(loss)) else 1.0, device=device)
+            if distributed:  # every process stops together (one alone would leave the others waiting in DDP)
+                import torch.distributed as dist
+
+                dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            if bad.item() > 0:
                 raise ModelError(
-                    f"the training loss is not finite at step {step + 1} ({', '.join(f'{k} {v:.4g}' for k, v in parts.items())}); "
+                    f"the training loss is not finite at step {step + 1} in at least one process "
+                    f"({', '.join(f'{k} {v:.4g}' for k, v in parts.items())}); "
                     + (f"the state saved at step {saved_at} in {out_dir} is kept" if saved_at else "no state was saved")
                     + ". Fix: look for NaN or infinite values in the training data, or lower the learning rate"
                 )
@@ -480,9 +486,10 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
                         "seconds": round(time.perf_counter() - t0, 2)}
                 with metrics_path.open("a") as fh:
                     fh.write(json.dumps(last) + "\n")
-            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
-                save_train_state(out_dir, net, ema, opt, step, config, [])
-                saved_at = step
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                if rank == 0:
+                    save_train_state(out_dir, net, ema, opt, step, config, [])
+                saved_at = step  # on every process, for its messages
             if interrupted:
                 if step > saved_at:  # keep what was done since the last checkpoint; a further Ctrl-C waits for it
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
