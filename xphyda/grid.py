@@ -320,10 +320,16 @@ def _reject_model_levels(obj, name: str | None = None) -> None:
     )
 
 
-def _level_pa(obj, name: str) -> np.ndarray:
+def pressure_pa(var: xr.DataArray, name: str, *, what: str, holder: str, fix_not_pressure: str,
+                fix_fill: str) -> np.ndarray:
+    """The values of pressure coordinate ``var`` in Pa (an ERA5 / cfgrib name without units is in hPa).
+
+    Raises :class:`~xphyda.errors.UnitsError` for units that are not a pressure, and for values above
+    1100 hPa (pascals labelled hPa, or an undecoded fill value); ``what`` and ``holder`` name the coordinate
+    and its Dataset in the message (``"vertical coordinate"``, ``"ds"``).
+    """
     from .units import parse_units, registry
 
-    var = obj[name]
     units = var.attrs.get("units")
     if units is None and name in ("isobaricInhPa", "level", "pressure_level"):
         units = "hPa"  # ERA5 / cfgrib convention, documented
@@ -331,17 +337,24 @@ def _level_pa(obj, name: str) -> np.ndarray:
     ureg = registry()
     if ureg.Quantity(1, unit).dimensionality != ureg.Quantity(1, "Pa").dimensionality:
         raise UnitsError(
-            f"vertical coordinate {name!r} has units {units!r}, expected a pressure such as 'hPa' or 'Pa'. "
-            f"Fix: ds[{name!r}].attrs['units'] = 'hPa' if these are pressure levels, or interpolate to pressure levels"
+            f"{what} {name!r} has units {units!r}, expected a pressure such as 'hPa' or 'Pa'. "
+            f"Fix: {holder}[{name!r}].attrs['units'] = 'hPa' if these are pressures, {fix_not_pressure}"
         )
-    values = ureg.Quantity(np.atleast_1d(np.asarray(var.values, dtype=np.float64)), unit).m_as("Pa")
+    values = ureg.Quantity(np.asarray(var.values, dtype=np.float64), unit).m_as("Pa")
     if np.any(values > 110000.0):
         said = "no units" if var.attrs.get("units") is None else f"units {units!r}"
         raise UnitsError(
-            f"vertical coordinate {name!r} has {said} and values up to {np.nanmax(values) / 100:g} hPa; expected "
-            f"pressures of at most 1100 hPa. Fix: ds[{name!r}].attrs['units'] = 'Pa' if the levels are in pascals "
-            "(or decode a fill value such as 99999 to NaN: xr.decode_cf)"
+            f"{what} {name!r} has {said} and values up to {np.nanmax(values) / 100:g} hPa; expected pressures of "
+            f"at most 1100 hPa. Fix: {holder}[{name!r}].attrs['units'] = 'Pa' if they are in pascals, {fix_fill}"
         )
+    return values
+
+
+def _level_pa(obj, name: str) -> np.ndarray:
+    var = obj[name]
+    values = np.atleast_1d(pressure_pa(var, name, what="vertical coordinate", holder="ds",
+                                       fix_not_pressure="or interpolate to pressure levels",
+                                       fix_fill="or decode a fill value such as 99999 to NaN (xr.decode_cf)"))
     if values.size > 1:
         d = np.diff(values)
         if not (np.all(d > 0) or np.all(d < 0)):

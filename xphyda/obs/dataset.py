@@ -258,25 +258,12 @@ def _pressure_name(obs) -> str | None:
 
 
 def _pressure_pa(coord: xr.DataArray, name: str) -> np.ndarray:
-    units = coord.attrs.get("units")
-    if units is None and name in ("isobaricInhPa", "level", "pressure_level"):
-        units = "hPa"  # ERA5 / cfgrib convention, as xphyda.grid
-    unit = parse_units(units, name=name)
-    ureg = registry()
-    if ureg.Quantity(1, unit).dimensionality != ureg.Quantity(1, "Pa").dimensionality:
-        raise UnitsError(
-            f"observation pressure {name!r} has units {units!r}; expected a pressure such as 'hPa'. Fix: "
-            f"obs[{name!r}].attrs['units'] = 'hPa' if these are pressures; observations at heights need pressures"
-        )
-    pa = ureg.Quantity(np.asarray(coord.values, dtype=np.float64), unit).m_as("Pa")
-    if np.any(pa > 110000.0):
-        said = "no units" if coord.attrs.get("units") is None else f"units {units!r}"
-        raise UnitsError(
-            f"observation pressure {name!r} has {said} and values up to {np.nanmax(pa) / 100:g} hPa; expected "
-            f"pressures of at most 1100 hPa. Fix: obs[{name!r}].attrs['units'] = 'Pa' if they are in pascals, or "
-            "set fill values (such as 99999) to NaN: those observations are then flagged, the others used"
-        )
-    return pa
+    from ..grid import pressure_pa
+
+    return pressure_pa(coord, name, what="observation pressure", holder="obs",
+                       fix_not_pressure="observations at heights need pressures",
+                       fix_fill="or set fill values (such as 99999) to NaN: those observations are then flagged, "
+                       "the others used")
 
 
 def _broadcast(da: xr.DataArray, coord: str) -> np.ndarray:
