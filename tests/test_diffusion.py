@@ -451,7 +451,7 @@ def test_members_steps_and_seed_must_be_whole_numbers(case, tiny_model, bad):
 
 
 def test_encode_gives_one_reconstruction_per_time(case, tiny_model):
-    _, background, obs = case
+    _, background, _ = case
     later = background.assign_coords(time=background.time + np.timedelta64(6, "h"))
     later["t"] = later.t + 3.0
     both = xr.concat([background, later], "time")
@@ -463,6 +463,17 @@ def test_encode_gives_one_reconstruction_per_time(case, tiny_model):
         assert one["t500"].dims == ("latitude", "longitude") and one["time"].values == both.time.values[i]
         np.testing.assert_allclose(rec["t500"].isel(time=i), one["t500"], rtol=1e-6)
     assert not np.allclose(rec["t500"].isel(time=0), rec["t500"].isel(time=1))
+    # with observations at both times: each time is encoded with its own
+    _, _, obs = case
+    both_obs = xr.concat([obs, obs.assign_coords(time=obs.time + np.timedelta64(6, "h")) + 1.0], "time")
+    rec = both.phyda.encode(both_obs, model=tiny_model)
+    for i in range(2):
+        one = both.isel(time=[i]).phyda.encode(both_obs.isel(time=[i]), model=tiny_model)
+        np.testing.assert_allclose(rec["t500"].isel(time=i), one["t500"], rtol=1e-6)
+    # the untrained tiny VRE ignores observations: the bundled model shows they are used at each time
+    rec, without = both.phyda.encode(both_obs), both.phyda.encode()
+    for i in range(2):
+        assert float(abs(rec["t500"] - without["t500"]).isel(time=i).max()) > 0.1
 
 
 def test_a_poor_fit_to_the_observations_is_a_warning(case, tiny_model):

@@ -165,11 +165,11 @@ def _surface(background, name: str) -> bool:
 def _target(background, grid, name, pieces: list[ObsVariable], times, window) -> Target:
     kind, units, scale, offset, dims, xb = _state(background, name, grid)
     levels = grid.level_pa if grid.level in dims else None
-    if levels is None and grid.level_pa is not None and grid.level_pa.size == 1 and grid.level not in background.dims:
-        # one pressure level as a scalar coordinate (background.sel(level=500)): observations that carry a
-        # pressure are compared at it, those at other pressures are outside the grid
-        if all(p.pressure is not None for p in pieces) and not _surface(background, name):
-            levels = grid.level_pa
+    # one pressure level as a scalar coordinate (background.sel(level=500)): observations that carry a pressure
+    # are compared at it, those at other pressures are outside the grid (surface fields have no level)
+    if (levels is None and grid.level_pa is not None and grid.level_pa.size == 1 and grid.level not in background.dims
+            and all(p.pressure is not None for p in pieces) and not _surface(background, name)):
+        levels = grid.level_pa
     y = np.concatenate([p.values for p in pieces])
     n = y.size
     flags = np.zeros(n, dtype=np.int8)
