@@ -125,9 +125,17 @@ def test_local_cluster_equals_serial_for_oi_and_phyda(case, cluster_client, tiny
 def test_phyda_time_seed_is_seed_and_time_index(case, tiny_model):
     _, background, obs = case
     opts = {"method": "phyda", "model": tiny_model, "members": 2, "steps": 2, "guidance": "diag"}
-    out = assimilate_times(
-        background.isel(time=[0, 1]), obs.isel(time=[0, 1]), seed=7, progress=False, **opts
-    )
+    import warnings
+
+    from xphyda.errors import PoorFitWarning
+
+    with warnings.catch_warnings(record=True) as caught:  # the untrained model: one warning for both times
+        warnings.simplefilter("always")
+        out = assimilate_times(
+            background.isel(time=[0, 1]), obs.isel(time=[0, 1]), seed=7, progress=False, **opts
+        )
+    poor = [w for w in caught if issubclass(w.category, PoorFitWarning)]
+    assert len(poor) == 1 and "'t': O - A" in str(poor[0].message) and "model 'tiny'" in str(poor[0].message)
     one = assimilate(background.isel(time=[1]), obs.isel(time=[1]), seed=time_seed(7, 1), **opts)
     np.testing.assert_allclose(out["t"].isel(time=[1]), one["t"], rtol=0, atol=1e-4)
     assert not np.allclose(out["t"].isel(time=0), one["t"].isel(time=0))

@@ -628,14 +628,18 @@ def _warn_poor_fit(problem, analyses_si: dict, model: LoadedModel, least: int = 
             rb_u, ra_u = (float(target.from_si(np.asarray(r), difference=True)) for r in (rb, ra))
             worse.append(f"{name!r}: O - A {ra_u:.3g}, O - B {rb_u:.3g} {target.units or ''} ({int(used.sum())} observations)")
     if worse:
-        warnings.warn(
-            f"the PhyDA analysis fits the observations worse than the background did (RMS, ensemble mean): "
-            f"{'; '.join(worse)}. The background is probably far from the states model {model.path.name!r} was "
-            f"trained on ({model.card.get('description', 'see its card')}). Fix: compare with method='oi', and "
-            "for such data use a model trained on data like them (phyda train, docs/models.md)",
-            PoorFitWarning,
-            stacklevel=_outside_frame(),
-        )
+        warnings.warn(poor_fit_message(worse, model.path.name, model.card.get("description", "see its card")),
+                      PoorFitWarning, stacklevel=_outside_frame())
+
+
+def poor_fit_message(worse: list[str], name: str, description: str) -> str:
+    """The text of a :class:`~xphyda.errors.PoorFitWarning`: ``worse`` holds one ``"'t': O - A ..."`` per variable."""
+    return (
+        f"the PhyDA analysis fits the observations worse than the background did (RMS, ensemble mean): "
+        f"{'; '.join(worse)}. The background is probably far from the states model {name!r} was trained on "
+        f"({description}). Fix: compare with method='oi', and for such data use a model trained on data like "
+        "them (phyda train, docs/models.md)"
+    )
 
 
 def _balance_laws(balance, model: LoadedModel, members: int) -> tuple[str, ...]:

@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import NotAnalysedWarning, ObservationError, PhydaError
+from .errors import NotAnalysedWarning, ObservationError, PhydaError, PoorFitWarning
 
 __all__ = ["assimilate_times", "needs_time_split", "time_seed"]
 
@@ -162,8 +162,9 @@ def _analyse_one(background, obs, i: int, label: str, method: str, seed: int | N
     elif seed is not None:
         options = {**options, "seed": seed}  # refused by the method, with assimilate's message
     try:
-        with warnings.catch_warnings():  # assimilate_times gives one for all times (_warn_not_analysed)
+        with warnings.catch_warnings():  # assimilate_times gives one for all times (_warn_not_analysed, _warn_poor_fit)
             warnings.simplefilter("ignore", NotAnalysedWarning)
+            warnings.simplefilter("ignore", PoorFitWarning)
             return assimilate(background, obs, method=method, **options)
     except PhydaError as exc:
         raise type(exc)(f"analysis time {label} (index {i}): {exc}") from exc
@@ -451,7 +452,38 @@ def assimilate_times(
     if isinstance(obs, xr.Dataset | xr.DataArray) and _ROW in out.coords:
         out = out.drop_vars(_ROW)
     _warn_not_analysed(out, options.get("model"))
+    if method == "phyda":
+        _warn_poor_fit(out, options.get("model"))
     return out
+
+
+def _warn_poor_fit(analysis: xr.Dataset, model, least: int = 10) -> None:
+    """One :class:`~xphyda.errors.PoorFitWarning` over all analysis times (RMS of O - A above O - B)."""
+    from .assimilate import _outside_frame
+    from .diffusion import poor_fit_message
+    from .models import DEFAULT_MODEL, read_card
+    from .obs.qc import FLAGS
+
+    worse = []
+    for name, da in analysis.data_vars.items():
+        var = str(name)[:-5]
+        if not str(name).endswith("_flag") or f"{var}_innovation" not in analysis:
+            continue
+        used = np.asarray(da.values) == FLAGS["used"]
+        if used.sum() < least:
+            continue
+        ob, oa = (np.asarray(analysis[f"{var}_{k}"].values, dtype=float)[used] for k in ("innovation", "residual"))
+        rb, ra = float(np.sqrt(np.mean(ob**2))), float(np.sqrt(np.mean(oa**2)))
+        if ra > rb:
+            units = analysis[f"{var}_innovation"].attrs.get("units", "")
+            worse.append(f"{var!r}: O - A {ra:.3g}, O - B {rb:.3g} {units} ({int(used.sum())} observations)")
+    if worse:
+        label = Path(str(model)).name if model is not None else DEFAULT_MODEL
+        try:
+            description = read_card(model).get("description", "see its card")
+        except PhydaError:
+            description = "see its card"
+        warnings.warn(poor_fit_message(worse, label, description), PoorFitWarning, stacklevel=_outside_frame())
 
 
 def _warn_not_analysed(analysis: xr.Dataset, model) -> None:
