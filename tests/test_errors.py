@@ -341,3 +341,17 @@ def test_longitude_out_of_range():
     assert "% 360" in msg
     fixed = ds.assign_coords(longitude=ds["longitude"] % 360).sortby("longitude")
     physics_residual(fixed, "geostrophic")
+
+
+def test_option_errors_of_assimilate_say_how_to_fix_them(era5):
+    """Every refusal of an option value names a fix (several did not: review of 6 December 2026)."""
+    import xphyda
+    from xphyda.errors import PhydaError
+
+    obs = xphyda.obs.simulate(era5, n_stations=30, seed=0)
+    for kw in (dict(method="kalman"), dict(method="oi", qc=-1), dict(method="oi", length_scale="5 kg"),
+               dict(method="oi", length_scale=-3.0), dict(method="oi", background_error={"t": -1.0}),
+               dict(method="oi", background_error={"t": [1.0, 2.0, 3.0]})):
+        with pytest.raises(PhydaError, match="Fix: ") as info:
+            era5.phyda.assimilate(obs, **kw)
+        assert "Traceback" not in str(info.value), kw

@@ -76,15 +76,16 @@ def _metres(value, name: str) -> float:
             return float(q.m_as("m"))
         except Exception:  # noqa: BLE001 - pint raises several types for bad strings
             raise PhydaError(
-                f"length_scale {value!r} for {name!r} is not a distance; give metres or a string "
+                f"length_scale {value!r} for {name!r} is not a distance. Fix: give metres or a string "
                 "such as '500 km'"
             ) from None
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise PhydaError(f"length_scale for {name!r} must be a distance in metres; got {value!r}") from None
+        raise PhydaError(f"length_scale for {name!r} must be a distance in metres; got {value!r}. "
+                         "Fix: e.g. length_scale=500e3 or '500 km'") from None
     if not np.isfinite(out) or out <= 0:
-        raise PhydaError(f"length_scale for {name!r} must be positive; got {value!r}")
+        raise PhydaError(f"length_scale for {name!r} must be positive; got {value!r}. Fix: e.g. '500 km'")
     return out
 
 
@@ -115,14 +116,15 @@ def _sigma_b(
         values = np.atleast_1d(np.asarray(given, dtype=object))
         if values.size not in (1, nlev):
             raise ObservationError(
-                f"background_error for {target.name!r} has {values.size} values; give one, or one "
+                f"background_error for {target.name!r} has {values.size} values. Fix: give one, or one "
                 f"per level ({nlev})"
             )
         sigma = np.array(
             [error_to_si(v, target.units, target.kind, name=target.name) for v in values], dtype=float
         )
         if np.any(~np.isfinite(sigma)) or np.any(sigma <= 0):
-            raise ObservationError(f"background_error for {target.name!r} must be positive; got {given!r}")
+            raise ObservationError(f"background_error for {target.name!r} must be positive; got {given!r}. "
+                                   f"Fix: a standard deviation above 0 in {target.units!r}")
         return np.broadcast_to(sigma, (nlev,)).copy(), "given"
     level = np.argmax(wlev, axis=1)
     pooled = estimate_background_error(d[cand], target.sigma_o[cand])
@@ -141,7 +143,7 @@ def _sigma_b(
                 raise ObservationError(
                     f"too few observations of {target.name!r} to estimate its background error, and "
                     "no default for "
-                    f"its units; pass background_error={{{target.name!r}: value}} in {target.units!r}"
+                    f"its units. Fix: pass background_error={{{target.name!r}: value}} in {target.units!r}"
                 )
             est, tag = DEFAULT_BACKGROUND_ERROR[target.kind], "default"
         else:
@@ -483,7 +485,8 @@ def assimilate(
         ``method="oi"`` for a regional one).
     """
     if method not in METHODS:
-        raise PhydaError(f"unknown assimilation method {method!r}; available: {sorted(METHODS)}")
+        raise PhydaError(f"unknown assimilation method {method!r}; available: {sorted(METHODS)}. "
+                         "Fix: method='phyda' (the diffusion prior) or method='oi'")
     options = {
         "model": model,
         "members": members,
@@ -537,7 +540,7 @@ def assimilate(
     unused = sorted(set(options) - set(METHODS[method].options) - set(names))
     if unused:
         other = [m for m in METHODS if m != method and set(unused) <= set(METHODS[m].options)]
-        hint = f". Fix: pass method={other[0]!r}" if other else ""
+        hint = f". Fix: pass method={other[0]!r}" if other else f". Fix: drop {unused}"
         raise PhydaError(
             f"options {unused} are not used by method {method!r}; it takes {METHODS[method].options}{hint}"
         )
@@ -556,7 +559,8 @@ def assimilate(
             ok = False
         if not ok:
             raise ObservationError(
-                f"qc must be a positive number of standard deviations, or None to turn it off; got {qc!r}"
+                f"qc must be a positive number of standard deviations, or None to turn it off; got {qc!r}. "
+                "Fix: e.g. qc=5.0"
             )
     if method == "phyda":
         from .diffusion import assimilate_phyda
