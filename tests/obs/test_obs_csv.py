@@ -248,3 +248,15 @@ def test_evaluate_stations_csv_uses_the_same_reader(tmp_path):
     no_lon.write_text("lat,elevation\n48.2,16.4\n")
     with pytest.raises(CoordinateError, match="no longitude column"):
         observations_option(build_parser().parse_args(["--data", "x", "--stations", str(no_lon)]))
+
+
+def test_short_rows_are_read_as_missing_with_a_warning_and_semicolons_get_a_hint(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("lat,lon,t [K],u [m s-1]\n1,2,280,5\n3,4,281\n")
+    with pytest.warns(UserWarning, match=r"fewer fields than its 4 columns: line 3 \(3 fields\)"):
+        ds = read_csv(path)
+    np.testing.assert_array_equal(ds.u.values, [5.0, np.nan])
+    semi = tmp_path / "semi.csv"
+    semi.write_text("lat;lon;t [K]\n1;2;280\n")
+    with pytest.raises(ObservationError, match=r"separated by semicolons or tabs, not commas\. Fix: write it with commas"):
+        read_csv(semi)

@@ -72,6 +72,14 @@ def _read_cells(source, label: str) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"could not read {label!r} as CSV text: {exc}") from None
     table.index = table.index + 1  # line numbers, for messages
+    first = str(table.iloc[0, 0]) if table.shape[0] and table.shape[1] == 1 else ""
+    if ";" in first or "\t" in first:
+        raise ObservationError(
+            f"CSV file {label!r} has one column whose header {first!r} holds ';' or tabs: it is separated by "
+            "semicolons or tabs, not commas. Fix: write it with commas (pandas: pd.read_csv(path, sep=';')"
+            ".to_csv(new_path, index=False))"
+        )
+    _short_rows(source, label, table.shape[1])
     table = table.dropna(how="all")
     if table.shape[0] == 0:
         raise ObservationError(
@@ -83,6 +91,29 @@ def _read_cells(source, label: str) -> pd.DataFrame:
             f"under the header {','.join(map(str, table.iloc[0].fillna('')))!r}"
         )
     return table
+
+
+def _short_rows(source, label: str, width: int) -> None:
+    """Warn about rows with fewer fields than the header: pandas reads their last columns as empty (not observed).
+
+    Only for a file path (a stream cannot be read twice).  Not an error: a row that leaves out its trailing empty
+    fields is common in hand-written files, but a comma missing in the middle would shift the values, so say so.
+    """
+    import csv
+    import warnings
+
+    if not isinstance(source, str | os.PathLike):
+        return
+    with open(source, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        short = [(n, len(row)) for n, row in enumerate(csv.reader(fh), start=1) if row and len(row) < width]
+    if short:
+        where = ", ".join(f"line {n} ({k} fields)" for n, k in short[:5]) + (" ..." if len(short) > 5 else "")
+        warnings.warn(
+            f"CSV file {label!r} has rows with fewer fields than its {width} columns: {where}; their last columns "
+            "are read as missing values. Check those rows: a comma missing in the middle shifts the values into "
+            "the wrong columns",
+            UserWarning, stacklevel=4,
+        )
 
 
 def _split_header(cell, index: int, label: str) -> tuple[str, str | None]:
