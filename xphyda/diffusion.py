@@ -198,12 +198,10 @@ def _map_background(background: xr.Dataset, model: LoadedModel, overrides: dict)
         else:
             source.append(None)
     if not any(s is not None for s in source):
-        have = [
-            f"{n} {background[n].dims}" + (f" at {grid.level_pa[0] / 100:g} hPa" if grid.level is not None
-                                            and grid.level not in background[n].dims and grid.level_pa.size == 1
-                                            and grid.level in background[n].coords else "")
-            for n in map(str, background.data_vars)
-        ]
+        one = grid.level is not None and grid.level not in background.dims  # a scalar level coordinate
+        at = f" at {grid.level_pa[0] / 100:g} hPa" if one else ""
+        have = [f"{n} {background[n].dims}{at if grid.level in background[n].coords else ''}"
+                for n in map(str, background.data_vars)]
         raise ModelError(
             f"the background has none of the model's channels {list(model.names)} (a name is a variable and "
             f"its pressure level in hPa; surface fields have no level): it has {have}"
@@ -606,9 +604,9 @@ def assimilate_phyda(background: xr.Dataset, obs, *, model=None, members: int = 
     return out
 
 
-def _warn_poor_fit(problem, analyses_si: dict, model: LoadedModel, least: int = 10) -> None:
+def _warn_poor_fit(problem, analyses_si: dict, model: LoadedModel) -> None:
     """Warn (:class:`~xphyda.errors.PoorFitWarning`) for each target whose ensemble mean fits its used observations
-    worse than the background did: RMS of ``O - A`` above that of ``O - B`` over at least ``least`` observations."""
+    worse than the background did (:func:`poor_fit_line`)."""
     import warnings
 
     from .assimilate import _outside_frame
@@ -618,22 +616,30 @@ def _warn_poor_fit(problem, analyses_si: dict, model: LoadedModel, least: int = 
 
     worse = []
     for name, target in problem.targets.items():
-        used = target.flags == FLAGS["used"]
-        if used.sum() < least or name not in analyses_si:
+        if name not in analyses_si:
             continue
-        ob = target.y[used] - model_equivalent(target, target.background)[used]
-        oa = target.y[used] - model_equivalent(target, analyses_si[name])[used]
-        rb, ra = (float(np.sqrt(np.mean(d**2))) for d in (ob, oa))
-        if ra > rb:
-            rb_u, ra_u = (float(target.from_si(np.asarray(r), difference=True)) for r in (rb, ra))
-            worse.append(f"{name!r}: O - A {ra_u:.3g}, O - B {rb_u:.3g} {target.units or ''} ({int(used.sum())} observations)")
+        used = target.flags == FLAGS["used"]
+        omb, oma = (target.from_si(target.y[used] - model_equivalent(target, x)[used], difference=True)
+                    for x in (target.background, analyses_si[name]))
+        worse.append(poor_fit_line(name, omb, oma, target.units or ""))
+    worse = [w for w in worse if w]
     if worse:
         warnings.warn(poor_fit_message(worse, model.path.name, model.card.get("description", "see its card")),
                       PoorFitWarning, stacklevel=_outside_frame())
 
 
+def poor_fit_line(name: str, omb, oma, units: str, least: int = 10) -> str | None:
+    """``"'t': O - A ..., O - B ... K (n observations)"`` when the RMS of ``oma`` (O - A of the used observations)
+    is above that of ``omb`` (O - B) over at least ``least`` observations, else None."""
+    omb, oma = np.asarray(omb, dtype=float), np.asarray(oma, dtype=float)
+    if omb.size < least:
+        return None
+    rb, ra = float(np.sqrt(np.mean(omb**2))), float(np.sqrt(np.mean(oma**2)))
+    return f"{name!r}: O - A {ra:.3g}, O - B {rb:.3g} {units} ({omb.size} observations)" if ra > rb else None
+
+
 def poor_fit_message(worse: list[str], name: str, description: str) -> str:
-    """The text of a :class:`~xphyda.errors.PoorFitWarning`: ``worse`` holds one ``"'t': O - A ..."`` per variable."""
+    """The text of a :class:`~xphyda.errors.PoorFitWarning`: ``worse`` holds :func:`poor_fit_line`'s lines."""
     return (
         f"the PhyDA analysis fits the observations worse than the background did (RMS, ensemble mean): "
         f"{'; '.join(worse)}. The background is probably far from the states model {name!r} was trained on "

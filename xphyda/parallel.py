@@ -457,26 +457,21 @@ def assimilate_times(
     return out
 
 
-def _warn_poor_fit(analysis: xr.Dataset, model, least: int = 10) -> None:
-    """One :class:`~xphyda.errors.PoorFitWarning` over all analysis times (RMS of O - A above O - B)."""
+def _warn_poor_fit(analysis: xr.Dataset, model) -> None:
+    """One :class:`~xphyda.errors.PoorFitWarning` over all analysis times (:func:`~xphyda.diffusion.poor_fit_line`)."""
     from .assimilate import _outside_frame
-    from .diffusion import poor_fit_message
+    from .diffusion import poor_fit_line, poor_fit_message
     from .models import DEFAULT_MODEL, read_card
     from .obs.qc import FLAGS
 
     worse = []
     for name, da in analysis.data_vars.items():
         var = str(name)[:-5]
-        if not str(name).endswith("_flag") or f"{var}_innovation" not in analysis:
-            continue
-        used = np.asarray(da.values) == FLAGS["used"]
-        if used.sum() < least:
-            continue
-        ob, oa = (np.asarray(analysis[f"{var}_{k}"].values, dtype=float)[used] for k in ("innovation", "residual"))
-        rb, ra = float(np.sqrt(np.mean(ob**2))), float(np.sqrt(np.mean(oa**2)))
-        if ra > rb:
-            units = analysis[f"{var}_innovation"].attrs.get("units", "")
-            worse.append(f"{var!r}: O - A {ra:.3g}, O - B {rb:.3g} {units} ({int(used.sum())} observations)")
+        if str(name).endswith("_flag") and f"{var}_innovation" in analysis:
+            used = np.asarray(da.values) == FLAGS["used"]
+            omb, oma = (np.asarray(analysis[f"{var}_{k}"].values)[used] for k in ("innovation", "residual"))
+            worse.append(poor_fit_line(var, omb, oma, analysis[f"{var}_innovation"].attrs.get("units", "")))
+    worse = [w for w in worse if w]
     if worse:
         label = Path(str(model)).name if model is not None else DEFAULT_MODEL
         try:

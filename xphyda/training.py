@@ -382,13 +382,11 @@ def _same_data(data, saved: dict, out: Path, preset: str | None = None) -> None:
 
 
 def _check_training_data(dataset, names, data, samples: int = 16) -> None:
-    """The checks of :func:`_check_training_stats` on ``samples`` states read from the data themselves.
+    """:func:`_check_values` on ``samples`` states read from the data themselves.
 
     A fine-tune or a ``stats_from`` run brings its statistics from elsewhere, so they say nothing about these data.
     """
     import numpy as np
-
-    from .data.stats import NormStats
 
     n = len(dataset)
     if not hasattr(dataset, "read") or n == 0:
@@ -396,27 +394,25 @@ def _check_training_data(dataset, names, data, samples: int = 16) -> None:
     pick = np.unique(np.linspace(0, n - 1, min(n, samples)).round().astype(int))
     states = np.stack([np.asarray(dataset.read(int(i))[0], dtype=np.float64) for i in pick])  # (k, C, H, W)
     bad = ~np.isfinite(states)
-    share = bad.mean(axis=(0, 2, 3))
     with np.errstate(invalid="ignore"):
         mean = np.nanmean(np.where(bad, np.nan, states), axis=(0, 2, 3))
-    ones = np.ones(len(names))
-    info = {"nonfinite": {nm: float(f) for nm, f in zip(names, share) if f > 0}}
-    _check_training_stats(NormStats(tuple(names), np.nan_to_num(mean), ones, 0 * ones, ones, info=info), data)
+    share = bad.mean(axis=(0, 2, 3))
+    _check_values({nm: float(f) for nm, f in zip(names, share) if f > 0}, dict(zip(names, np.nan_to_num(mean))), data)
 
 
-def _check_training_stats(stats, data) -> None:
-    """Refuse training data with NaN or infinite values, or temperatures and humidities in other units."""
-    bad = (stats.info or {}).get("nonfinite") or {}
-    if bad:
-        listed = ", ".join(f"{n} {100 * f:.3g} %" for n, f in list(bad.items())[:8])
+def _check_values(nonfinite: dict, means: dict, data) -> None:
+    """Refuse training data with NaN or infinite values (``nonfinite``: share per channel), or temperatures and
+    humidities (``means``: per channel) whose means are not those of kelvin and kg kg-1."""
+    if nonfinite:
+        listed = ", ".join(f"{n} {100 * f:.3g} %" for n, f in list(nonfinite.items())[:8])
         raise DataError(
-            f"the training data {data} have NaN or infinite values in {len(bad)} channels (share of the sampled "
-            f"states' values: {listed}{' ...' if len(bad) > 8 else ''}); expected finite values everywhere: one "
-            "makes the loss NaN. Fix: fill them (ds.interpolate_na(...)) or leave out the times that have them "
-            "(ds.dropna('time', how='any')), write a new store and train into a new --out (this run's work/ holds a "
-            "copy of these values)"
+            f"the training data {data} have NaN or infinite values in {len(nonfinite)} channels (share of the "
+            f"sampled states' values: {listed}{' ...' if len(nonfinite) > 8 else ''}); expected finite values "
+            "everywhere: one makes the loss NaN. Fix: fill them (ds.interpolate_na(...)) or leave out the times that "
+            "have them (ds.dropna('time', how='any')), write a new store and train into a new --out (this run's "
+            "work/ holds a copy of these values)"
         )
-    for name, mean in zip(stats.channels, stats.mean):
+    for name, mean in means.items():
         kind = name.rstrip("0123456789")
         if kind in ("t", "t2m") and not 150.0 < mean < 350.0:
             raise DataError(
@@ -927,7 +923,8 @@ def train_prior(
     variables = list(cfg["variables"]) + list(cfg.get("surface", []))
     td = prepare(source, variables=variables, levels=cfg["levels_hpa"], stats=work / "stats.json",
                  max_times=stats_max_times)
-    _check_training_stats(td.stats, data)  # the statistics of these data (all sampled states), when computed here
+    # the statistics of these data (all sampled states) when computed here; a model's brought ones hold no "nonfinite"
+    _check_values((td.stats.info or {}).get("nonfinite") or {}, dict(zip(td.stats.channels, td.stats.mean)), data)
     if td.split is None and rank == 0:
         import warnings
 

@@ -453,12 +453,14 @@ def train(net, dataset, *, config: TrainConfig, out_dir, physics: PhysicsLoss | 
                 ramp = min(1.0, (step + 1) / max(1, config.physics_warmup))
                 loss = loss + ramp * config.physics_lambda * (physics_weight(sigma, sigma_data=sd_rms) * phys).mean()
                 parts.update({f"physics_{k}": float(v.detach().mean()) for k, v in per_law.items()})
-            bad = torch.tensor(0.0 if bool(torch.isfinite(loss)) else 1.0, device=device)
+            finite = bool(torch.isfinite(loss))
             if distributed:  # every process stops together (one alone would leave the others waiting in DDP)
                 import torch.distributed as dist
 
-                dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-            if bad.item() > 0:
+                flag = torch.tensor(float(finite), device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                finite = bool(flag.item())
+            if not finite:
                 raise ModelError(
                     f"the training loss is not finite at step {step + 1} in at least one process "
                     f"({', '.join(f'{k} {v:.4g}' for k, v in parts.items())}); "

@@ -117,11 +117,10 @@ def _state(background: xr.Dataset, name: str, grid: Grid):
             f"how to treat. Fix: {hint}"
         )
     order = [d for d in (grid.time, grid.level, grid.lat, grid.lon) if d is not None and d in da.dims]
-    da = da.transpose(*order).compute()  # a new object: a dask-backed background is read once, not loaded in place
     kind = variable_kind(name, da)
     units = da.attrs.get("units")
     scale, offset = scale_to_si(units, kind, name=name)
-    values = np.asarray(da.values, dtype=np.float64) * scale + offset
+    values = np.asarray(da.transpose(*order).values, dtype=np.float64) * scale + offset
     shape = (
         da.sizes[grid.time] if grid.time in da.dims else 1,
         da.sizes[grid.level] if grid.level in da.dims else 1,
